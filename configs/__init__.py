@@ -1,0 +1,1 @@
+"""Experiment configs: data, not code. Each file defines `get_config(arg)` and `PRESETS`."""
