@@ -1,0 +1,36 @@
+"""Classify scikit-learn's digits images with a small ConvNet: the engine's end-to-end check.
+
+    python -m netlab.main --config configs/classify_digits.py:cpu --workdir runs/digits
+    # cpu: ~1 minute on 2 cores, test accuracy ~0.98. Rerun the same command to resume.
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m netlab.main \
+        --config configs/classify_digits.py:cpu --workdir runs/digits8 --config.mesh.fsdp=4
+"""
+import ml_collections
+
+from configs import common
+
+PRESETS = ("cpu", "gpu", "pod")
+
+
+def get_config(arg=None):
+    preset = common.parse_preset(arg, PRESETS)
+    c = common.base_config()
+    c.task = "netlab.classify.task:DigitsClassification"
+    c.model = ml_collections.ConfigDict(dict(channels=(32, 64), hidden=128))
+    c.data = ml_collections.ConfigDict(dict(test_fraction=0.2))
+    c.train.steps = 600
+    c.train.batch_size = 128
+    c.train.log_every = 50
+    c.train.eval_every = 200
+    c.checkpoint.every = 200
+    c.optimizer.lr = 3e-3
+    c.optimizer.warmup_steps = 50
+    c.optimizer.weight_decay = 1e-4
+    if preset == "gpu":
+        c.train.compute_dtype = "bfloat16"
+        c.train.batch_size = 256
+    if preset == "pod":
+        c.train.compute_dtype = "bfloat16"
+        c.train.batch_size = 1024
+        c.mesh.data, c.mesh.fsdp = -1, 1
+    return c

@@ -1,0 +1,1 @@
+"""Image classification: the first end-to-end task of the engine (digits)."""

@@ -1,0 +1,59 @@
+"""Classify the digits images: cross-entropy training, held-out test accuracy, a confusion picture."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from netlab.classify.model import ConvNet
+from netlab.data import digits
+from netlab.train import precision
+
+
+class DigitsClassification:
+    def __init__(self, config):
+        self.config = config
+        m = config.model
+        self.model = ConvNet(channels=tuple(m.channels), hidden=m.hidden, num_classes=10,
+                             dtype=precision.compute_dtype(config.train),
+                             remat_policy=precision.remat_policy(config.train.remat))
+        self.data = digits.load(config.data.test_fraction)
+        self.batch_size = int(config.train.batch_size)
+        self._eval = jax.jit(self._predict)
+
+    def init_variables(self, rng):
+        return self.model.init(rng, jnp.zeros((1, 8, 8, 1), jnp.float32))
+
+    def batch_axes(self):
+        return {"image": ("batch", None, None, None), "label": ("batch",)}
+
+    def global_batch_size(self):
+        return self.batch_size
+
+    def train_batch(self, step, process_index, process_count):
+        idx = digits.epoch_batch_indices(len(self.data["train_y"]), self.batch_size, self.config.seed, step)
+        idx = digits.process_rows(idx, process_index, process_count)
+        return {"image": self.data["train_x"][idx], "label": self.data["train_y"][idx]}
+
+    def loss_fn(self, params, model_state, batch, rng, train):
+        logits = self.model.apply({"params": params}, batch["image"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        accuracy = (logits.argmax(-1) == batch["label"]).mean()
+        return loss, ({"accuracy": accuracy}, model_state)
+
+    def _predict(self, params, x):
+        return self.model.apply({"params": params}, x).argmax(-1)
+
+    def evaluate(self, params, model_state, step, workdir):
+        pred = np.asarray(self._eval(params, self.data["test_x"]))
+        truth = self.data["test_y"]
+        confusion = np.zeros((10, 10), np.int64)
+        np.add.at(confusion, (truth, pred), 1)
+        scalars = {"test_accuracy": float((pred == truth).mean())}
+        return scalars, {"confusion": _confusion_image(confusion)}
+
+
+def _confusion_image(confusion: np.ndarray) -> np.ndarray:
+    """Row-normalised confusion matrix as an upscaled uint8 heat map (true class = row)."""
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    img = (255 * (1.0 - rows)).astype(np.uint8)
+    return np.kron(img, np.ones((16, 16), np.uint8))

@@ -1,0 +1,59 @@
+"""Optax optimizer from `config.optimizer`: adamw/adam/sgd/lion, warmup + decay, clipping, wd masks."""
+import jax
+import optax
+
+from netlab.errors import UserError
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "lion")
+SCHEDULES = ("cosine", "linear", "constant")
+WD_MASKS = ("matrices", "all", "none")
+
+
+def learning_rate(opt_cfg, total_steps: int) -> optax.Schedule:
+    peak, warmup = opt_cfg.lr, opt_cfg.warmup_steps
+    decay_steps = max(total_steps - warmup, 1)
+    end = peak * opt_cfg.end_lr_factor
+    if opt_cfg.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=opt_cfg.end_lr_factor)
+    elif opt_cfg.schedule == "linear":
+        decay = optax.linear_schedule(peak, end, decay_steps)
+    elif opt_cfg.schedule == "constant":
+        decay = optax.constant_schedule(peak)
+    else:
+        raise UserError(f"optimizer.schedule={opt_cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if warmup <= 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def weight_decay_mask(kind: str):
+    if kind == "matrices":
+        return lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    if kind == "all":
+        return lambda params: jax.tree.map(lambda p: True, params)
+    if kind == "none":
+        return lambda params: jax.tree.map(lambda p: False, params)
+    raise UserError(f"optimizer.wd_mask={kind!r}; choose one of {', '.join(WD_MASKS)}")
+
+
+def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
+    lr = learning_rate(opt_cfg, total_steps)
+    mask = weight_decay_mask(opt_cfg.wd_mask)
+    wd = opt_cfg.weight_decay
+    name = opt_cfg.name
+    if name == "adamw":
+        core = optax.adamw(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=wd, mask=mask)
+    elif name == "adam":
+        core = optax.adam(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
+    elif name == "lion":
+        core = optax.lion(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=wd, mask=mask)
+    elif name == "sgd":
+        parts = [optax.sgd(lr, momentum=opt_cfg.momentum or None)]
+        if wd:
+            parts.insert(0, optax.add_decayed_weights(wd, mask=mask))
+        core = optax.chain(*parts)
+    else:
+        raise UserError(f"optimizer.name={name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if opt_cfg.clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), core)
+    return core

@@ -1,0 +1,171 @@
+"""The Trainer joins a Task with a mesh, shardings, an optimizer and EMA into jitted functions.
+
+Construction validates everything (mesh vs devices, batch vs data-parallel size, optimizer names)
+before anything is written anywhere, so a bad config fails fast with a one-line error.
+
+Shardings follow DESIGN.md: `jax.eval_shape` of the boxed init -> logical partition specs -> mesh
+specs via the config's rules (+ FSDP fallback for unannotated large leaves) -> `jit(init,
+out_shardings=...)`. The train step is jitted with the same shardings and donates the state.
+"""
+import contextlib
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from netlab import configlib
+from netlab.errors import UserError
+from netlab.sharding import mesh as meshlib
+from netlab.train import ema as emalib
+from netlab.train import optim
+from netlab.train.state import TrainState
+
+
+def _is_axes(x):
+    return x is None or type(x) is tuple
+
+
+class Trainer:
+    def __init__(self, config, devices=None, task=None):
+        self.config = config
+        self.task = task if task is not None else configlib.import_task(config)
+        self.mesh = meshlib.make_mesh(config.mesh, devices)
+        self.rules = meshlib.rules(config.sharding)
+        self.total_steps = int(config.train.steps)
+        self.tx = optim.build(config.optimizer, self.total_steps)
+        self.lr_schedule = optim.learning_rate(config.optimizer, self.total_steps)
+        self.ema_slots = emalib.names(config.optimizer)
+        self._check_batch()
+        self._sync_each_step = self.mesh.devices.flat[0].platform == "cpu" and self.mesh.size > 1
+        with self.context():
+            self.abstract_boxed = jax.eval_shape(self._init_boxed, jax.random.key(0))
+            self.state_shardings = meshlib.state_shardings(
+                self.abstract_boxed, self.mesh, self.rules, config.sharding.fsdp_min_bytes)
+            self.batch_axes = self.task.batch_axes()
+            self.batch_shardings = jax.tree.map(
+                lambda a: meshlib.logical_sharding(self.mesh, self.rules, a or ()), self.batch_axes, is_leaf=_is_axes)
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            meshlib.strip_boxes(self.abstract_boxed), self.state_shardings)
+        self._init = jax.jit(lambda r: nn.unbox(self._init_boxed(r)), out_shardings=self.state_shardings)
+        self._step = jax.jit(self._train_step, in_shardings=(self.state_shardings, self.batch_shardings),
+                             out_shardings=(self.state_shardings, None), donate_argnums=0)
+
+    # ----------------------------------------------------------------------------------------------
+    def context(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(nn.logical_axis_rules(self.rules))
+        return stack
+
+    def _check_batch(self):
+        gbs = int(self.task.global_batch_size())
+        if not gbs:
+            return
+        dp = meshlib.data_parallel_size(self.mesh, self.rules)
+        accum = int(self.config.train.grad_accum)
+        if accum < 1:
+            raise UserError(f"train.grad_accum={accum}; use an integer >= 1")
+        if gbs % accum or (gbs // accum) % dp:
+            raise UserError(f"global batch {gbs} with grad_accum={accum} gives micro-batches of {gbs / accum:g} rows, "
+                            f"not divisible by the data-parallel size {dp} (data*fsdp*expert); "
+                            f"set train.batch_size to a multiple of {dp * accum}")
+        if gbs % jax.process_count():
+            raise UserError(f"global batch {gbs} is not divisible by the {jax.process_count()} processes")
+
+    def _init_boxed(self, rng):
+        variables = dict(self.task.init_variables(rng))
+        params = variables.pop("params")
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=self.tx.init(params),
+            model_state=variables,
+            ema={name: params for name in self.ema_slots},
+        )
+
+    def init_state(self) -> TrainState:
+        with self.context():
+            return self._init(jax.random.key(self.config.seed))
+
+    # ----------------------------------------------------------------------------------------------
+    def global_batch(self, step: int):
+        """This process's rows of the batch for `step`, assembled into global sharded arrays."""
+        pc = jax.process_count()
+        local = self.task.train_batch(int(step), jax.process_index(), pc)
+
+        def one(axes, sharding, x):
+            x = np.asarray(x)
+            batched = bool(axes) and axes[0] == "batch"
+            shape = (x.shape[0] * pc,) + x.shape[1:] if batched else x.shape
+            return jax.make_array_from_process_local_data(sharding, x, shape)
+
+        return jax.tree.map(one, self.batch_axes, self.batch_shardings, local, is_leaf=_is_axes)
+
+    def _loss_and_grad(self, params, model_state, batch, rng):
+        fn = jax.value_and_grad(self.task.loss_fn, has_aux=True)
+        (loss, (metrics, model_state)), grads = fn(params, model_state, batch, rng, True)
+        return loss, metrics, model_state, grads
+
+    def _train_step(self, state: TrainState, batch):
+        rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+        accum = int(self.config.train.grad_accum)
+        if accum == 1:
+            loss, metrics, model_state, grads = self._loss_and_grad(state.params, state.model_state, batch, rng)
+        else:
+            def split(axes, x):
+                if not axes or axes[0] != "batch":
+                    raise UserError("train.grad_accum > 1 needs every batch leaf to have a leading 'batch' axis")
+                x = x.reshape((accum, x.shape[0] // accum) + x.shape[1:])
+                return nn.with_logical_constraint(x, (None,) + tuple(axes))
+
+            micro = jax.tree.map(split, self.batch_axes, batch, is_leaf=_is_axes)
+
+            def body(carry, inputs):
+                i, mb = inputs
+                grads_sum, model_state = carry
+                loss, metrics, model_state, grads = self._loss_and_grad(
+                    state.params, model_state, mb, jax.random.fold_in(rng, i))
+                grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+                return (grads_sum, model_state), (loss, metrics)
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (grads, model_state), (losses, metrics) = jax.lax.scan(
+                body, (zeros, state.model_state), (jnp.arange(accum), micro))
+            grads = jax.tree.map(lambda g: g / accum, grads)
+            loss, metrics = losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(
+            step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state,
+            ema=emalib.update(state.ema, params, state.step, self.ema_slots))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), lr=self.lr_schedule(state.step))
+        return new_state, metrics
+
+    def train_step(self, state, batch):
+        with self.context():
+            state, metrics = self._step(state, batch)
+        if self._sync_each_step:
+            # XLA:CPU runs fake devices on one thread pool: two programs with collectives in flight
+            # can starve each other's rendezvous, so keep one step in flight on CPU.
+            jax.block_until_ready(state)
+        return state, metrics
+
+    def eval_params(self, state: TrainState):
+        """Parameters to evaluate: the first EMA slot when EMA is on, else the raw parameters."""
+        return next(iter(state.ema.values())) if state.ema else state.params
+
+    def evaluate(self, state: TrainState, workdir: str):
+        with self.context():
+            return self.task.evaluate(self.eval_params(state), state.model_state, int(state.step), workdir)
+
+    def param_summary(self) -> dict:
+        """{path: [shape, dtype]} of the parameters, to tell one model's checkpoint from another's."""
+        flat = jax.tree_util.tree_flatten_with_path(self.abstract_state.params)[0]
+        return {jax.tree_util.keystr(p): [list(a.shape), str(a.dtype)] for p, a in flat}
+
+    def num_params(self) -> int:
+        return sum(math.prod(a.shape) for a in jax.tree.leaves(self.abstract_state.params))
