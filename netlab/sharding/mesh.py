@@ -86,8 +86,8 @@ def state_shardings(abstract_boxed, mesh: Mesh, rule_set, fsdp_min_bytes: int):
     is_spec = lambda x: isinstance(x, P)
 
     def one(spec, leaf):
-        spec = _fsdp_fallback(spec, leaf.shape, leaf.dtype, mesh, fsdp_min_bytes)
-        return NamedSharding(mesh, _divisible(spec, leaf.shape, mesh))
+        spec = _divisible(spec, leaf.shape, mesh)
+        return NamedSharding(mesh, _fsdp_fallback(spec, leaf.shape, leaf.dtype, mesh, fsdp_min_bytes))
 
     return jax.tree.map(one, mesh_specs, abstract, is_leaf=is_spec)
 

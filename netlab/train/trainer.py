@@ -142,7 +142,7 @@ class Trainer:
         new_state = TrainState(
             step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state,
             ema=emalib.update(state.ema, params, state.step, self.ema_slots))
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), lr=self.lr_schedule(state.step))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=self.lr_schedule(state.step))
         return new_state, metrics
 
     def train_step(self, state, batch):
