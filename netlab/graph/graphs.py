@@ -178,6 +178,27 @@ def edge_softmax(graph: Graph, logits):
                            graph.sorted_receivers, mask=graph.edge_mask)
 
 
+def edge_softmax_with_self(graph: Graph, edge_logits, self_logits):
+    """Softmax over each receiver's incoming real edges *and* its self-loop (GAT with self-loops).
+
+    ``edge_logits`` [E, ...] and ``self_logits`` [N, ...]; returns ``(edge_attn, self_attn)`` that sum
+    to 1 per node. The self-loop is kept out of the edge list (see module docstring), so its logit
+    joins the per-receiver max and normaliser here. Accumulates in float32.
+    """
+    dtype = edge_logits.dtype
+    el = _edge_constrain(edge_logits.astype(jnp.float32))
+    sl = self_logits.astype(jnp.float32)
+    recv, n, srt = _edge_constrain(graph.receivers), graph.num_nodes, graph.sorted_receivers
+    mask = _expand(graph.edge_mask, el)
+    el = jnp.where(mask, el, -jnp.inf)
+    m = jnp.maximum(jax.ops.segment_max(el, recv, num_segments=n, indices_are_sorted=srt), sl)
+    m = jax.lax.stop_gradient(_node_constrain(m))
+    ex = jnp.where(mask, jnp.exp(el - m[recv]), 0.0)
+    es = jnp.exp(sl - m)
+    denom = _node_constrain(jax.ops.segment_sum(ex, recv, num_segments=n, indices_are_sorted=srt)) + es
+    return (ex / denom[recv]).astype(dtype), (es / denom).astype(dtype)
+
+
 def degree(graph: Graph, weighted: bool = True):
     """In-degree at each receiver (sum of edge weights, padding edges excluded), float32 [N]."""
     w = graph.edge_weight if weighted else graph.edge_mask
@@ -427,7 +448,7 @@ def unpad_nodes(graph: Graph, x):
 
 __all__ = [
     "AGGREGATIONS", "Budget", "BucketLadder", "Graph", "GraphBudgetError", "batch", "canonical_edges",
-    "degree", "dense_gcn_matrix", "edge_softmax", "from_edges", "gather", "gcn_coefficients", "gcn_norm",
+    "degree", "dense_gcn_matrix", "edge_softmax", "edge_softmax_with_self", "from_edges", "gather", "gcn_coefficients", "gcn_norm",
     "normalized_adjacency_matmul", "pad", "pool", "propagate", "segment_max", "segment_mean",
     "segment_softmax", "segment_sum", "sort_by_receiver", "to_device", "unpad_nodes", "with_norms",
 ]
