@@ -1,0 +1,252 @@
+"""Neural Sheaf Diffusion (Bodnar, Di Giovanni, Chamberlain, Liò & Bronstein, NeurIPS 2022).
+
+A cellular sheaf on an undirected graph gives each node v and edge e a d-dimensional stalk and each
+incidence v ◁ e a restriction map F_{v◁e} ∈ R^{d×d}. For x ∈ R^{n d} the sheaf Laplacian
+(Definition 2.1 / eq. 2) acts as
+    (L_F x)_v = Σ_{e = {v,u}} F_{v◁e}^T (F_{v◁e} x_v - F_{u◁e} x_u),
+i.e. diagonal blocks L_vv = Σ_e F_{v◁e}^T F_{v◁e} =: D_v and off-diagonal L_vu = -F_{v◁e}^T F_{u◁e};
+the normalised Laplacian is Δ_F = D^{-1/2} L_F D^{-1/2}. With F = I_d this is the graph Laplacian
+(normalised: I - D^{-1/2} A D^{-1/2}) ⊗ I_d.
+
+NSD (eq. 6 and §4) learns the maps from features, F_{v◁e} = Φ(x_v, x_u) = σ(V [vec x_v || vec x_u]),
+in three classes (§4, "Sheaf learners"): diagonal maps (d numbers), orthogonal maps O(d)
+(Householder products or the Cayley transform of a skew-symmetric matrix), and general d×d maps.
+The discrete diffusion layer (eq. 8, with the per-stalk residual weights ε of §5) on X ∈ R^{(n d)×f}:
+    X_{t+1} = (1 + tanh ε_t) ⊙ X_t - σ( Δ_{F(t)} (I_n ⊗ W_1^t) X_t W_2^t ),
+σ = ELU; encoder X_0 = MLP(input) reshaped to n × d × f, decoder a linear map of vec(X_T).
+`augmented=True` normalises with (D + I)^{-1/2} (as the authors' code does for stability);
+`augmented=False` is the plain D^{-1/2} of the paper.
+
+Edges: an undirected graph stored with both directions (netlab.graph.graphs conventions: sorted by
+(receiver, sender), no self-loops, padding edges on the padding node). For directed edge e = s -> r
+the learner produces the sender-side map M_e = F_{s◁{s,r}}; the receiver-side map is M_{rev(e)},
+found with a sorted search over the (receiver, sender) keys inside jit.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from netlab.graph import graphs as G
+from netlab.sharding import axes
+
+MAP_TYPES = ("diag", "orth", "general")
+ORTH_METHODS = ("householder", "cayley")
+
+
+# --------------------------------------------------------------------------------------------------
+# Restriction maps
+def num_map_params(map_type: str, d: int, orth_method: str = "householder") -> int:
+    if map_type == "diag":
+        return d
+    if map_type == "general":
+        return d * d
+    if map_type == "orth":
+        return d * (d + 1) // 2 if orth_method == "householder" else d * (d - 1) // 2
+    raise ValueError(f"unknown restriction map type {map_type!r}; choose one of {', '.join(MAP_TYPES)}")
+
+
+def householder_orthogonal(params, d: int):
+    """[..., d(d+1)/2] -> [..., d, d]: product of d Householder reflections I - 2 v v^T / |v|^2,
+    v_k = unit basis vector e_k plus the k-th column of the strictly-lower part filled from params."""
+    tril = jnp.zeros(params.shape[:-1] + (d, d), params.dtype)
+    rows, cols = jnp.tril_indices(d)
+    tril = tril.at[..., rows, cols].set(params)
+    V = tril - jnp.einsum("...ii->...i", tril)[..., None, :] * jnp.eye(d, dtype=params.dtype) + jnp.eye(d, dtype=params.dtype)
+    Q = jnp.broadcast_to(jnp.eye(d, dtype=params.dtype), params.shape[:-1] + (d, d))
+    for k in range(d):
+        v = V[..., :, k]
+        coef = 2.0 / jnp.sum(v * v, -1)
+        Q = Q - coef[..., None, None] * jnp.einsum("...ij,...j,...k->...ik", Q, v, v)
+    return Q
+
+
+def cayley_orthogonal(params, d: int):
+    """[..., d(d-1)/2] -> [..., d, d]: (I - S)(I + S)^{-1} for the skew-symmetric S filled from params."""
+    S = jnp.zeros(params.shape[:-1] + (d, d), params.dtype)
+    rows, cols = jnp.tril_indices(d, -1)
+    S = S.at[..., rows, cols].set(params)
+    S = S - jnp.swapaxes(S, -1, -2)
+    eye = jnp.eye(d, dtype=params.dtype)
+    # (I - S)(I + S)^{-1} = solve((I + S)^T, (I - S)^T)^T
+    return jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(eye + S, -1, -2), jnp.swapaxes(eye - S, -1, -2)), -1, -2)
+
+
+def maps_from_params(params, map_type: str, d: int, orth_method: str = "householder"):
+    """Raw learner outputs [E, k] -> maps: diag [E, d] (vector of the diagonal) or [E, d, d]."""
+    if map_type == "diag":
+        return params
+    if map_type == "general":
+        return params.reshape(params.shape[:-1] + (d, d))
+    if orth_method == "householder":
+        return householder_orthogonal(params, d)
+    if orth_method == "cayley":
+        return cayley_orthogonal(params, d)
+    raise ValueError(f"unknown orthogonal parametrisation {orth_method!r}; choose one of {', '.join(ORTH_METHODS)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sheaf Laplacian
+def reverse_edges(graph: G.Graph):
+    """Index of the reverse edge (r -> s) of each edge (s -> r), jittable. Needs a symmetric edge list
+    sorted by (receiver, sender); padding edges map to a padding edge. Keys r*N+s need N^2 < 2^31."""
+    n = graph.num_nodes
+    s, r = graph.senders.astype(jnp.int32), graph.receivers.astype(jnp.int32)
+    keys = r * n + s
+    return jnp.clip(jnp.searchsorted(keys, s * n + r), 0, keys.shape[0] - 1).astype(jnp.int32)
+
+
+def _matvec(maps, x, diag, transpose=False):
+    """maps [E, d(, d)] applied to x [E, d, f]."""
+    if diag:
+        return maps[:, :, None] * x
+    return jnp.einsum("eji,ejf->eif" if transpose else "eij,ejf->eif", maps, x)
+
+
+def _inv_sqrt_psd(D, eps, iters: int = 30):
+    """D^{-1/2} for a batch of symmetric positive-definite d×d matrices by the coupled Newton–Schulz
+    iteration on D / tr(D) (differentiable, and stable at repeated eigenvalues where eigh's gradient
+    is not). Matrices with tr(D) <= eps (isolated or padding nodes) give 0."""
+    d = D.shape[-1]
+    eye = jnp.eye(d, dtype=D.dtype)
+    tr = jnp.trace(D, axis1=-2, axis2=-1)
+    ok = tr > eps
+    c = jnp.where(ok, tr, 1.0)
+    Y = jnp.where(ok[:, None, None], D / c[:, None, None], eye)
+    Z = jnp.broadcast_to(eye, D.shape)
+
+    def body(_, yz):
+        Y, Z = yz
+        T = 0.5 * (3.0 * eye - Z @ Y)
+        return Y @ T, T @ Z
+
+    Y, Z = jax.lax.fori_loop(0, iters, body, (Y, Z))
+    return jnp.where(ok[:, None, None], Z / jnp.sqrt(c)[:, None, None], 0.0)
+
+
+class SheafLaplacian:
+    """The (normalised) sheaf Laplacian for given sender-side maps M_e [E, d] (diag) or [E, d, d].
+
+    Call `apply(x)` with x [N, d, f]. `map_type` decides how D is formed and inverted:
+    diag -> elementwise, orth -> deg · I, general -> per-node Newton–Schulz inverse square root."""
+
+    def __init__(self, graph: G.Graph, maps, map_type: str, normalised: bool = True, augmented: bool = True,
+                 eps: float = 1e-6):
+        self.graph, self.map_type, self.normalised = graph, map_type, normalised
+        self.diag = map_type == "diag"
+        emask = graph.edge_mask.astype(maps.dtype)
+        maps = maps * emask.reshape((-1,) + (1,) * (maps.ndim - 1))
+        self.send = maps                                     # F_{s◁e}
+        self.recv = maps[reverse_edges(graph)]               # F_{r◁e}
+        n, d = graph.num_nodes, maps.shape[1]
+        if self.diag:
+            D = G.segment_sum(self.recv ** 2, graph.receivers, n, graph.sorted_receivers)          # [N, d]
+        elif map_type == "orth":
+            deg = G.segment_sum(emask, graph.receivers, n, graph.sorted_receivers)
+            D = deg[:, None, None] * jnp.eye(d, dtype=maps.dtype)
+        else:
+            D = G.segment_sum(jnp.einsum("eji,ejk->eik", self.recv, self.recv), graph.receivers, n,
+                              graph.sorted_receivers)
+        self.D = D
+        if normalised:
+            if augmented:
+                D = D + (1.0 if self.diag else jnp.eye(d, dtype=maps.dtype))
+            if self.diag:
+                self.d_inv_sqrt = jnp.where(D > eps, 1.0 / jnp.sqrt(jnp.where(D > eps, D, 1.0)), 0.0)
+            elif map_type == "orth":
+                dd = D[:, 0, 0]
+                self.d_inv_sqrt = jnp.where(dd > eps, 1.0 / jnp.sqrt(jnp.where(dd > eps, dd, 1.0)), 0.0)
+            else:
+                self.d_inv_sqrt = _inv_sqrt_psd(D, eps)
+
+    def _scale(self, x):
+        if self.diag:
+            return self.d_inv_sqrt[:, :, None] * x
+        if self.map_type == "orth":
+            return self.d_inv_sqrt[:, None, None] * x
+        return jnp.einsum("nij,njf->nif", self.d_inv_sqrt, x)
+
+    def apply(self, x):
+        g = self.graph
+        y = self._scale(x) if self.normalised else x
+        ys, yr = G.gather(g, y, "senders"), G.gather(g, y, "receivers")
+        diff = _matvec(self.recv, yr, self.diag) - _matvec(self.send, ys, self.diag)     # F_r y_r - F_s y_s
+        out = G.propagate(g, _matvec(self.recv, diff, self.diag, transpose=True))
+        out = self._scale(out) if self.normalised else out
+        return out * g.node_mask[:, None, None].astype(out.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model
+class SheafLearner(nn.Module):
+    """Φ(x_s, x_r) = act(V [x_s || x_r]) -> restriction maps of the requested class (no bias)."""
+    d: int
+    map_type: str = "diag"
+    orth_method: str = "householder"
+
+    @nn.compact
+    def __call__(self, graph: G.Graph, x):
+        k = num_map_params(self.map_type, self.d, self.orth_method)
+        pair = jnp.concatenate([G.gather(graph, x, "senders"), G.gather(graph, x, "receivers")], -1)
+        raw = nn.Dense(k, use_bias=False, name="V", kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (axes.EMBED, None)))(pair)
+        if self.map_type != "orth":
+            raw = jnp.tanh(raw)
+        return maps_from_params(raw, self.map_type, self.d, self.orth_method)
+
+
+class NeuralSheafDiffusion(nn.Module):
+    """NSD node classifier (Diag-NSD, O(d)-NSD, Gen-NSD by `map_type`)."""
+    num_classes: int
+    d: int = 3
+    hidden_channels: int = 16
+    num_layers: int = 4
+    map_type: str = "diag"
+    orth_method: str = "householder"
+    nonlinear: bool = False          # relearn the maps at every layer (else only from X_0)
+    input_dropout: float = 0.0
+    dropout: float = 0.0
+    left_weights: bool = True
+    right_weights: bool = True
+    use_epsilons: bool = True
+    augmented: bool = True
+    use_act: bool = True
+
+    @nn.compact
+    def __call__(self, graph: G.Graph, x, train: bool = False):
+        n, d, f = x.shape[0], self.d, self.hidden_channels
+        det = not train
+        x = nn.Dropout(self.input_dropout)(x, deterministic=det)
+        x = nn.Dense(d * f, name="encoder", kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (None, axes.EMBED)))(x)
+        if self.use_act:
+            x = nn.elu(x)
+        x = nn.Dropout(self.dropout)(x, deterministic=det)
+        x = x.reshape(n, d, f)
+        lap = None
+        for t in range(self.num_layers):
+            if t == 0 or self.nonlinear:
+                xm = x.reshape(n, d * f)
+                if t > 0:
+                    xm = nn.Dropout(self.dropout)(xm, deterministic=det)
+                maps = SheafLearner(d, self.map_type, self.orth_method, name=f"sheaf_learner_{t}")(graph, xm)
+                lap = SheafLaplacian(graph, maps, self.map_type, normalised=True, augmented=self.augmented)
+            h = nn.Dropout(self.dropout)(x, deterministic=det)
+            if self.left_weights:
+                W1 = self.param(f"left_{t}", nn.initializers.orthogonal(), (d, d))
+                h = jnp.einsum("ij,njf->nif", W1, h)
+            if self.right_weights:
+                W2 = self.param(f"right_{t}", nn.initializers.orthogonal(), (f, f))
+                h = jnp.einsum("nif,fg->nig", h, W2)
+            h = lap.apply(h)
+            if self.use_act:
+                h = nn.elu(h)
+            coeff = 1.0
+            if self.use_epsilons:
+                eps = self.param(f"epsilon_{t}", nn.initializers.zeros, (d,))
+                coeff = 1.0 + jnp.tanh(eps)[None, :, None]
+            x = coeff * x - h
+        x = x.reshape(n, d * f)
+        return nn.Dense(self.num_classes, name="decoder", kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (axes.EMBED, axes.VOCAB)))(x)

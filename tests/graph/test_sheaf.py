@@ -1,0 +1,138 @@
+"""Neural Sheaf Diffusion: the sheaf Laplacian against its definition, its spectrum, special cases."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from netlab.graph import graphs as G
+from netlab.graph import sheaf
+
+
+def _graph(n=7, seed=0):
+    rng = np.random.default_rng(seed)
+    a = np.triu(rng.random((n, n)) < 0.4, 1)
+    a[np.arange(n - 1), np.arange(1, n)] = True
+    s, r = np.nonzero(a)
+    return G.to_device(G.from_edges(s, r, n, nodes=rng.standard_normal((n, 4)).astype(np.float32), symmetrize=True)), n
+
+
+def _dense_laplacian(g, maps, map_type, normalised, augmented, n, d):
+    @jax.jit
+    def run(g, maps):
+        lap = sheaf.SheafLaplacian(g, maps, map_type, normalised=normalised, augmented=augmented)
+        x = jnp.eye(g.num_nodes * d, dtype=maps.dtype).reshape(g.num_nodes, d, g.num_nodes * d)
+        return lap.apply(x)
+    N = g.num_nodes
+    return np.asarray(run(g, maps)).reshape(N * d, N * d)[:n * d, :n * d]
+
+
+def _random_maps(map_type, E, d, rng, orth_method="householder"):
+    k = sheaf.num_map_params(map_type, d, orth_method)
+    return sheaf.maps_from_params(jnp.asarray(rng.standard_normal((E, k))), map_type, d, orth_method)
+
+
+def _numpy_sheaf_laplacian(g, maps, n, d, diag):
+    """L_F by Definition 2.1 from the per-edge sender-side maps, and its block diagonal D."""
+    s, r, m = (np.asarray(a) for a in (g.senders, g.receivers, g.edge_mask))
+    F = {}
+    for e in np.nonzero(m)[0]:
+        M = np.asarray(maps[e], np.float64)
+        F[(int(s[e]), int(r[e]))] = np.diag(M) if diag else M      # F_{s ◁ {s, r}}
+    L = np.zeros((n * d, n * d))
+    for (v, u), Fv in F.items():                                  # each incidence v ◁ {v, u}
+        Fu = F[(u, v)]
+        L[v * d:(v + 1) * d, v * d:(v + 1) * d] += Fv.T @ Fv
+        L[v * d:(v + 1) * d, u * d:(u + 1) * d] -= Fv.T @ Fu
+    D = np.zeros_like(L)
+    for v in range(n):
+        D[v * d:(v + 1) * d, v * d:(v + 1) * d] = L[v * d:(v + 1) * d, v * d:(v + 1) * d]
+    return L, D
+
+
+@pytest.mark.parametrize("map_type,orth", [("diag", None), ("orth", "householder"), ("orth", "cayley"),
+                                           ("general", None)])
+def test_sheaf_laplacian_matches_definition_symmetric_psd(map_type, orth):
+    g, n = _graph(seed=1)
+    d = 3
+    with jax.enable_x64(True):
+        maps = _random_maps(map_type, g.num_edges, d, np.random.default_rng(2), orth or "householder")
+        L_ref, D_ref = _numpy_sheaf_laplacian(g, maps, n, d, map_type == "diag")
+        for normalised, augmented in ((False, False), (True, False), (True, True)):
+            L = _dense_laplacian(g, maps, map_type, normalised, augmented, n, d)
+            expect = L_ref
+            if normalised:
+                Dn = D_ref + (np.eye(n * d) if augmented else 0)
+                Dis = np.real(scipy.linalg.inv(scipy.linalg.sqrtm(Dn)))
+                expect = Dis @ L_ref @ Dis
+            np.testing.assert_allclose(L, expect, atol=1e-6)
+            np.testing.assert_allclose(L, L.T, atol=1e-8)
+            w = np.linalg.eigvalsh((L + L.T) / 2)
+            assert w.min() > -1e-8
+            if normalised and not augmented:
+                assert w.max() <= 2 + 1e-6                       # normalised spectrum in [0, 2]
+
+
+@pytest.mark.parametrize("map_type", ["diag", "orth", "general"])
+def test_identity_maps_give_graph_laplacian_kron_identity(map_type):
+    g, n = _graph(seed=3)
+    d = 2
+    with jax.enable_x64(True):
+        E = g.num_edges
+        maps = jnp.ones((E, d)) if map_type == "diag" else jnp.broadcast_to(jnp.eye(d), (E, d, d))
+        A = np.zeros((n, n))
+        m = np.asarray(g.edge_mask)
+        A[np.asarray(g.receivers)[m], np.asarray(g.senders)[m]] = 1
+        deg = A.sum(1)
+        Lg = np.diag(deg) - A
+        for normalised, augmented, expect in (
+                (False, False, Lg),
+                (True, False, np.eye(n) - A / np.sqrt(np.outer(deg, deg))),
+                (True, True, Lg / np.sqrt(np.outer(deg + 1, deg + 1)))):
+            L = _dense_laplacian(g, maps, map_type, normalised, augmented, n, d)
+            np.testing.assert_allclose(L, np.kron(expect, np.eye(d)), atol=1e-8)
+
+
+@pytest.mark.parametrize("method", sheaf.ORTH_METHODS)
+def test_orthogonal_maps_are_orthogonal(method):
+    d = 4
+    rng = np.random.default_rng(0)
+    Q = np.asarray(jax.jit(sheaf.maps_from_params, static_argnums=(1, 2, 3))(
+        jnp.asarray(rng.standard_normal((50, sheaf.num_map_params("orth", d, method)))), "orth", d, method))
+    np.testing.assert_allclose(np.einsum("eji,ejk->eik", Q, Q), np.broadcast_to(np.eye(d), Q.shape), atol=1e-5)
+    assert np.abs(Q - np.eye(d)).max() > 0.1                     # not trivially the identity
+    if method == "cayley":
+        np.testing.assert_allclose(np.linalg.det(Q), 1.0, atol=1e-4)   # SO(d)
+
+
+def test_reverse_edges():
+    g, _ = _graph(seed=4)
+    rev = np.asarray(sheaf.reverse_edges(g))
+    s, r, m = (np.asarray(a) for a in (g.senders, g.receivers, g.edge_mask))
+    assert np.all(s[rev][m] == r[m]) and np.all(r[rev][m] == s[m])
+    assert np.all(~m[rev][~m])
+
+
+@pytest.mark.parametrize("map_type", ["diag", "orth", "general"])
+def test_nsd_permutation_equivariant(map_type):
+    """One forward pass on the disjoint union of a graph and its relabelled copy: node i of the
+    first copy and node n + perm[i] of the second must get the same output."""
+    g, n = _graph(n=9, seed=5)
+    m = np.asarray(g.edge_mask)
+    s, r, x = np.asarray(g.senders)[m], np.asarray(g.receivers)[m], np.asarray(g.nodes)[:n]
+    perm = np.random.default_rng(6).permutation(n)
+    xp = np.zeros_like(x)
+    xp[perm] = x
+    union = G.from_edges(np.concatenate([s, n + perm[s]]), np.concatenate([r, n + perm[r]]), 2 * n,
+                         nodes=np.concatenate([x, xp]))
+    model = sheaf.NeuralSheafDiffusion(num_classes=3, d=3, hidden_channels=4, num_layers=2, map_type=map_type,
+                                       nonlinear=True)
+    out, params = jax.jit(model.init_with_output)(jax.random.key(0), union, union.nodes)
+    out = np.asarray(out)
+    np.testing.assert_allclose(out[n + perm], out[:n], rtol=1e-4, atol=1e-5)
+    assert np.abs(out[:n] - out[:n].mean(0)).max() > 1e-4       # outputs differ across nodes
+    if map_type == "general":   # Newton–Schulz D^{-1/2}: finite gradients (eigh's would be NaN at D = I)
+        params = nn.unbox(params)
+        grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, union, union.nodes)[:2 * n] ** 2)))(params)
+        assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(grads))
