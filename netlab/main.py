@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if result["eval"]:
+    if result["eval"] and result["lead"]:
         print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in result["eval"].items()))
     return 0
 

@@ -7,6 +7,8 @@ that holds another model fails with a clear error instead of a shape mismatch de
 Paths are made absolute (Orbax rejects relative ones, and only later, in its background thread).
 Restores take target shardings, so a checkpoint written on one mesh loads on any other.
 """
+import contextlib
+import logging
 import os
 
 import jax
@@ -29,18 +31,35 @@ def _options(every=1, max_to_keep=None, async_save=True, read_only=False):
         cleanup_tmp_directories=not read_only)
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    """Read-only managers warn that the directory is read only: expected here, so silence it."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _reader(directory):
+    with _quiet_absl():
+        return ocp.CheckpointManager(directory, options=_options(read_only=True), item_names=ITEMS)
+
+
 def latest_step(directory) -> int | None:
     """Latest complete checkpoint step in `directory`, without creating anything."""
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
         return None
-    with ocp.CheckpointManager(directory, options=_options(read_only=True), item_names=ITEMS) as mngr:
+    with _reader(directory) as mngr, _quiet_absl():
         return mngr.latest_step()
 
 
 def read_meta(directory, step=None) -> dict:
     directory = os.path.abspath(directory)
-    with ocp.CheckpointManager(directory, options=_options(read_only=True), item_names=ITEMS) as mngr:
+    with _reader(directory) as mngr, _quiet_absl():
         step = mngr.latest_step() if step is None else step
         out = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(out["meta"])
@@ -104,7 +123,7 @@ def restore_params(source, abstract_params):
     step = latest_step(directory)
     if step is None:
         raise UserError(f"checkpoint.init_from={source!r} holds no checkpoint; point it at a workdir or its ckpt/ folder")
-    with ocp.CheckpointManager(directory, options=_options(read_only=True), item_names=ITEMS) as mngr:
+    with _reader(directory) as mngr, _quiet_absl():
         try:
             out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
         except (ValueError, KeyError) as e:

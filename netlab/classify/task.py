@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from netlab.classify.model import ConvNet
 from netlab.data import digits
@@ -44,7 +45,8 @@ class DigitsClassification:
         return self.model.apply({"params": params}, x).argmax(-1)
 
     def evaluate(self, params, model_state, step, workdir):
-        pred = np.asarray(self._eval(params, self.data["test_x"]))
+        # The parameters may span several processes: gather the predictions everywhere.
+        pred = np.asarray(multihost_utils.process_allgather(self._eval(params, self.data["test_x"]), tiled=True))
         truth = self.data["test_y"]
         confusion = np.zeros((10, 10), np.int64)
         np.add.at(confusion, (truth, pred), 1)

@@ -6,7 +6,8 @@ from tqdm.auto import tqdm
 
 
 class Progress:
-    def __init__(self, start: int, total: int, enabled: bool):
+    def __init__(self, start: int, total: int, enabled: bool, lead: bool = True):
+        self.lead = lead
         self.bar = tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True,
                         unit="step", file=sys.stderr, mininterval=1.0)
         self.last_step, self.last_time = start, time.perf_counter()
@@ -22,7 +23,8 @@ class Progress:
         return rate
 
     def write(self, text: str):
-        self.bar.write(text, file=sys.stderr)
+        if self.lead:
+            self.bar.write(text, file=sys.stderr)
 
     def close(self):
         self.bar.close()

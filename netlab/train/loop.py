@@ -78,7 +78,7 @@ def run(cfg, workdir: str, devices=None) -> dict:
     ckpt = ckptlib.Checkpointer(ckdir, cfg.checkpoint.every, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
     meta = {"task": cfg.task, "params": summary}
     total = trainer.total_steps
-    progress = Progress(0, total, lead and cfg.train.progress)
+    progress = Progress(0, total, lead and cfg.train.progress, lead)
 
     if resume_step is not None:
         state = ckpt.restore(resume_step, trainer.abstract_state)
@@ -91,12 +91,11 @@ def run(cfg, workdir: str, devices=None) -> dict:
             progress.write(f"initialised parameters from {cfg.checkpoint.init_from} (step {src_step})")
     start = int(jax.device_get(state.step))
     progress.bar.n = progress.last_step = start
-    if lead:
-        progress.write(f"{cfg.task}: {trainer.num_params():,} parameters on mesh "
-                       f"{dict(trainer.mesh.shape)}; steps {start}->{total}; workdir {workdir}")
+    progress.write(f"{cfg.task}: {trainer.num_params():,} parameters on mesh {dict(trainer.mesh.shape)} "
+                   f"x {jax.process_count()} process(es); steps {start}->{total}; workdir {workdir}")
 
     preemption = _Preemption()
-    result = {"preempted": False, "metrics": {}, "eval": {}}
+    result = {"preempted": False, "metrics": {}, "eval": {}, "lead": lead}
     log_every, eval_every = max(cfg.train.log_every, 1), cfg.train.eval_every
     prof_start, prof_end = cfg.train.profile_start, cfg.train.profile_start + cfg.train.profile_steps
     t_log, n_log = time.perf_counter(), start
@@ -126,9 +125,10 @@ def run(cfg, workdir: str, devices=None) -> dict:
                                              "lower optimizer.lr or set optimizer.clip_norm")
             if eval_every and step % eval_every == 0 and step != total:
                 result["eval"] = _evaluate(trainer, state, workdir, writer, progress, step)
-            ckpt.save(step, state, meta)
+            saved = ckpt.save(step, state, meta)      # Orbax also saves at a preemption sync point
             if preemption.reached(ckpt, step):
-                ckpt.save(step, state, meta, force=True)
+                if not saved:
+                    ckpt.save(step, state, meta, force=True)
                 ckpt.wait()
                 progress.write(f"preempted: saved step {step} in {ckdir}; rerun the same command to resume")
                 result["preempted"] = True
