@@ -39,7 +39,8 @@ def _final_params(workdir, **overrides):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cli") / "run"
-    proc = run_cli(workdir, **{"train.steps": "30", "checkpoint.every": "10", "train.eval_every": "15"})
+    proc = run_cli(workdir, **{"train.steps": "30", "checkpoint.every": "10", "train.eval_every": "15",
+                               "train.profile_start": "10", "train.profile_steps": "2"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return workdir, proc
 
@@ -54,6 +55,8 @@ def test_run_leaves_a_complete_workdir(finished_run):
     assert any("eval/test_accuracy" in line for line in lines)
     assert sorted(os.listdir(workdir / "ckpt")) == ["20", "30"]     # max_to_keep=2
     assert "final: test_accuracy=" in proc.stdout
+    assert list((workdir / "profile").rglob("*.xplane.pb")), "profiler trace missing"
+    assert list((workdir / "confusion").glob("step_*.png"))
 
 
 def test_rerun_resumes_instead_of_starting_over(finished_run):
