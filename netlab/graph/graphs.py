@@ -441,13 +441,54 @@ def to_device(graph: Graph) -> Graph:
     return jax.tree.map(jnp.asarray, graph)
 
 
+STRUCTURE_KEYS = ("senders", "receivers", "edge_weight", "node_mask", "edge_mask", "node_graph", "graph_mask",
+                  "n_node", "n_edge")
+EDGE_KEYS = ("senders", "receivers", "edge_weight", "edge_mask")
+
+
+def to_arrays(graph: Graph, prefix: str = "") -> dict:
+    """A flat dict of the graph's arrays (structure, ``norm_<k>``, and ``nodes``/``edges``/``globals``
+    when they are arrays): the form a task hands the trainer as (part of) a batch."""
+    out = {prefix + k: getattr(graph, k) for k in STRUCTURE_KEYS}
+    for k, v in (graph.norm or {}).items():
+        out[f"{prefix}norm_{k}"] = v
+    for k in ("nodes", "edges", "globals"):
+        v = getattr(graph, k)
+        if v is not None and not isinstance(v, dict):
+            out[prefix + k] = v
+    return out
+
+
+def from_arrays(d: dict, prefix: str = "", sorted_receivers: bool = True) -> Graph:
+    """Inverse of :func:`to_arrays` (works on traced arrays inside jit)."""
+    norm = {k[len(prefix) + 5:]: v for k, v in d.items() if k.startswith(prefix + "norm_")}
+    return Graph(nodes=d.get(prefix + "nodes"), edges=d.get(prefix + "edges"), globals=d.get(prefix + "globals"),
+                 norm=norm or None, sorted_receivers=sorted_receivers,
+                 **{k: d[prefix + k] for k in STRUCTURE_KEYS})
+
+
+def array_axes(d: dict, prefix: str = "", edge_sharded: bool = False, lead=()) -> dict:
+    """Logical axes for each array of :func:`to_arrays`: replicated, or edge arrays over ``EDGES``.
+    ``lead`` prepends axes (e.g. ``("batch",)`` for stacked sub-batches)."""
+    edge_keys = {prefix + k for k in EDGE_KEYS} | {prefix + "edges", prefix + "norm_gcn_edge",
+                                                   prefix + "norm_gcn_noloop_edge"}
+    out = {}
+    for k, v in d.items():
+        nd = np.ndim(v) - len(lead)
+        if edge_sharded and k in edge_keys:
+            out[k] = tuple(lead) + (axes.EDGES,) + (None,) * (nd - 1)
+        else:
+            out[k] = tuple(lead) + (None,) * nd if lead else None
+    return out
+
+
 def unpad_nodes(graph: Graph, x):
     """Rows of real nodes only (host)."""
     return np.asarray(x)[np.asarray(graph.node_mask)]
 
 
 __all__ = [
-    "AGGREGATIONS", "Budget", "BucketLadder", "Graph", "GraphBudgetError", "batch", "canonical_edges",
+    "AGGREGATIONS", "Budget", "array_axes", "from_arrays", "to_arrays", "BucketLadder", "Graph", "GraphBudgetError", "batch", "canonical_edges",
     "degree", "dense_gcn_matrix", "edge_softmax", "edge_softmax_with_self", "from_edges", "gather", "gcn_coefficients", "gcn_norm",
     "normalized_adjacency_matmul", "pad", "pool", "propagate", "segment_max", "segment_mean",
     "segment_softmax", "segment_sum", "sort_by_receiver", "to_device", "unpad_nodes", "with_norms",

@@ -23,7 +23,7 @@ class GCN(nn.Module):
     @nn.compact
     def __call__(self, graph, x, train: bool = False):
         for i in range(self.num_layers):
-            x = nn.Dropout(self.dropout)(x, deterministic=not train)
+            x = L.Dropout(self.dropout)(x, deterministic=not train)
             last = i == self.num_layers - 1
             x = L.GCNConv(self.num_classes if last else self.hidden, dtype=self.dtype, name=f"conv{i}")(graph, x)
             if not last:
@@ -56,10 +56,10 @@ class GAT(nn.Module):
     @nn.compact
     def __call__(self, graph, x, train: bool = False):
         conv = L.GATv2Conv if self.v2 else L.GATConv
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = L.Dropout(self.dropout)(x, deterministic=not train)
         x = conv(self.hidden, self.heads, dropout=self.dropout, dtype=self.dtype, name="conv0")(graph, x, not train)
         x = nn.elu(x)
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = L.Dropout(self.dropout)(x, deterministic=not train)
         return conv(self.num_classes, self.out_heads, concat=False, dropout=self.dropout, dtype=self.dtype,
                     name="conv1")(graph, x, not train)
 
@@ -77,9 +77,9 @@ class APPNPNet(nn.Module):
 
     @nn.compact
     def __call__(self, graph, x, train: bool = False):
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = L.Dropout(self.dropout)(x, deterministic=not train)
         x = nn.relu(L._dense(self.hidden, True, "lin0", self.dtype)(x))
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = L.Dropout(self.dropout)(x, deterministic=not train)
         x = L._dense(self.num_classes, True, "lin1", self.dtype)(x)
         return L.APPNP(self.k, self.alpha, self.edge_dropout, name="prop")(graph, x, not train)
 
@@ -105,7 +105,7 @@ class DeeperGCN(nn.Module):
         for i in range(1, self.num_layers):
             x = L.ResPlusBlock(conv(i), self.dropout, name=f"block{i}")(graph, x, edge_attr, not train)
         x = nn.relu(nn.LayerNorm(name="norm")(x))
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = L.Dropout(self.dropout)(x, deterministic=not train)
         return L._dense(self.num_classes, True, "head", self.dtype)(x)
 
 
@@ -131,7 +131,7 @@ class GraphClassifier(nn.Module):
             x = nn.relu(x)
             pooled.append(G.pool(graph, x, self.readout))
         h = jnp.concatenate(pooled, -1)
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
+        h = L.Dropout(self.dropout)(h, deterministic=not train)
         return L.MLP((self.hidden, self.num_classes), dtype=self.dtype, name="head")(h)
 
 

@@ -1,0 +1,321 @@
+"""Graph training tasks for the netlab trainer (see ``netlab/train/task.py`` for the protocol).
+
+- :class:`NodeClassification` — full-batch, transductive (Cora, CiteSeer, geom-gcn sets, karate):
+  one padded graph with train/val/test masks; ``batch_axes()`` replicates everything, or, with
+  ``data.edge_sharded``, splits the edge arrays over the logical axis ``EDGES`` so each device
+  aggregates its edge shard and partial aggregates are summed (an all-reduce).
+- :class:`GraphClassification` — many small graphs packed into padded sub-batches on a short bucket
+  ladder (one compilation per bucket); sub-batches are stacked on a leading ``batch`` axis, so data
+  parallelism splits them over devices.
+- :class:`LinkPrediction` — full-batch GCN encoder + inner-product decoder on a held-out edge split,
+  fresh negatives each step (a function of seed and step), ROC-AUC on val/test.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from netlab import configlib
+from netlab.errors import UserError
+from netlab.graph import datasets as D
+from netlab.graph import graphs as G
+from netlab.graph import layers as L
+from netlab.graph import models as M
+from netlab.train import precision
+
+
+def _model_kwargs(config) -> tuple[str, dict]:
+    kw = dict(config.model)
+    name = kw.pop("name")
+    return name, kw
+
+
+def l2_penalty(params, weight_decay: float, scope: str = ""):
+    """weight_decay/2 · Σ p² over parameters whose path starts with ``scope`` ("" = all). Equals the
+    coupled L2 of Adam(weight_decay) in PyG and Kipf's ``weight_decay * tf.nn.l2_loss``."""
+    if not weight_decay:
+        return 0.0
+    total = 0.0
+    for path, p in jax.tree_util.tree_leaves_with_path(params):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        if name.startswith(scope):
+            total = total + jnp.sum(jnp.square(p))
+    return 0.5 * weight_decay * total
+
+
+def masked_cross_entropy(logits, labels, mask):
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    m = mask.astype(jnp.float32)
+    return (ce * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+
+def masked_accuracy(logits, labels, mask):
+    m = mask.astype(jnp.float32)
+    return ((logits.argmax(-1) == labels) * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+
+def _edge_multiple(config) -> int:
+    # Edge arrays must split evenly over every device when edge-sharded.
+    return int(np.lcm(128, max(jax.device_count(), 1))) if config.data.get("edge_sharded", False) else 8
+
+
+class NodeClassification:
+    """Full-batch node classification; ``evaluate`` reports val/test accuracy."""
+
+    def __init__(self, config, dataset: D.NodeDataset | None = None):
+        self.config = config
+        d = config.data
+        self.dataset = dataset if dataset is not None else D.load(d.name, configlib.data_dir(d.get("data_dir", "")), d.get("split", 0))
+        ds = self.dataset
+        budget = G.Budget(ds.num_nodes + 1, G._round_up(max(ds.num_edges, 1), _edge_multiple(config)), 2)
+        graph = ds.graph(budget, row_normalize=bool(d.get("row_normalize", True)))
+        name, kw = _model_kwargs(config)
+        x = np.asarray(graph.nodes)
+        if name == "sgc" and d.get("precompute", True):
+            # PyG SGConv(cached=True): S^K X is computed once; the model is then a linear map.
+            x = np.asarray(jax.jit(L.sgc_propagate, static_argnums=2)(G.to_device(graph), jnp.asarray(x),
+                                                                      int(kw.get("k", 2))))
+            kw["k"] = 0
+        self.model = M.build(name, ds.num_classes, dtype=precision.compute_dtype(config.train), **kw)
+        pad = lambda m: np.concatenate([m, np.zeros(budget.n_node - len(m), m.dtype)])
+        self.arrays = dict(G.to_arrays(graph.replace(nodes=x)))
+        self.arrays.update(y=pad(ds.y.astype(np.int32)), train_mask=pad(ds.train_mask))
+        self.eval_masks = {"train": pad(ds.train_mask), "val": pad(ds.val_mask), "test": pad(ds.test_mask)}
+        self.edge_sharded = bool(d.get("edge_sharded", False))
+        self.weight_decay = float(config.get("loss", {}).get("weight_decay", 0.0))
+        self.wd_scope = str(config.get("loss", {}).get("weight_decay_scope", ""))
+        self._predict = jax.jit(self.logits)
+
+    # -- protocol --------------------------------------------------------------------------------
+    def init_variables(self, rng):
+        g = G.from_arrays(jax.tree.map(jnp.asarray, self.arrays))
+        return self.model.init({"params": rng, "dropout": rng}, g, g.nodes, train=False)
+
+    def batch_axes(self):
+        return G.array_axes(self.arrays, edge_sharded=self.edge_sharded)
+
+    def global_batch_size(self):
+        return 0
+
+    def train_batch(self, step, process_index, process_count):
+        return self.arrays
+
+    def loss_fn(self, params, model_state, batch, rng, train):
+        g = G.from_arrays(batch)
+        logits = self.model.apply({"params": params, **model_state}, g, g.nodes, train=train,
+                                  rngs={"dropout": rng})
+        ce = masked_cross_entropy(logits, batch["y"], batch["train_mask"])
+        loss = ce + l2_penalty(params, self.weight_decay, self.wd_scope)
+        return loss, ({"ce": ce, "accuracy": masked_accuracy(logits, batch["y"], batch["train_mask"])}, model_state)
+
+    def logits(self, params, model_state, arrays):
+        g = G.from_arrays(arrays)
+        return self.model.apply({"params": params, **model_state}, g, g.nodes, train=False)
+
+    def evaluate(self, params, model_state, step, workdir):
+        logits = np.asarray(self._predict(params, model_state, self.arrays))
+        pred, y = logits.argmax(-1), self.arrays["y"]
+        scalars = {f"{k}_accuracy": float((pred == y)[m].mean()) for k, m in self.eval_masks.items() if m.any()}
+        val_ce = masked_cross_entropy(jnp.asarray(logits), jnp.asarray(y), jnp.asarray(self.eval_masks["val"]))
+        scalars["val_loss"] = float(val_ce)
+        return scalars, {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Graph classification over padded batches.
+# ------------------------------------------------------------------------------------------------
+
+def synthetic_graph_dataset(num_graphs: int, seed: int, min_nodes: int = 8, max_nodes: int = 32):
+    """Two-class toy set (host, networkx): Erdős–Rényi graphs with mean degree ≈ 4 (class 0) vs
+    Barabási–Albert trees (m = 1, mean degree ≈ 2, class 1); features are constant ones, so a model
+    must read the structure. Returns a list of (GraphsTuple, label)."""
+    import jraph
+    import networkx as nx
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(num_graphs):
+        n = int(rng.integers(min_nodes, max_nodes + 1))
+        label = i % 2
+        gseed = int(rng.integers(1 << 31))
+        g = nx.barabasi_albert_graph(n, 1, seed=gseed) if label else nx.gnp_random_graph(n, 4.0 / (n - 1), seed=gseed)
+        e = np.array(list(g.edges()), np.int64).reshape(-1, 2)
+        s, r, _, _ = G.canonical_edges(e[:, 0], e[:, 1], n, symmetrize=True)
+        out.append((jraph.GraphsTuple(nodes=np.ones((n, 1), np.float32), edges=None, senders=s, receivers=r,
+                                      globals=None, n_node=np.array([n]), n_edge=np.array([len(s)])), label))
+    return out
+
+
+class GraphClassification:
+    """Graph classification; a batch is ``train.batch_size`` padded sub-batches of ``data.graphs_per_batch``
+    graphs each, all padded to the smallest bucket of ``data.max_nodes``/``max_edges`` that fits."""
+
+    def __init__(self, config, graphs=None):
+        self.config = config
+        d = config.data
+        self.graphs = graphs if graphs is not None else synthetic_graph_dataset(d.num_graphs, config.seed)
+        rng = np.random.default_rng(config.seed + 1)
+        order = rng.permutation(len(self.graphs))
+        n_test = max(int(len(order) * d.get("test_fraction", 0.2)), 1)
+        self.test_idx, self.train_idx = order[:n_test], order[n_test:]
+        self.per_row = int(d.graphs_per_batch)
+        self.rows = int(config.train.batch_size)
+        self.ladder = G.BucketLadder.from_max(d.max_nodes, d.max_edges, self.per_row + 1, d.get("num_buckets", 4))
+        self.num_classes = int(max(y for _, y in self.graphs) + 1)
+        self.feat_dim = int(self.graphs[0][0].nodes.shape[-1])
+        name, kw = _model_kwargs(config)
+        self.model = M.build(name, self.num_classes, dtype=precision.compute_dtype(config.train), **kw)
+        self._predict = jax.jit(jax.vmap(self._logits, in_axes=(None, None, 0)))
+
+    def _pack(self, idx, rows):
+        """``rows`` padded sub-batches from graph indices ``idx`` (split evenly), one common bucket."""
+        chunks = np.array_split(np.asarray(idx), rows)
+        sizes = [(sum(int(self.graphs[i][0].n_node[0]) for i in c), sum(int(self.graphs[i][0].n_edge[0]) for i in c),
+                  len(c)) for c in chunks]
+        budget = self.ladder.fit(max(s[0] for s in sizes), max(s[1] for s in sizes), max(s[2] for s in sizes))
+        out = []
+        for c in chunks:
+            g = G.batch([self.graphs[i][0] for i in c], budget)
+            a = G.to_arrays(g)
+            labels = np.zeros(budget.n_graph, np.int32)
+            labels[:len(c)] = [self.graphs[i][1] for i in c]
+            a["label"] = labels
+            out.append(a)
+        return {k: np.stack([o[k] for o in out]) for k in out[0]}
+
+    def batch_indices(self, step):
+        """Graph indices of ``step``: an epoch-wise permutation of the training set, a function of (seed, step)."""
+        per_step = self.rows * self.per_row
+        steps_per_epoch = max(len(self.train_idx) // per_step, 1)
+        epoch, k = divmod(int(step), steps_per_epoch)
+        perm = np.random.default_rng([self.config.seed, epoch]).permutation(self.train_idx)
+        return perm[k * per_step:(k + 1) * per_step]
+
+    def init_variables(self, rng):
+        b = self._pack(self.train_idx[:self.per_row], 1)
+        g = G.from_arrays({k: jnp.asarray(v[0]) for k, v in b.items()})
+        return self.model.init({"params": rng, "dropout": rng}, g, g.nodes, train=False)
+
+    def batch_axes(self):
+        b = self._pack(self.train_idx[:self.per_row], 1)
+        return G.array_axes(b, lead=("batch",))
+
+    def global_batch_size(self):
+        return self.rows
+
+    def train_batch(self, step, process_index, process_count):
+        b = self._pack(self.batch_indices(step), self.rows)
+        per = self.rows // process_count
+        return {k: v[process_index * per:(process_index + 1) * per] for k, v in b.items()}
+
+    def _logits(self, params, model_state, arrays, train=False, rng=None):
+        g = G.from_arrays(arrays)
+        rngs = {"dropout": rng} if rng is not None else {}
+        return self.model.apply({"params": params, **model_state}, g, g.nodes, train=train, rngs=rngs)
+
+    def loss_fn(self, params, model_state, batch, rng, train):
+        rngs = jax.random.split(rng, batch["label"].shape[0])
+        logits = jax.vmap(lambda a, r: self._logits(params, model_state, a, train, r))(batch, rngs)
+        mask = batch["graph_mask"]
+        loss = masked_cross_entropy(logits, batch["label"], mask)
+        return loss, ({"accuracy": masked_accuracy(logits, batch["label"], mask)}, model_state)
+
+    def evaluate(self, params, model_state, step, workdir):
+        scalars = {}
+        for split, idx in (("train", self.train_idx), ("test", self.test_idx)):
+            correct = total = 0
+            for start in range(0, len(idx), self.per_row * self.rows):
+                chunk = idx[start:start + self.per_row * self.rows]
+                b = self._pack(chunk, max(1, math.ceil(len(chunk) / self.per_row)))
+                pred = np.asarray(self._predict(params, model_state, b)).argmax(-1)
+                m = b["graph_mask"]
+                correct += int(((pred == b["label"]) & m).sum())
+                total += int(m.sum())
+            scalars[f"{split}_accuracy"] = correct / max(total, 1)
+        return scalars, {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Link prediction.
+# ------------------------------------------------------------------------------------------------
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve by the rank-sum formula (ties get average ranks)."""
+    from scipy.stats import rankdata
+    ranks = rankdata(scores)
+    pos = labels.astype(bool)
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1))
+
+
+class LinkPrediction:
+    """Full-batch link prediction: undirected edges split train/val/test (``data.val_fraction``,
+    ``data.test_fraction``); the encoder sees only training edges; each step scores the training
+    edges against as many random negative pairs (a function of seed and step); BCE loss."""
+
+    def __init__(self, config, dataset: D.NodeDataset | None = None):
+        self.config = config
+        d = config.data
+        ds = dataset if dataset is not None else D.load(d.name, configlib.data_dir(d.get("data_dir", "")))
+        self.dataset = ds
+        und = ds.senders < ds.receivers
+        pairs = np.stack([ds.senders[und], ds.receivers[und]], 1)
+        rng = np.random.default_rng(config.seed)
+        pairs = pairs[rng.permutation(len(pairs))]
+        n_val, n_test = int(len(pairs) * d.get("val_fraction", 0.05)), int(len(pairs) * d.get("test_fraction", 0.1))
+        self.val_pos, self.test_pos, self.train_pos = pairs[:n_val], pairs[n_val:n_val + n_test], pairs[n_val + n_test:]
+        n = ds.num_nodes
+        self.val_neg = rng.integers(0, n, (n_val, 2))
+        self.test_neg = rng.integers(0, n, (n_test, 2))
+        tp = self.train_pos
+        budget = G.Budget(n + 1, G._round_up(2 * len(tp), _edge_multiple(config)), 2)
+        graph = G.from_edges(tp[:, 0], tp[:, 1], n, nodes=D.normalize_features(ds.x), symmetrize=True, budget=budget)
+        self.arrays = G.to_arrays(graph)
+        self.arrays["pos"] = tp.astype(np.int32)
+        self.edge_sharded = bool(d.get("edge_sharded", False))
+        name, kw = _model_kwargs(config)
+        if name != "link_predictor":
+            raise UserError(f"model.name={name!r}; LinkPrediction uses model.name='link_predictor'")
+        self.model = M.build(name, dtype=precision.compute_dtype(config.train), **kw)
+        self._score = jax.jit(self.scores)
+
+    def init_variables(self, rng):
+        g = G.from_arrays(jax.tree.map(jnp.asarray, self.arrays))
+        return self.model.init({"params": rng, "dropout": rng}, g, g.nodes, jnp.zeros((1, 2), jnp.int32))
+
+    def batch_axes(self):
+        return G.array_axes(self.arrays, edge_sharded=self.edge_sharded)
+
+    def global_batch_size(self):
+        return 0
+
+    def train_batch(self, step, process_index, process_count):
+        return self.arrays
+
+    def loss_fn(self, params, model_state, batch, rng, train):
+        g = G.from_arrays(batch)
+        pos = batch["pos"]
+        k_neg, k_drop = jax.random.split(rng)
+        neg = jax.random.randint(k_neg, pos.shape, 0, self.dataset.num_nodes)
+        pairs = jnp.concatenate([pos, neg])
+        labels = jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])])
+        logits = self.model.apply({"params": params, **model_state}, g, g.nodes, pairs, train=train,
+                                  rngs={"dropout": k_drop})
+        loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels).mean()
+        return loss, ({"accuracy": ((logits > 0) == (labels > 0)).mean()}, model_state)
+
+    def scores(self, params, model_state, arrays, pairs):
+        g = G.from_arrays(arrays)
+        return self.model.apply({"params": params, **model_state}, g, g.nodes, pairs, train=False)
+
+    def evaluate(self, params, model_state, step, workdir):
+        out = {}
+        for split, pos, neg in (("val", self.val_pos, self.val_neg), ("test", self.test_pos, self.test_neg)):
+            pairs = np.concatenate([pos, neg]).astype(np.int32)
+            s = np.asarray(self._score(params, model_state, self.arrays, pairs))
+            out[f"{split}_auc"] = roc_auc(s, np.r_[np.ones(len(pos)), np.zeros(len(neg))])
+        return out, {}

@@ -1,0 +1,176 @@
+"""Graph tasks through the Task protocol: optax steps, evaluation, edge sharding, buckets, budgets."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from configs import common
+from netlab.graph import datasets as D
+from netlab.graph import graphs as G
+from netlab.graph import layers as L
+from netlab.graph import task as T
+
+
+def node_config(model, **data):
+    c = common.base_config()
+    c.task = "netlab.graph.task:NodeClassification"
+    c.model = ml_collections.ConfigDict(model)
+    c.data = ml_collections.ConfigDict(dict(dict(name="karate", data_dir="", split=0, row_normalize=True,
+                                                 edge_sharded=False, precompute=True), **data))
+    c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))
+    c.train.steps, c.train.batch_size = 3, 0
+    c.optimizer.name, c.optimizer.lr, c.optimizer.schedule = "adam", 0.01, "constant"
+    return c
+
+
+def optax_steps(task, n, lr=0.05, seed=0):
+    params = nn.unbox(task.init_variables(jax.random.key(seed)))["params"]
+    tx = optax.adam(lr)
+    opt = tx.init(params)
+    batch = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
+
+    @jax.jit
+    def step(params, opt, rng):
+        (loss, (metrics, _)), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, batch, rng, True)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), opt, loss
+
+    losses = []
+    for i in range(n):
+        params, opt, loss = step(params, opt, jax.random.key(i))
+        losses.append(float(loss))
+    return params, losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [dict(name="gcn", hidden=16, dropout=0.5), dict(name="gat", hidden=4, heads=2, dropout=0.2),
+                                   dict(name="sgc", k=2), dict(name="appnp", hidden=16, k=5, alpha=0.1)])
+def test_node_classification_protocol_and_training(model):
+    task = T.NodeClassification(node_config(model))
+    axes = task.batch_axes()
+    assert task.global_batch_size() == 0 and all(a is None for a in axes.values())
+    batch = task.train_batch(5, 0, 1)
+    assert batch["x" if "x" in batch else "nodes"].shape[0] == 35  # 34 nodes + 1 padding node
+    params, losses = optax_steps(task, 60)
+    assert losses[-1] < 0.5 * losses[0]
+    scalars, images = task.evaluate(params, {}, 60, "/tmp")
+    assert set(scalars) >= {"train_accuracy", "val_accuracy", "test_accuracy"}
+    assert scalars["train_accuracy"] == 1.0 and scalars["test_accuracy"] > 0.7  # two leaders label the clubs
+
+
+def test_dropout_hash_mask_rate_and_independence():
+    k = jax.random.key(3)
+    m1 = np.asarray(L.hash_keep_mask(k, (200, 300), 0.6))
+    m2 = np.asarray(L.hash_keep_mask(jax.random.key(4), (200, 300), 0.6))
+    assert abs(m1.mean() - 0.4) < 0.01 and abs(m2.mean() - 0.4) < 0.01
+    assert abs((m1 & m2).mean() - 0.16) < 0.01  # independent across keys
+    assert abs((m1[:, 1:] & m1[:, :-1]).mean() - 0.16) < 0.01  # no correlation between neighbours
+    x = jnp.ones((1000, 50))
+    y = L.Dropout(0.5).apply({}, x, deterministic=False, rngs={"dropout": k})
+    assert set(np.unique(np.asarray(y)).tolist()) == {0.0, 2.0}
+    assert np.array_equal(L.Dropout(0.5).apply({}, x, deterministic=True), x)
+
+
+@pytest.mark.slow
+def test_edge_sharded_training_equals_single_device():
+    from netlab.train.trainer import Trainer
+
+    results = {}
+    for name, devices, sharded in (("one", jax.devices()[:1], False), ("eight", jax.devices()[:8], True)):
+        cfg = node_config(dict(name="gcn", hidden=8, dropout=0.5), edge_sharded=sharded)
+        cfg.mesh.data = -1
+        trainer = Trainer(cfg, devices=devices, task=T.NodeClassification(cfg))
+        state = trainer.init_state()
+        batch = trainer.global_batch(0)
+        if sharded:
+            assert len(batch["senders"].sharding.device_set) == 8
+            assert batch["senders"].addressable_shards[0].data.shape[0] == batch["senders"].shape[0] // 8
+        for step in range(3):
+            state, metrics = trainer.train_step(state, trainer.global_batch(step))
+        results[name] = (jax.device_get(state.params), float(metrics["loss"]))
+    assert results["one"][1] == pytest.approx(results["eight"][1], rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results["one"][0], results["eight"][0])
+
+
+def graph_config(**data):
+    c = common.base_config()
+    c.task = "netlab.graph.task:GraphClassification"
+    c.model = ml_collections.ConfigDict(dict(name="graph_classifier", hidden=16, num_layers=2, conv="gin"))
+    c.data = ml_collections.ConfigDict(dict(dict(num_graphs=96, graphs_per_batch=4, max_nodes=160, max_edges=800,
+                                                 num_buckets=4, test_fraction=0.25), **data))
+    c.train.batch_size = 2
+    return c
+
+
+def test_graph_classification_compiles_once_per_bucket():
+    task = T.GraphClassification(graph_config())
+    traces = []
+
+    def loss(params, batch):
+        traces.append(batch["senders"].shape)  # Python side effect: runs once per compilation
+        return task.loss_fn(params, {}, batch, jax.random.key(0), False)[0]
+
+    f = jax.jit(loss)
+    params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+    steps_per_epoch = len(task.train_idx) // (task.rows * task.per_row)
+    shapes = set()
+    for step in range(steps_per_epoch):
+        b = task.train_batch(step, 0, 1)
+        assert b["senders"].shape[0] == 2
+        shapes.add((b["nodes"].shape[1], b["senders"].shape[1]))
+        f(params, b)
+    assert len(shapes) > 1  # batches really had different sizes
+    assert len(traces) == len(shapes) <= len(task.ladder)
+
+
+def test_graph_classification_learns_and_shards_rows():
+    task = T.GraphClassification(graph_config())
+    assert task.batch_axes()["senders"] == ("batch", None) and task.global_batch_size() == 2
+    half = task.train_batch(0, 1, 2)
+    assert half["senders"].shape[0] == 1
+    params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+    tx = optax.adam(0.01)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, batch):
+        (l, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, batch, jax.random.key(0), True)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), opt, l
+
+    before = task.evaluate(params, {}, 0, "/tmp")[0]["train_accuracy"]
+    for s in range(60):
+        params, opt, _ = step(params, opt, task.train_batch(s, 0, 1))
+    scalars = task.evaluate(params, {}, 60, "/tmp")[0]
+    assert scalars["train_accuracy"] > max(before, 0.8) and scalars["test_accuracy"] > 0.7
+
+
+def test_over_budget_batch_is_a_one_line_error():
+    task = T.GraphClassification(graph_config(max_nodes=40, max_edges=800, num_buckets=2))
+    with pytest.raises(G.GraphBudgetError) as err:
+        task.train_batch(0, 0, 1)
+    assert "\n" not in str(err.value) and "data.max_nodes" in str(err.value)
+
+
+def test_link_prediction_on_karate():
+    c = common.base_config()
+    c.model = ml_collections.ConfigDict(dict(name="link_predictor", hidden=16, out=8))
+    c.data = ml_collections.ConfigDict(dict(name="karate", data_dir="", val_fraction=0.1, test_fraction=0.15))
+    task = T.LinkPrediction(c)
+    n_und = D.load_karate().num_edges // 2
+    assert len(task.train_pos) + len(task.val_pos) + len(task.test_pos) == n_und
+    assert task.arrays["edge_mask"].sum() == 2 * len(task.train_pos)  # held-out edges are not in the graph
+    params, losses = optax_steps(task, 80, lr=0.01)
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    scalars, _ = task.evaluate(params, {}, 80, "/tmp")
+    assert 0.0 <= scalars["val_auc"] <= 1.0 and scalars["test_auc"] > 0.5
+
+
+def test_roc_auc_matches_pair_counting():
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=50), rng.integers(0, 2, 50)
+    pairs = [(a > b) + 0.5 * (a == b) for a, ya in zip(s, y) for b, yb in zip(s, y) if ya == 1 and yb == 0]
+    assert T.roc_auc(s, y) == pytest.approx(np.mean(pairs))
