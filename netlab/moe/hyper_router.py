@@ -1,0 +1,30 @@
+"""HyperRouter (Do et al. 2023, "HyperRouter: Towards Efficient Training and Inference of Sparse
+Mixture of Experts", §3, eq. 4-5): the router weights are produced by a FIXED random hypernetwork
+from a small trainable embedding: [W_r | b_r] = reshape(H(e), (E, d+1)), H = Linear(h_e, h) ->
+ReLU -> Linear(h, E·(d+1)); logits z = x·W_rᵀ + b_r.
+
+The hypernetwork is not a parameter at all: its weights are drawn from a fixed seed at trace time
+(constants), so no optimizer, weight decay or checkpoint ever touches it; only the embedding
+`hyper_embed` trains.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from netlab.sharding import axes
+
+
+def hypernetwork(embedding, d: int, num_experts: int, hidden: int, seed: int = 0):
+    """H(e) -> (W_r (E, d), b_r (E,)) with fixed weights from `seed` (fan-in scaled normals)."""
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    h_in = embedding.shape[-1]
+    w1 = jax.random.normal(k1, (h_in, hidden), jnp.float32) / jnp.sqrt(h_in)
+    w2 = jax.random.normal(k2, (hidden, num_experts * (d + 1)), jnp.float32) / jnp.sqrt(hidden)
+    out = (jax.nn.relu(embedding.astype(jnp.float32) @ w1) @ w2).reshape(num_experts, d + 1)
+    return out[:, :d] / jnp.sqrt(d), out[:, d]
+
+
+def hyper_router_weights(module: nn.Module, d: int, num_experts: int, hidden: int, seed: int = 0):
+    """Create the trainable embedding inside `module` and return (W_r (E, d), b_r (E,))."""
+    emb = module.param("hyper_embed", axes.param(nn.initializers.normal(1.0), None), (hidden,))
+    return hypernetwork(emb, d, num_experts, hidden, seed)
