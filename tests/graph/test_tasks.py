@@ -1,4 +1,6 @@
 """Graph tasks through the Task protocol: optax steps, evaluation, edge sharding, buckets, budgets."""
+import pathlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -174,3 +176,25 @@ def test_roc_auc_matches_pair_counting():
     s, y = rng.normal(size=50), rng.integers(0, 2, 50)
     pairs = [(a > b) + 0.5 * (a == b) for a, ya in zip(s, y) for b, yb in zip(s, y) if ya == 1 and yb == 0]
     assert T.roc_auc(s, y) == pytest.approx(np.mean(pairs))
+
+
+MY_CONFIGS = ["gcn_cora", "gcn_citeseer", "sgc_cora", "sgc_citeseer", "gat_cora", "gat_citeseer", "appnp_cora",
+              "appnp_citeseer", "gcn_karate", "gin_synthetic", "gae_cora", "deepergcn_cora", "gcn_texas"]
+
+
+@pytest.mark.parametrize("name", MY_CONFIGS)
+def test_config_builds_its_task(name, shared_data_dir, monkeypatch):
+    from netlab import configlib
+
+    monkeypatch.setenv("NETLAB_DATA_DIR", str(shared_data_dir))
+    for preset in ("cpu", "gpu", "pod"):
+        cfg = configlib.load(str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph" / f"{name}.py"), preset)
+    cfg = configlib.load(str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph" / f"{name}.py"), "cpu")
+    if "num_graphs" in cfg.data:
+        cfg.data.num_graphs = 40
+    task = configlib.import_task(cfg)
+    shapes = jax.eval_shape(task.init_variables, jax.random.key(0))
+    assert jax.tree.leaves(shapes)
+    axes = task.batch_axes()
+    batch = task.train_batch(0, 0, 1)
+    assert set(axes) == set(batch)
