@@ -8,10 +8,10 @@ Expert weights are stacked: `wi` (E, d, f), optional `wg` (E, d, f) for a gated 
 for the same `Routing`; they differ only in how (and how much) they compute and communicate:
 
 - `dense`: every expert on every token, weighted by the gates (the reference; E times the FLOPs).
-- `capacity`: one-hot einsum into (E, G, C, d) buffers. The buffer is constrained to logical axes
-  (expert, expert_group, ...): with rules expert->'expert' and expert_group->('data', 'fsdp'), the
-  tokens' sharding moves from the batch axes to the expert axis and XLA inserts the all-to-all
-  (GShard, Lepikhin et al. 2020, §3.2).
+- `capacity`: one-hot einsum into (G, E, C, d) buffers, constrained first like the tokens
+  (batch, ...) and then to (expert_group, expert, ...): with rules expert->'expert' and
+  expert_group->('data', 'fsdp'), the sharding moves from the batch axes to the expert axis and
+  XLA inserts the all-to-all (GShard, Lepikhin et al. 2020, §3.2).
 - `dropless`: sort the token->expert assignments by expert and run `jax.lax.ragged_dot` grouped
   matmuls (MegaBlocks, Gale et al. 2023, block-sparse idea; here XLA's ragged dot): nothing drops.
 - `ep`: explicit expert parallelism in `jax.shard_map`: local dispatch, `all_to_all` over the
@@ -61,12 +61,23 @@ def dense(routing, x, w, activation="gelu", dtype=jnp.float32):
 
 
 def capacity(routing, x, w, activation="gelu", dtype=jnp.float32):
-    """One-hot einsum into (E, G, C, d) buffers; the constraint reshards batch -> expert."""
-    buf = jnp.einsum("gsec,gsd->egcd", routing.dispatch.astype(dtype), x.astype(dtype))
-    buf = axes.constrain(buf, axes.EXPERT, EXPERT_GROUP, None, None)
-    out = expert_ffn(w, buf, activation, dtype)
-    out = axes.constrain(out, axes.EXPERT, EXPERT_GROUP, None, None)
-    return jnp.einsum("gsec,egcd->gsd", routing.combine.astype(dtype), out)
+    """One-hot einsum into (G, E, C, d) buffers; two constraints move their sharding from the batch
+    axes (G over data, fsdp, expert) to the expert layout (G over data, fsdp; E over expert), which
+    XLA lowers to an all-to-all, and back after the experts."""
+    buf = jnp.einsum("gsec,gsd->gecd", routing.dispatch.astype(dtype), x.astype(dtype))
+    buf = axes.constrain(buf, axes.BATCH, None, None, None)
+    buf = axes.constrain(buf, EXPERT_GROUP, axes.EXPERT, None, None)
+    out = _expert_ffn_ge(w, buf, activation, dtype)
+    out = axes.constrain(out, EXPERT_GROUP, axes.EXPERT, None, None)
+    out = axes.constrain(out, axes.BATCH, None, None, None)
+    return jnp.einsum("gsec,gecd->gsd", routing.combine.astype(dtype), out)
+
+
+def _expert_ffn_ge(w, buf, activation, dtype):
+    """FFN_e on (G, E, C, d) buffers."""
+    h = jnp.einsum("gecd,edf->gecf", buf, w["wi"].astype(dtype))
+    g = jnp.einsum("gecd,edf->gecf", buf, w["wg"].astype(dtype)) if "wg" in w else None
+    return jnp.einsum("gecf,efd->gecd", _act(h, g, activation), w["wo"].astype(dtype))
 
 
 def dropless(routing, x, w, activation="gelu", dtype=jnp.float32):

@@ -127,7 +127,8 @@ class MoEMLP(nn.Module):
         # Metrics over the global batch (float32).
         if routing.index is not None:
             aux["load_balance"] = losses.switch_load_balance(routing.probs, routing.index)
-            aux["dropped_fraction"] = losses.dropped_fraction(routing.dispatch, routing.index.shape[-1])
+            aux["dropped_fraction"] = (jnp.zeros((), jnp.float32) if self.backend == "dropless" else
+                                       losses.dropped_fraction(routing.dispatch, routing.index.shape[-1]))
             counts = losses.expert_counts(routing.index, e)
         else:
             counts = jnp.sum(routing.dispatch, axis=(0, 1, 3))

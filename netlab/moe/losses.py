@@ -73,7 +73,7 @@ def load_loss(logits, noise, k: int, noise_std: float, axis_name=None):
     `noise` is the ε that was added (same shape as logits)."""
     logits = logits.astype(F32)
     noisy = logits + noise
-    tau = jax.lax.top_k(noisy, k)[0][..., -1:]
+    tau = jnp.sort(noisy, axis=-1)[..., -k][..., None]
     p = 1.0 - jax.scipy.stats.norm.cdf((tau - logits) / noise_std)
     load = _sum(jnp.sum(p.reshape(-1, p.shape[-1]), 0), axis_name)
     return _cv_squared(load)

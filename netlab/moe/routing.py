@@ -69,6 +69,16 @@ def check_top_k(k: int, num_experts: int):
 # Token choice
 
 
+def top_k(x, k: int):
+    """(values, indices) of the k largest entries along the last axis, ties to the lower index.
+
+    A stable sort rather than `jax.lax.top_k`: XLA's SPMD partitioner splits a sort along its batch
+    dimensions, while the TopK custom call made it all-gather the router logits across devices.
+    """
+    idx = jnp.argsort(-x, axis=-1, stable=True)[..., :k]
+    return jnp.take_along_axis(x, idx, axis=-1), idx
+
+
 def top_k_select(logits, k: int, *, renormalize: bool = False, bias=None):
     """Top-k token choice: `index = topk(p + b, k)`, `weight = p[index]`, p = softmax(z).
 
@@ -81,7 +91,7 @@ def top_k_select(logits, k: int, *, renormalize: bool = False, bias=None):
     check_top_k(k, logits.shape[-1])
     probs = jax.nn.softmax(logits, axis=-1)
     scores = probs if bias is None else probs + jax.lax.stop_gradient(bias.astype(F32))
-    _, index = jax.lax.top_k(scores, k)
+    _, index = top_k(scores, k)
     weight = jnp.take_along_axis(probs, index, axis=-1)
     if renormalize:
         weight = weight / jnp.sum(weight, axis=-1, keepdims=True)
@@ -150,7 +160,7 @@ def expert_choice_routing(logits, capacity_: int) -> Routing:
     if capacity_ > s:
         raise ValueError(f"expert-choice capacity {capacity_} exceeds the group size {s}; lower capacity_factor")
     probs = jax.nn.softmax(logits, axis=-1)
-    gate, token = jax.lax.top_k(jnp.swapaxes(probs, 1, 2), capacity_)   # (G, E, C)
+    gate, token = top_k(jnp.swapaxes(probs, 1, 2), capacity_)           # (G, E, C)
     onehot = jax.nn.one_hot(token, s, dtype=F32)                          # (G, E, C, S)
     dispatch = jnp.transpose(onehot, (0, 3, 1, 2))                        # (G, S, E, C)
     combine = dispatch * gate[:, None]

@@ -21,18 +21,22 @@ RULES = (("expert_group", ("data", "fsdp")), ("batch", ("data", "fsdp", "expert"
          ("mlp", "tensor"), ("expert", "expert"), ("embed_no_exp", "fsdp"), ("norm", None))
 
 MODEL = MoEMLP(num_experts=E, hidden=F, k=K, backend="ep", capacity_factor=1.0, eval_capacity_factor=1.0, bpr=True)
+MODELS = {"ep": MODEL, "capacity": MODEL.clone(backend="capacity")}
 
 
 def make_mesh(data, expert):
     return meshlib.make_mesh(ml_collections.ConfigDict(dict(data=data, fsdp=1, expert=expert, tensor=1)))
 
 
-def loss(params, x, ct):
-    y, aux = MODEL.apply({"params": params}, x, True)
-    return jnp.sum(y * ct) + aux["load_balance"], (y, aux)
+def make_step(model):
+    def loss(params, x, ct):
+        y, aux = model.apply({"params": params}, x, True)
+        return jnp.sum(y * ct) + aux["load_balance"], (y, aux)
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))
 
 
-step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+STEPS = {name: make_step(m) for name, m in MODELS.items()}
 
 
 def numpy_load_balance(params, x):
@@ -50,12 +54,15 @@ def setup():
     ct = jax.random.normal(jax.random.key(1), (G, S, D))
     params = nn.unbox(jax.jit(MODEL.init)(jax.random.key(2), x)["params"])
     params = dict(params, router=params["router"] * 30.0)      # imbalanced enough to drop tokens
-    (val, (y, aux)), grads = step(params, x, ct)
+    (val, (y, aux)), grads = STEPS["ep"](params, x, ct)     # no mesh: the ep backend is the capacity one
     return x, ct, params, (val, y, aux, grads)
 
 
+@pytest.mark.parametrize("backend", ["ep", "capacity"])
 @pytest.mark.parametrize("data,expert", MESHES)
-def test_ep_mesh_equals_single_device(setup, data, expert):
+def test_ep_mesh_equals_single_device(setup, data, expert, backend):
+    """Both expert-parallel paths: explicit shard_map (ep) and compiler-inserted (capacity)."""
+    step = STEPS[backend]
     x, ct, params, (val0, y0, aux0, grads0) = setup
     assert 0.0 < float(aux0["dropped_fraction"]) < 0.5       # capacity 1.0 with a sharp router drops some
     mesh = make_mesh(data, expert)
@@ -73,6 +80,8 @@ def test_ep_mesh_equals_single_device(setup, data, expert):
             full = [f"f32[{E},{D},{F}]", f"f32[{E},{F},{D}]"]
             gathers = [ln for ln in hlo.splitlines() if re.search(r"\ball-gather(-start)?\(", ln)]
             assert not [ln for ln in gathers if any(s in ln.split("=")[0] for s in full)], gathers
+            if backend == "capacity":     # tokens move by all-to-all only: nothing is gathered
+                assert not gathers, gathers
     np.testing.assert_allclose(y, y0, atol=1e-5)
     np.testing.assert_allclose(val, val0, rtol=1e-5)
     for name in grads0:

@@ -1,0 +1,165 @@
+"""MoE benchmarks: step time vs number of experts per backend, dropped-token fraction, and an
+ahead-of-time compile of the pod preset of configs/moe/lm_tiny.py with its per-device memory.
+
+    python bench/moe.py                      # all sections (CPU: sets 8 fake devices itself)
+    python bench/moe.py --sections scaling --experts 8 16 32 64 --steps 10
+    python bench/moe.py --sections pod --pod-devices 32
+
+Writes bench/results/moe_<host>_<platform>.json and prints markdown tables. Step = forward +
+backward of the byte-level MoE LM (width 64, 2 MoE layers, k=2, expert hidden 128, batch 32 x 64
+tokens), fixed tokens and top-k while the experts grow. `ep` runs on a data=2 x expert=4 mesh of
+fake devices (on CPU they share the same cores, so it measures overhead, not speedup).
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    n = 8
+    if "--pod-devices" in sys.argv:
+        n = max(8, int(sys.argv[sys.argv.index("--pod-devices") + 1]))
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from netlab import configlib  # noqa: E402
+from netlab.moe.lm import MoELM  # noqa: E402
+from netlab.sharding import mesh as meshlib  # noqa: E402
+
+CONFIG = ROOT / "configs" / "moe" / "lm_tiny.py"
+RULES = meshlib.rules(configlib.load(str(CONFIG), "cpu").sharding)
+
+
+def time_fn(fn, args, steps):
+    out = fn(*args)
+    jax.block_until_ready(out)
+    out = fn(*args)
+    jax.block_until_ready(out)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), out
+
+
+def scaling(experts, backends, steps, cf):
+    rows = []
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (32, 65)), jnp.int32)
+    for backend in backends:
+        for e in experts:
+            model = MoELM(max_len=64, width=64, depth=2, num_heads=4, mlp_hidden=128, moe=dict(
+                num_experts=e, hidden=128, k=2, backend=backend, capacity_factor=cf, eval_capacity_factor=cf))
+
+            def loss(p, t):
+                (logits, aux) = model.apply({"params": p}, t[:, :-1], True)
+                lp = jax.nn.log_softmax(logits)
+                ce = -jnp.take_along_axis(lp, t[:, 1:, None], -1).mean()
+                return ce + 0.01 * sum(a["load_balance"] for a in aux), jnp.mean(
+                    jnp.stack([a["dropped_fraction"] for a in aux]))
+
+            step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+            ctx = []
+            if backend == "ep":
+                mesh = meshlib.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=1, expert=4, tensor=1)),
+                                         jax.devices()[:8])
+                ctx = [jax.set_mesh(mesh), nn.logical_axis_rules(RULES)]
+            for c in ctx:
+                c.__enter__()
+            try:
+                params = nn.unbox(jax.jit(model.init)(jax.random.key(0), tokens[:, :-1])["params"])
+                t0 = time.perf_counter()
+                jax.block_until_ready(step.lower(params, tokens).compile())
+                compile_s = time.perf_counter() - t0
+                sec, ((_, dropped), _) = time_fn(step, (params, tokens), steps)
+            finally:
+                for c in reversed(ctx):
+                    c.__exit__(None, None, None)
+            nparams = sum(x.size for x in jax.tree.leaves(params))
+            rows.append(dict(backend=backend, experts=e, params=int(nparams), step_ms=1e3 * sec,
+                             compile_s=compile_s, dropped_fraction=float(dropped), capacity_factor=cf))
+            print(f"  {backend:9s} E={e:3d} params={nparams/1e6:6.2f}M step={1e3*sec:8.2f} ms "
+                  f"compile={compile_s:5.1f}s dropped={float(dropped):.3f}", flush=True)
+    return rows
+
+
+def pod(num_devices, fsdp, seq_len, batch):
+    """AOT-compile the pod preset's train step on `num_devices` fake CPU devices (expert=8)."""
+    from netlab.train.trainer import Trainer
+
+    cfg = configlib.load(str(CONFIG), "pod", {"mesh.fsdp": fsdp, "mesh.data": num_devices // (8 * fsdp),
+                                                "data.seq_len": seq_len, "train.batch_size": batch})
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, devices=jax.devices()[:num_devices])
+    batch_abs = jax.tree.map(lambda s: jax.ShapeDtypeStruct((batch, seq_len + 1), jnp.int32, sharding=s),
+                             trainer.batch_shardings)
+    with trainer.context():
+        lowered = trainer._step.lower(trainer.abstract_state, batch_abs)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    mem = compiled.memory_analysis()
+    hlo = compiled.as_text()
+    out = dict(devices=num_devices, mesh=dict(trainer.mesh.shape), params=trainer.num_params(),
+               seq_len=seq_len, batch=batch, lower_s=t1 - t0, compile_s=t2 - t1,
+               all_to_all=hlo.count("all-to-all("), all_gather=hlo.count("all-gather("),
+               per_device_bytes=None)
+    if mem is not None:
+        out.update(argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
+                   temp_bytes=int(mem.temp_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes))
+        out["per_device_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
+    print(f"  pod preset: {out['params']/1e9:.3f}B params on mesh {out['mesh']}, compile {out['compile_s']:.1f}s, "
+          f"per-device {None if out['per_device_bytes'] is None else round(out['per_device_bytes']/2**30, 2)} GiB, "
+          f"all-to-all ops {out['all_to_all']}", flush=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sections", nargs="+", default=["scaling", "pod"])
+    ap.add_argument("--experts", nargs="+", type=int, default=[8, 16, 32, 64])
+    ap.add_argument("--backends", nargs="+", default=["dense", "capacity", "dropless", "ep"])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--capacity-factor", type=float, default=1.25)
+    ap.add_argument("--pod-devices", type=int, default=8)
+    ap.add_argument("--pod-fsdp", type=int, default=1)
+    ap.add_argument("--pod-seq", type=int, default=1024)
+    ap.add_argument("--pod-batch", type=int, default=8)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    dev = jax.devices()[0]
+    result = dict(host=platform.node(), platform=dev.platform, device=dev.device_kind, jax=jax.__version__,
+                  cpu_count=os.cpu_count())
+    if "scaling" in args.sections:
+        print("step time vs experts (forward+backward):", flush=True)
+        result["scaling"] = scaling(args.experts, args.backends, args.steps, args.capacity_factor)
+        print("\n| backend | " + " | ".join(f"E={e}" for e in args.experts) + " | E_max/E_min |")
+        print("|---" * (len(args.experts) + 2) + "|")
+        for b in args.backends:
+            ms = [r["step_ms"] for r in result["scaling"] if r["backend"] == b]
+            print(f"| {b} | " + " | ".join(f"{m:.1f} ms" for m in ms) + f" | {ms[-1]/ms[0]:.2f}x |")
+    if "pod" in args.sections:
+        print("AOT compile of the pod preset:", flush=True)
+        result["pod"] = pod(args.pod_devices, args.pod_fsdp, args.pod_seq, args.pod_batch)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"moe_{platform.node()}_{dev.platform}.json"
+    if path.exists():          # keep sections measured by an earlier run
+        result = dict(json.loads(path.read_text()), **result)
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
