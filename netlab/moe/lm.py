@@ -4,7 +4,7 @@ Layer i uses an MoE MLP when `i % moe_every == moe_every - 1` (every layer for m
 otherwise a dense MLP. Returns logits (B, L, 256) and the per-MoE-layer aux dicts
 (see `netlab.moe.layer.MoEMLP`). Each sequence is one routing group.
 
-The causal attention block here is a small local one: netlab/nn had no attention block when this
+The attention block here (`SelfAttention`, also used by ViT-MoE) is a small local one: netlab/nn had no attention block when this
 was written (dedupe into netlab/nn later).
 """
 
@@ -16,9 +16,11 @@ from netlab.moe.layer import MoEMLP
 from netlab.sharding import axes
 
 
-class CausalSelfAttention(nn.Module):
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, causal by default (the LM); causal=False for ViT/DiT encoders."""
     num_heads: int
     dtype: jnp.dtype = jnp.float32
+    causal: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -26,20 +28,18 @@ class CausalSelfAttention(nn.Module):
         h = self.num_heads
         if d % h:
             raise ValueError(f"width {d} is not divisible by num_heads={h}; pick num_heads dividing {d}")
-        init = nn.initializers.lecun_normal()
         wqkv = self.param("qkv", axes.param(nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
                                                                              in_axis=0, out_axis=(1, 2, 3)),
                                             axes.EMBED, None, axes.HEADS, axes.KV), (d, 3, h, d // h))
         wo = self.param("out", axes.param(nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
                                                                            in_axis=(0, 1), out_axis=2),
                                           axes.HEADS, axes.KV, axes.EMBED), (h, d // h, d))
-        del init
         qkv = jnp.einsum("bld,dthk->tblhk", x.astype(self.dtype), wqkv.astype(self.dtype))
         q, k, v = qkv[0], qkv[1], qkv[2]
         q = axes.constrain(q, axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)
         s = jnp.einsum("bqhk,bthk->bhqt", q, k).astype(jnp.float32) / jnp.sqrt(d // h).astype(jnp.float32)
-        mask = jnp.tril(jnp.ones((l, l), bool))
-        s = jnp.where(mask, s, -1e30)
+        if self.causal:
+            s = jnp.where(jnp.tril(jnp.ones((l, l), bool)), s, -1e30)
         p = jax.nn.softmax(s, axis=-1).astype(self.dtype)
         o = jnp.einsum("bhqt,bthk->bqhk", p, v)
         return jnp.einsum("bqhk,hkd->bqd", o, wo.astype(self.dtype))
@@ -93,7 +93,7 @@ class MoELM(nn.Module):
         aux = []
         moe_kwargs = dict(self.moe or {})
         for i in range(self.depth):
-            x = x + CausalSelfAttention(self.num_heads, self.dtype, name=f"attn_{i}")(LayerNorm(name=f"ln1_{i}")(x))
+            x = x + SelfAttention(self.num_heads, self.dtype, name=f"attn_{i}")(LayerNorm(name=f"ln1_{i}")(x))
             h = LayerNorm(name=f"ln2_{i}")(x)
             if i % self.moe_every == self.moe_every - 1:
                 y, a = MoEMLP(dtype=self.dtype, name=f"moe_{i}", **moe_kwargs)(h, train)

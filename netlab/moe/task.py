@@ -120,3 +120,67 @@ def _collect(tree, name, prefix=""):
         elif isinstance(value, dict) or hasattr(value, "items"):
             out.extend(_collect(value, name, path))
     return out
+
+
+class ViTMoEDigits:
+    """Classify scikit-learn's digits with ViT-MoE (V-MoE style: MoE every other block)."""
+
+    def __init__(self, config):
+        from netlab.data import digits
+        from netlab.moe.vit import ViTMoE
+        from netlab.train import precision
+
+        self.config = config
+        m = config.model
+        self.model = ViTMoE(num_classes=10, patch=m.patch, width=m.width, depth=m.depth, num_heads=m.num_heads,
+                            mlp_hidden=m.mlp_hidden, moe_every=m.moe_every, moe=moe_kwargs(m.moe),
+                            dtype=precision.compute_dtype(config.train))
+        self.digits = digits
+        self.data = digits.load(config.data.test_fraction)
+        self.batch_size = int(config.train.batch_size)
+        self._eval = jax.jit(self._eval_fn)
+
+    def init_variables(self, rng):
+        return self.model.init({"params": rng, "router": rng}, jnp.zeros((1, 8, 8, 1), jnp.float32), False)
+
+    def batch_axes(self):
+        return {"image": ("batch", None, None, None), "label": ("batch",)}
+
+    def global_batch_size(self):
+        return self.batch_size
+
+    def train_batch(self, step, process_index, process_count):
+        idx = self.digits.epoch_batch_indices(len(self.data["train_y"]), self.batch_size, self.config.seed, step)
+        idx = self.digits.process_rows(idx, process_index, process_count)
+        return {"image": self.data["train_x"][idx], "label": self.data["train_y"][idx]}
+
+    def _apply(self, params, model_state, image, rng, train, capture=False):
+        mutable = (["router_bias"] if train and "router_bias" in model_state else []) + (
+            ["intermediates"] if capture else [])
+        out = self.model.apply({"params": params, **model_state}, image, train, rngs={"router": rng},
+                               mutable=mutable or False)
+        return out if mutable else (out, {})
+
+    def loss_fn(self, params, model_state, batch, rng, train):
+        (logits, aux), updates = self._apply(params, model_state, batch["image"], rng, train)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        metrics = dict(mean_aux(aux), cross_entropy=ce, accuracy=(logits.argmax(-1) == batch["label"]).mean())
+        coef = self.config.loss
+        loss = ce + coef.load_balance * metrics["load_balance"] + coef.z_loss * metrics["z_loss"]
+        new_state = dict(model_state)
+        if "router_bias" in updates:
+            new_state["router_bias"] = updates["router_bias"]
+        return loss, (metrics, new_state)
+
+    def _eval_fn(self, params, model_state, image):
+        (logits, aux), updates = self._apply(params, model_state, image, jax.random.key(0), False, capture=True)
+        gates = [g[0][0] for _, g in sorted(_collect(updates.get("intermediates", {}), "gates"))]
+        return logits.argmax(-1), mean_aux(aux), [a["expert_fraction"] for a in aux], gates
+
+    def evaluate(self, params, model_state, step, workdir):
+        pred, aux, fractions, gates = jax.device_get(self._eval(params, model_state, self.data["test_x"]))
+        scalars = {"test_accuracy": float((pred == self.data["test_y"]).mean())}
+        scalars.update({f"test_{k}": float(v) for k, v in aux.items()})
+        images = {"expert_load": plots.expert_load_histograms(fractions),
+                  "token_experts": plots.token_expert_heatmaps([np.asarray(g) for g in gates])}
+        return scalars, images

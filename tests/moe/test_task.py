@@ -71,3 +71,27 @@ def test_loss_metrics_and_a_few_optax_steps(task):
     for name in ("expert_load", "token_experts"):
         img = images[name]
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3 and img.std() > 0
+
+
+@pytest.mark.slow
+def test_vit_moe_digits_task_learns_with_expert_choice():
+    from netlab.moe.task import ViTMoEDigits
+
+    cfg = configlib.load(str(ROOT / "configs" / "moe" / "vit_moe_digits.py"), "cpu",
+                         {"model.width": 16, "model.depth": 2, "model.mlp_hidden": 16, "model.moe.hidden": 16,
+                          "model.moe.router": "expert_choice", "train.batch_size": 16})
+    task = ViTMoEDigits(cfg)
+    params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
+    assert params["moe_1"]["wi"].shape == (8, 16, 16) and "mlp_0" in params
+    batch = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
+    opt = optax.adam(1e-2)
+    grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True), static_argnums=4)
+    opt_state = opt.init(params)
+    first = None
+    for i in range(10):
+        (loss, (metrics, _)), grads = grad_fn(params, {}, batch, jax.random.key(i), True)
+        first = float(loss) if first is None else first
+        updates, opt_state = opt.update(grads, opt_state)
+        params = optax.apply_updates(params, updates)
+    assert float(metrics["unrouted_fraction"]) < 1.0 and float(metrics["dropped_fraction"]) == 0.0
+    assert float(loss) < first - 0.3
