@@ -1,0 +1,62 @@
+"""Conversions between what a network predicts (eps, x0, v, EDM's F) and the denoised estimate.
+
+With x_t = alpha x0 + sigma eps (alpha^2 + sigma^2 = 1):
+- eps:  x0 = (x_t - sigma eps) / alpha
+- v:    v = alpha eps - sigma x0  =>  x0 = alpha x_t - sigma v  (Salimans & Ho 2022, Eq. in Sec. 4)
+- edm:  D = c_skip x + c_out F(c_in x, c_noise) in the VE view x_ve = x_t / alpha, sigma_ve =
+        sigma / alpha (Karras et al. 2022, Eq. 7 and Table 1), sigma_data = 0.5 by default.
+All functions take alpha, sigma broadcastable to x.
+"""
+import jax.numpy as jnp
+
+PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
+
+
+def x0_from_eps(x_t, eps, alpha, sigma):
+    return (x_t - sigma * eps) / alpha
+
+
+def eps_from_x0(x_t, x0, alpha, sigma):
+    return (x_t - alpha * x0) / sigma
+
+
+def x0_from_v(x_t, v, alpha, sigma):
+    return alpha * x_t - sigma * v
+
+
+def v_from_x0_eps(x0, eps, alpha, sigma):
+    return alpha * eps - sigma * x0
+
+
+def edm_scalings(sigma_ve, sigma_data=0.5):
+    """(c_skip, c_out, c_in, c_noise) of EDM's preconditioning for VE noise level sigma_ve."""
+    s2, d2 = sigma_ve ** 2, sigma_data ** 2
+    c_skip = d2 / (s2 + d2)
+    c_out = sigma_ve * sigma_data / jnp.sqrt(s2 + d2)
+    c_in = 1.0 / jnp.sqrt(s2 + d2)
+    c_noise = jnp.log(sigma_ve) / 4.0
+    return c_skip, c_out, c_in, c_noise
+
+
+def network_input(x_t, alpha, sigma, kind, sigma_data=0.5):
+    """What the network sees: x_t itself, or EDM's c_in * x_ve."""
+    if kind == "edm":
+        sigma_ve = sigma / alpha
+        _, _, c_in, _ = edm_scalings(sigma_ve, sigma_data)
+        return c_in * x_t / alpha
+    return x_t
+
+
+def denoised(x_t, out, alpha, sigma, kind, sigma_data=0.5):
+    """x0 estimate from the raw network output `out` under parameterisation `kind`."""
+    if kind == "eps":
+        return x0_from_eps(x_t, out, alpha, sigma)
+    if kind == "x0":
+        return out
+    if kind == "v":
+        return x0_from_v(x_t, out, alpha, sigma)
+    if kind == "edm":
+        sigma_ve = sigma / alpha
+        c_skip, c_out, _, _ = edm_scalings(sigma_ve, sigma_data)
+        return c_skip * (x_t / alpha) + c_out * out
+    raise ValueError(f"unknown parameterization {kind!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
