@@ -3,11 +3,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from netlab.moe.dit_moe import DiTMoEBlock
-
-
-import pytest
 
 
 @pytest.mark.slow
