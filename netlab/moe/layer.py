@@ -34,6 +34,7 @@ class MoEMLP(nn.Module):
     capacity_factor: Optional[float] = 1.25        # None: never drop
     eval_capacity_factor: Optional[float] = 2.0
     capacity_multiple: int = 4
+    expert_capacity: Optional[int] = None          # fixed slots per expert per group (overrides the factors)
     bpr: bool = False                    # Batch Priority Routing (top-k)
     renormalize: bool = False            # divide the k weights by their sum
     activation: str = "gelu"
@@ -90,6 +91,9 @@ class MoEMLP(nn.Module):
         self.setup_check(d)
         e = self.num_experts
         cf = self.capacity_factor if train else self.eval_capacity_factor
+
+        def slots(k):
+            return int(self.expert_capacity) if self.expert_capacity else R.capacity(s, e, k, cf, self.capacity_multiple)
         w = self.expert_weights(d)
         aux = {}
         xr = x
@@ -106,7 +110,7 @@ class MoEMLP(nn.Module):
         else:
             logits = self.router_logits(xr)
             if self.router == "expert_choice":
-                routing = R.expert_choice_routing(logits, R.capacity(s, e, self.k, cf, self.capacity_multiple))
+                routing = R.expert_choice_routing(logits, slots(self.k))
             else:
                 bias = None
                 if self.bias_update_rate > 0:
@@ -118,8 +122,7 @@ class MoEMLP(nn.Module):
                     probs, index, weight = sparsemixer_v2_select(logits, self.k, rng, train)
                 else:
                     probs, index, weight = R.top_k_select(logits, self.k, renormalize=self.renormalize, bias=bias)
-                routing = R.assign_slots(probs, logits, index, weight,
-                                         R.capacity(s, e, self.k, cf, self.capacity_multiple), bpr=self.bpr)
+                routing = R.assign_slots(probs, logits, index, weight, slots(self.k), bpr=self.bpr)
                 if self.bias_update_rate > 0 and train and self.is_mutable_collection("router_bias"):
                     counts = losses.expert_counts(index, e)
                     bias_var.value = bias + self.bias_update_rate * jnp.sign(jnp.mean(counts) - counts)
