@@ -16,7 +16,8 @@ class ConvNet(nn.Module):
     remat_policy: Any = None
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, features: bool = False):
+        """Logits (B, num_classes); with `features`, the hidden layer's activations (B, hidden)."""
         x = x.astype(self.dtype)
         block = ConvBlock if self.remat_policy is None else nn.remat(ConvBlock, policy=self.remat_policy)
         for i, c in enumerate(self.channels):
@@ -26,6 +27,8 @@ class ConvNet(nn.Module):
                      kernel_init=axes.param(nn.initializers.lecun_normal(), axes.EMBED, axes.MLP),
                      bias_init=axes.param(nn.initializers.zeros, axes.MLP), name="hidden")(x)
         x = nn.gelu(x)
+        if features:
+            return x.astype(jnp.float32)
         logits = nn.Dense(self.num_classes, dtype=self.dtype,
                           kernel_init=axes.param(nn.initializers.lecun_normal(), axes.MLP, axes.VOCAB),
                           bias_init=axes.param(nn.initializers.zeros, axes.VOCAB), name="head")(x)

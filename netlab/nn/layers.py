@@ -99,8 +99,8 @@ class TimestepEmbedder(nn.Module):
     def __call__(self, t):
         h = sinusoidal_embedding(t, self.freq_dim)
         init = nn.initializers.normal(0.02)
-        h = dense(self.width, None, axes.EMBED, jnp.float32, kernel_init=init, name="fc1")(h)
-        return dense(self.width, axes.EMBED, axes.EMBED, jnp.float32, kernel_init=init, name="fc2")(nn.silu(h))
+        h = dense(self.width, None, axes.MLP, jnp.float32, kernel_init=init, name="fc1")(h)
+        return dense(self.width, axes.MLP, axes.EMBED, jnp.float32, kernel_init=init, name="fc2")(nn.silu(h))
 
 
 def modulate(x, shift, scale):

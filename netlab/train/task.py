@@ -16,7 +16,10 @@ Contract (all arrays are numpy on the host unless stated):
 - `global_batch_size() -> int`: rows of the leading `batch` axis (0 when nothing is batch-sharded).
 - `train_batch(step, process_index, process_count) -> pytree`: this process's rows of the global
   batch for `step`; a pure function of (config.seed, step, process_index), so resumed runs are
-  bit-identical. Leaves whose axes are replicated are returned whole by every process.
+  bit-identical. Leaves whose axes are replicated are returned whole by every process. Draw data
+  randomness from its own generator (e.g. `np.random.default_rng([seed, step, tag])`), never from
+  `fold_in(key(seed), step)`: that is the trainer's stream handed to loss_fn, and with partitionable
+  threefry `split(k, 2)[i] == split(k, 3)[i]`, so "independent" draws can silently coincide.
 - `loss_fn(params, model_state, batch, rng, train) -> (loss, (metrics, new_model_state))`: pure and
   jittable; `metrics` is a flat dict of scalar arrays (means over the global batch).
 - `evaluate(params, model_state, step, workdir) -> (scalars, images)`: runs on every process (the
