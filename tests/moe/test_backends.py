@@ -56,11 +56,9 @@ def data():
 
 
 CASES = [
-    ("topk", 1, "dense", False, False), ("topk", 2, "dense", False, False),
-    ("topk", 2, "capacity", False, False), ("topk", 2, "capacity", True, False),
-    ("topk", 1, "dropless", False, False), ("topk", 2, "dropless", False, True),
-    ("topk", 2, "ep", True, False),
-    ("expert_choice", 2, "dense", False, False), ("expert_choice", 2, "capacity", False, False),
+    ("topk", 2, "dense", False, False), ("topk", 1, "capacity", False, False),
+    ("topk", 2, "capacity", True, False), ("topk", 2, "dropless", False, True),
+    ("topk", 2, "ep", True, False), ("expert_choice", 2, "capacity", False, False),
 ]
 
 

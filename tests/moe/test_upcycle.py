@@ -1,33 +1,31 @@
-"""Sparse upcycling: an MoE LM built from a dense LM computes the dense function at init."""
+"""Sparse upcycling: an MoE layer built from a dense MLP computes the dense function at init."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from netlab.moe.lm import MoELM
+from netlab.moe.layer import MoEMLP
+from netlab.moe.lm import DenseMLP
 from netlab.moe.upcycle import upcycle
 
-KW = dict(max_len=12, width=16, depth=2, num_heads=2, mlp_hidden=24)
-MOE = dict(num_experts=4, hidden=24, k=2, renormalize=True, capacity_factor=None, eval_capacity_factor=None)
 
-
-@pytest.mark.slow
 def test_upcycled_moe_equals_dense_then_diverges_with_noise():
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 12)), jnp.int32)
-    dense, moe = MoELM(moe_every=99, **KW), MoELM(moe_every=1, moe=MOE, **KW)
-    pd = nn.unbox(jax.jit(dense.init)(jax.random.key(0), tokens))["params"]
-    pm = nn.unbox(jax.jit(moe.init)(jax.random.key(1), tokens))["params"]
+    x = jax.random.normal(jax.random.key(0), (2, 12, 16))
+    dense = DenseMLP(24)
+    moe = MoEMLP(num_experts=4, hidden=24, k=2, renormalize=True, capacity_factor=None, eval_capacity_factor=None)
+    pd = {"mlp_3": nn.unbox(jax.jit(dense.init)(jax.random.key(0), x))["params"], "ln": {"scale": np.ones(16)}}
+    pm = {"moe_3": nn.unbox(jax.jit(moe.init)(jax.random.key(1), x))["params"], "ln": {"scale": np.zeros(16)}}
     up = upcycle(pd, pm)
-    assert up["moe_0"]["wi"].shape == (4, 16, 24)
-    np.testing.assert_array_equal(up["moe_1"]["wo"][3], pd["mlp_1"]["wo"])
-    np.testing.assert_array_equal(up["moe_0"]["router"], pm["moe_0"]["router"])   # fresh router
-    apply_d, apply_m = jax.jit(dense.apply), jax.jit(moe.apply)
-    yd = apply_d({"params": pd}, tokens)[0]
-    ym = apply_m({"params": up}, tokens)[0]
-    np.testing.assert_allclose(ym, yd, atol=2e-5)      # identical experts, weights summing to 1
+    assert up["moe_3"]["wi"].shape == (4, 16, 24)
+    np.testing.assert_array_equal(up["moe_3"]["wo"][3], pd["mlp_3"]["wo"])
+    np.testing.assert_array_equal(up["moe_3"]["router"], pm["moe_3"]["router"])    # fresh router
+    np.testing.assert_array_equal(up["ln"]["scale"], 1.0)                            # other leaves copied
+    apply_m = jax.jit(lambda p, x: moe.apply({"params": p}, x)[0])
+    yd = jax.jit(dense.apply)({"params": pd["mlp_3"]}, x)
+    np.testing.assert_allclose(apply_m(up["moe_3"], x), yd, atol=2e-5)   # identical experts, weights sum to 1
     noisy = upcycle(pd, pm, rng=jax.random.key(2), noise=0.1)
-    assert float(jnp.abs(apply_m({"params": noisy}, tokens)[0] - yd).max()) > 1e-3
+    assert float(jnp.abs(apply_m(noisy["moe_3"], x) - yd).max()) > 1e-3
 
 
 def test_upcycle_shape_mismatch_is_a_one_line_error():
