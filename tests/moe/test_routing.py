@@ -153,3 +153,20 @@ def test_unknown_backend_and_bad_capacity_are_one_line_errors():
         jax.eval_shape(MoEMLP(num_experts=4, hidden=8, backend="fast").init, jax.random.key(0), jnp.zeros((1, 4, 8)))
     with pytest.raises(ValueError, match="capacity_factor"):
         R.capacity(8, 4, 2, -1.0)
+
+
+def test_vmoe_importance_and_load_losses_match_numpy():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 6, 4)).astype(np.float32)
+    noise = (0.25 * rng.standard_normal(logits.shape)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    imp = probs.reshape(-1, 4).sum(0)
+    np.testing.assert_allclose(jax.jit(losses.importance_loss)(probs), imp.var() / imp.mean() ** 2, rtol=1e-4)
+    k, sigma = 2, 0.25
+    tau = np.sort(logits + noise, -1)[..., -k][..., None]
+    load = (1.0 - norm.cdf((tau - logits) / sigma)).reshape(-1, 4).sum(0)
+    got = jax.jit(losses.load_loss, static_argnums=(2, 3))(logits, noise, k, sigma)
+    np.testing.assert_allclose(got, load.var() / load.mean() ** 2, rtol=1e-4)
+    assert float(got) > 0
