@@ -155,3 +155,30 @@ def test_digrac_learns_planted_clusters():
     ari = digrac.adjusted_rand_index(y, np.asarray(predict(params))[:n])
     assert float(losses[-10:].mean()) < float(losses[:10].mean()) - 0.1
     assert ari0 < 0.5 and ari > 0.9, (ari0, ari)
+
+
+def test_digraph_clustering_task_trains_and_reports_ari():
+    import ml_collections
+    from netlab.graph.recsys_task import DigraphClustering
+    cfg = ml_collections.ConfigDict(dict(
+        seed=0, model=dict(hidden=16, hops=2, dropout=0.5, tau=0.5),
+        data=dict(n=120, k=3, p=0.25, eta=0.05, style="cyclic", ambient=False, size_ratio=1.0, graph_seed=1),
+        loss=dict(beta=3, normalisation="vol_sum")))
+    task = DigraphClustering(cfg)
+    params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+    arrays = jax.tree.map(jnp.asarray, task.arrays)
+    tx = optax.adam(0.01)
+
+    @jax.jit
+    def train(params):
+        def body(carry, i):
+            p, o = carry
+            (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(p, {}, arrays, jax.random.key(i), True)
+            u, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, u), o), loss
+        return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(150))
+
+    (params, _), losses = train(params)
+    ari = task.evaluate(params, {}, 150, "")[0]["ari"]
+    assert float(losses[-1]) < float(losses[0])
+    assert ari > 0.9

@@ -1,0 +1,295 @@
+"""Reproduce Neural Sheaf Diffusion, DIGRAC, LightGCN/UltraGCN and GRAND against their papers.
+
+Prints our number beside the paper's and saves JSON + a markdown table under bench/results/.
+
+    NETLAB_DATA_DIR=../shared/data .venv/bin/python bench/graph_reproduce_advanced.py
+    ... --only sheaf --datasets texas,cornell --maps diag --splits 3      # a subset
+    ... --only digrac | lightgcn | grand
+
+- sheaf: Diag / O(d) / Gen NSD on Texas, Wisconsin, Cornell, Film over the 10 geom-gcn splits;
+  Adam, test accuracy at the best validation accuracy (early stopping with patience).
+- digrac: DIGRAC ARI on DSBMs (cyclic meta-graph, N = 1000) over 3 graph seeds, beside the
+  Hermitian spectral baseline (k-means on the same eigenvector features) computed here.
+- lightgcn: LightGCN and UltraGCN on LastFM (Recall@20, NDCG@20). Gowalla is not run on CPU: the
+  paper's 1000 epochs are ~400k steps over a 1.6M-edge graph (see configs/graph/lightgcn_gowalla.py).
+- grand: GRAND-l on Cora (Planetoid public split; the paper used random LCC splits), 3 seeds.
+"""
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from netlab import configlib  # noqa: E402
+
+# Paper numbers (accuracy %, mean ± std over the 10 splits); graph.md §7.
+NSD_PAPER = {
+    ("texas", "diag"): (85.67, 6.95), ("texas", "orth"): (85.95, 5.51), ("texas", "general"): (82.97, 5.13),
+    ("wisconsin", "diag"): (88.63, 2.75), ("wisconsin", "orth"): (89.41, 4.74), ("wisconsin", "general"): (89.21, 3.84),
+    ("cornell", "diag"): (86.49, 7.35), ("cornell", "orth"): (84.86, 4.71), ("cornell", "general"): (85.68, 6.51),
+    ("film", "diag"): (37.79, 1.01), ("film", "orth"): (37.81, 1.15), ("film", "general"): (37.80, 1.22),
+}
+RESULTS = ROOT / "bench" / "results"
+
+
+def _fmt(mean, std):
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+# ----------------------------------------------------------------------------------------------
+def train_node_classifier(task, seed, steps, lr, patience, bar=None):
+    """Full-batch Adam; returns (test acc at best val acc, best val acc, steps run)."""
+    params = nn.unbox(task.init_variables(jax.random.key(seed)))["params"]
+    tx = optax.adam(lr)
+    opt = tx.init(params)
+    arrays = jax.tree.map(jnp.asarray, task.arrays)
+    val, test = jnp.asarray(task.eval_masks["val"]), jnp.asarray(task.eval_masks["test"])
+    step = _node_step(task, tx, lr)
+    best = (-1.0, 0.0)
+    since = 0
+    for i in range(steps):
+        params, opt, va, te = step(params, opt, arrays, val, test, jax.random.key(seed * 100003 + i))
+        va, te = float(va), float(te)
+        if va > best[0]:
+            best, since = (va, te), 0
+        else:
+            since += 1
+        if bar is not None:
+            bar.set_postfix(val=f"{va:.3f}", best_test=f"{best[1]:.3f}", refresh=False)
+        if since >= patience:
+            break
+    return best[1], best[0], i + 1
+
+
+_STEPS = {}
+
+
+def _node_step(task, tx, lr):
+    """One jitted step per (model, loss settings, lr): the graph and masks are arguments, so the
+    10 splits of a dataset (same shapes) compile once."""
+    key = (task.model, task.weight_decay, task.wd_scope, lr)
+    if key not in _STEPS:
+        @jax.jit
+        def step(params, opt, arrays, val, test, rng):
+            (_, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, arrays, rng, True)
+            upd, opt = tx.update(g, opt, params)
+            params = optax.apply_updates(params, upd)
+            pred = task.logits(params, {}, arrays).argmax(-1)
+            acc = lambda m: ((pred == arrays["y"]) * m).sum() / m.sum()  # noqa: E731
+            return params, opt, acc(val), acc(test)
+        _STEPS[key] = step
+    return _STEPS[key]
+
+
+def nsd_rows(args):
+    from netlab.graph import datasets as D
+    from netlab.graph.recsys_task import DiffusionNodeClassification
+    rows = []
+    for ds in args.datasets:
+        for mt in args.maps:
+            cfg = configlib.load(str(ROOT / f"configs/graph/sheaf_{ds}.py"), "cpu")
+            hp = NSD_HP.get((ds, mt), NSD_HP.get(ds, {}))
+            with cfg.unlocked():
+                cfg.model.map_type = mt
+                for k, v in hp.get("model", {}).items():
+                    cfg.model[k] = v
+                cfg.loss.weight_decay = hp.get("wd", cfg.loss.weight_decay)
+            accs = []
+            bar = tqdm(range(args.splits), desc=f"NSD {mt:7s} {ds}", leave=False)
+            t0 = time.time()
+            for split in bar:
+                dataset = D.load_geom_gcn(ds, split)
+                task = DiffusionNodeClassification(cfg, dataset)
+                acc, _, _ = train_node_classifier(task, split, hp.get("steps", 500), hp.get("lr", 0.02),
+                                                  hp.get("patience", 100), bar)
+                accs.append(100 * acc)
+            paper = NSD_PAPER[(ds, mt)]
+            row = dict(experiment="nsd", dataset=ds, maps=mt, ours_mean=float(np.mean(accs)), ours_std=float(np.std(accs)),
+                       paper_mean=paper[0], paper_std=paper[1], splits=len(accs), per_split=accs,
+                       seconds=time.time() - t0, hyperparameters=hp)
+            tqdm.write(f"NSD {mt:7s} {ds:9s} ours {_fmt(row['ours_mean'], row['ours_std'])}  paper {_fmt(*paper)}"
+                       f"  ({len(accs)} splits, {row['seconds']:.0f}s)")
+            rows.append(row)
+    return rows
+
+
+# Hyperparameters (ours, chosen on validation accuracy of splits 0-2; the paper tuned per dataset too).
+NSD_HP = {
+    "texas": dict(lr=0.02, wd=5e-3, steps=500, patience=100, model=dict(d=3, hidden_channels=16, num_layers=4, dropout=0.5)),
+    "wisconsin": dict(lr=0.02, wd=5e-3, steps=500, patience=100, model=dict(d=3, hidden_channels=16, num_layers=4, dropout=0.5)),
+    "cornell": dict(lr=0.02, wd=5e-3, steps=500, patience=100, model=dict(d=3, hidden_channels=16, num_layers=4, dropout=0.5)),
+    "film": dict(lr=0.01, wd=5e-4, steps=300, patience=50, model=dict(d=3, hidden_channels=16, num_layers=2, dropout=0.5)),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+DIGRAC_SETTINGS = [  # (N, K, p, eta)
+    (1000, 3, 0.02, 0.1),
+    (1000, 5, 0.05, 0.1),
+    (1000, 5, 0.05, 0.2),
+    (1000, 5, 0.02, 0.0),
+]
+
+
+def digrac_rows(args):
+    from sklearn.cluster import KMeans
+    from netlab.graph import digrac
+    from netlab.graph.recsys_task import DigraphClustering
+    rows = []
+    for (n, k, p, eta) in DIGRAC_SETTINGS:
+        aris, herm = [], []
+        bar = tqdm(range(args.graph_seeds), desc=f"DIGRAC K={k} p={p} eta={eta}", leave=False)
+        t0 = time.time()
+        for gseed in bar:
+            cfg = configlib.load(str(ROOT / "configs/graph/digrac_dsbm.py"), "cpu")
+            with cfg.unlocked():
+                cfg.data.update(dict(n=n, k=k, p=p, eta=eta, graph_seed=gseed))
+                cfg.loss.beta = k               # cyclic meta-graph: K pairs carry a planted flow
+            task = DigraphClustering(cfg)
+            x = task.arrays["x"][:n]
+            herm.append(digrac.adjusted_rand_index(task.labels, KMeans(k, n_init=10, random_state=0).fit_predict(x)))
+            params = nn.unbox(task.init_variables(jax.random.key(gseed)))["params"]
+            tx = optax.adamw(cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+            opt = tx.init(params)
+            arrays = jax.tree.map(jnp.asarray, task.arrays)
+
+            @jax.jit
+            def train(params, opt):
+                def body(carry, i):
+                    prm, o = carry
+                    (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(prm, {}, arrays, jax.random.key(i), True)
+                    u, o = tx.update(g, o, prm)
+                    return (optax.apply_updates(prm, u), o), loss
+                return jax.lax.scan(body, (params, opt), jnp.arange(cfg.train.steps))
+
+            (params, opt), _ = train(params, opt)
+            aris.append(task.evaluate(params, {}, 0, "")[0]["ari"])
+            bar.set_postfix(ari=f"{aris[-1]:.3f}", herm=f"{herm[-1]:.3f}")
+        row = dict(experiment="digrac", setting=dict(n=n, k=k, p=p, eta=eta, style="cyclic"),
+                   ours_mean=float(np.mean(aris)), ours_std=float(np.std(aris)),
+                   herm_mean=float(np.mean(herm)), herm_std=float(np.std(herm)), seeds=len(aris),
+                   paper="ARI near 1 at small eta, degrading with eta; beats Herm [recalled - verify]",
+                   seconds=time.time() - t0)
+        tqdm.write(f"DIGRAC N={n} K={k} p={p} eta={eta}: ours ARI {_fmt(row['ours_mean'], row['ours_std'])}"
+                   f"  Herm spectral {_fmt(row['herm_mean'], row['herm_std'])}")
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+def recsys_rows(args):
+    from netlab.graph.recsys_task import Recommendation
+    rows = []
+    for name, steps in (("lightgcn_lastfm", args.lightgcn_steps), ("ultragcn_lastfm", args.lightgcn_steps)):
+        cfg = configlib.load(str(ROOT / f"configs/graph/{name}.py"), "cpu")
+        task = Recommendation(cfg)
+        params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+        tx = optax.adam(cfg.optimizer.lr)
+        opt = tx.init(params)
+
+        @jax.jit
+        def step(params, opt, batch):
+            (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, batch, None, True)
+            u, opt = tx.update(g, opt, params)
+            return optax.apply_updates(params, u), opt, loss
+
+        t0 = time.time()
+        curve = []
+        bar = tqdm(range(steps), desc=name, leave=False)
+        for i in bar:
+            params, opt, loss = step(params, opt, task.train_batch(i, 0, 1))
+            if (i + 1) % max(steps // 5, 1) == 0:
+                m = task.rank_metrics(params)
+                curve.append(dict(step=i + 1, **m))
+                bar.set_postfix(loss=f"{float(loss):.4f}", recall=f"{m['recall@20']:.4f}")
+        m = task.rank_metrics(params)
+        row = dict(experiment=name, recall20=m["recall@20"], ndcg20=m["ndcg@20"], steps=steps,
+                   epochs=steps * cfg.train.batch_size / len(task.data.train_users), curve=curve,
+                   paper="no LastFM number in the LightGCN/UltraGCN papers (Gowalla: 0.1830/0.1554 LightGCN, "
+                         "0.1862/0.1580 UltraGCN; not run on CPU)", seconds=time.time() - t0)
+        tqdm.write(f"{name}: Recall@20 {m['recall@20']:.4f}  NDCG@20 {m['ndcg@20']:.4f}  ({steps} steps, "
+                   f"{row['epochs']:.0f} epochs, {row['seconds']:.0f}s)")
+        rows.append(row)
+    return rows
+
+
+def grand_rows(args):
+    from netlab.graph.recsys_task import DiffusionNodeClassification
+    cfg = configlib.load(str(ROOT / "configs/graph/grand_cora.py"), "cpu")
+    accs = []
+    t0 = time.time()
+    task = DiffusionNodeClassification(cfg)
+    bar = tqdm(range(args.grand_seeds), desc="GRAND-l cora", leave=False)
+    for seed in bar:
+        acc, _, _ = train_node_classifier(task, seed, 300, cfg.optimizer.lr, 50, bar)
+        accs.append(100 * acc)
+    row = dict(experiment="grand", dataset="cora (Planetoid public split)", ours_mean=float(np.mean(accs)),
+               ours_std=float(np.std(accs)), paper_mean=83.6, paper_std=1.0,
+               paper_note="GRAND-l, random splits of the largest connected component [recalled - verify]",
+               seeds=len(accs), seconds=time.time() - t0)
+    tqdm.write(f"GRAND-l cora: ours {_fmt(row['ours_mean'], row['ours_std'])}  paper {_fmt(83.6, 1.0)} (other splits)")
+    return [row]
+
+
+# ----------------------------------------------------------------------------------------------
+def markdown(rows):
+    out = ["| experiment | setting | ours | paper |", "|---|---|---|---|"]
+    for r in rows:
+        if r["experiment"] == "nsd":
+            out.append(f"| NSD {r['maps']} | {r['dataset']} ({r['splits']} splits) | {_fmt(r['ours_mean'], r['ours_std'])} "
+                       f"| {_fmt(r['paper_mean'], r['paper_std'])} |")
+        elif r["experiment"] == "digrac":
+            s = r["setting"]
+            out.append(f"| DIGRAC ARI | DSBM cyclic N={s['n']} K={s['k']} p={s['p']} η={s['eta']} ({r['seeds']} graphs) "
+                       f"| {_fmt(r['ours_mean'], r['ours_std'])} (Herm {_fmt(r['herm_mean'], r['herm_std'])}) | {r['paper']} |")
+        elif r["experiment"] == "grand":
+            out.append(f"| GRAND-l | {r['dataset']} ({r['seeds']} seeds) | {_fmt(r['ours_mean'], r['ours_std'])} "
+                       f"| {_fmt(r['paper_mean'], r['paper_std'])} (other splits) |")
+        else:
+            out.append(f"| {r['experiment']} | LastFM, {r['steps']} steps | R@20 {r['recall20']:.4f}, "
+                       f"N@20 {r['ndcg20']:.4f} | {r['paper']} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="sheaf,digrac,lightgcn,grand")
+    ap.add_argument("--datasets", default="texas,wisconsin,cornell,film")
+    ap.add_argument("--maps", default="diag,orth,general")
+    ap.add_argument("--splits", type=int, default=10)
+    ap.add_argument("--graph-seeds", type=int, default=3)
+    ap.add_argument("--grand-seeds", type=int, default=3)
+    ap.add_argument("--lightgcn-steps", type=int, default=6000)
+    ap.add_argument("--out", default="graph_reproduce_advanced")
+    args = ap.parse_args()
+    args.datasets, args.maps = args.datasets.split(","), args.maps.split(",")
+    only = args.only.split(",")
+    rows = []
+    if "sheaf" in only:
+        rows += nsd_rows(args)
+    if "digrac" in only:
+        rows += digrac_rows(args)
+    if "lightgcn" in only:
+        rows += recsys_rows(args)
+    if "grand" in only:
+        rows += grand_rows(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = dict(device=str(jax.devices()[0]), jax=jax.__version__, argv=sys.argv[1:], date=time.strftime("%Y-%m-%d %H:%M"))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    table = markdown(rows)
+    (RESULTS / f"{args.out}.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
