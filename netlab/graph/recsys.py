@@ -24,8 +24,8 @@ Metrics (LightGCN protocol): full ranking over all items with the user's trainin
 Recall@K = |top-K ∩ test| / |test|, NDCG@K = DCG@K / IDCG@K with binary relevance and
 IDCG over min(|test|, K) hits; averaged over users with at least one test item.
 
-Models are pure linen modules; graph arrays come in as arguments (host-precomputed by
-`bipartite_graph` / `ultragcn_constraints`).
+Models are pure linen modules; the graph comes in as an argument (host-built by `bipartite_graph`,
+propagated through netlab.graph.graphs), UltraGCN's coefficients by `ultragcn_constraints`.
 """
 from __future__ import annotations
 
@@ -34,25 +34,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.graph import graphs as G
 from netlab.sharding import axes
 
 
 # --------------------------------------------------------------------------------------------------
 # Host-side graph preparation
-def bipartite_graph(users, items, num_users: int, num_items: int):
-    """Directed edge list of A = [[0, R], [R^T, 0]] (users 0..U-1, items U..U+I-1) with the
-    symmetric normalisation Â_vw = 1/sqrt(d_v d_w). Returns (senders, receivers, weights) sorted by
-    receiver; duplicate pairs are merged."""
+def bipartite_graph(users, items, num_users: int, num_items: int) -> G.Graph:
+    """The user-item graph A = [[0, R], [R^T, 0]] (users 0..U-1, items U..U+I-1) as a padded host
+    netlab Graph with both edge directions, duplicates merged, and the LightGCN coefficients
+    Â_vw = 1/sqrt(d_v d_w) precomputed (`norm["gcn_noloop_edge"]`, PyG gcn_norm without self-loops)."""
     users = np.asarray(users, np.int64)
     items = np.asarray(items, np.int64) + num_users
-    key = np.unique(users * (num_users + num_items) + items)
-    u, i = key // (num_users + num_items), key % (num_users + num_items)
-    senders = np.concatenate([u, i])
-    receivers = np.concatenate([i, u])
-    deg = np.bincount(receivers, minlength=num_users + num_items).astype(np.float64)
-    w = 1.0 / np.sqrt(deg[senders] * deg[receivers])
-    order = np.lexsort((senders, receivers))
-    return senders[order].astype(np.int32), receivers[order].astype(np.int32), w[order].astype(np.float32)
+    g = G.from_edges(users, items, num_users + num_items, symmetrize=True, norms=False)
+    return G.with_norms(g, self_loops=False, no_self_loops=True)
 
 
 def ultragcn_constraints(users, items, num_users: int, num_items: int, num_neighbors: int = 10):
@@ -92,15 +87,10 @@ def ultragcn_constraints(users, items, num_users: int, num_items: int, num_neigh
 
 # --------------------------------------------------------------------------------------------------
 # Models
-def _propagate(x, senders, receivers, weights, num_nodes):
-    """Â x as a sorted segment sum over weighted directed edges (message = w_e x_sender)."""
-    msg = x[senders] * weights[:, None].astype(x.dtype)
-    return jax.ops.segment_sum(msg, receivers, num_segments=num_nodes, indices_are_sorted=True)
-
-
 class LightGCN(nn.Module):
-    """LightGCN (eqs. 3, 7-8). `__call__(senders, receivers, weights)` -> dict with final user/item
-    embeddings (`users`, `items`) and the layer-0 ones (`users0`, `items0`, for the L2 term)."""
+    """LightGCN (eqs. 3, 7-8). `__call__(graph)` with `graph = bipartite_graph(...)` -> dict with the
+    final user/item embeddings (`users`, `items`) and the layer-0 ones (`users0`, `items0`, for the L2
+    term). Propagation is netlab.graph.graphs.normalized_adjacency_matmul without self-loops."""
     num_users: int
     num_items: int
     dim: int = 64
@@ -108,18 +98,18 @@ class LightGCN(nn.Module):
     init_std: float = 0.1
 
     @nn.compact
-    def __call__(self, senders, receivers, weights):
+    def __call__(self, graph: G.Graph):
         init = axes.param(nn.initializers.normal(self.init_std), None, axes.EMBED)
         users0 = self.param("user_embedding", init, (self.num_users, self.dim))
         items0 = self.param("item_embedding", init, (self.num_items, self.dim))
-        e = jnp.concatenate([users0, items0], 0)
         n = self.num_users + self.num_items
+        e = jnp.concatenate([users0, items0, jnp.zeros((graph.num_nodes - n, self.dim), users0.dtype)], 0)
         total = e
         for _ in range(self.num_layers):
-            e = _propagate(e, senders, receivers, weights, n)
+            e = G.normalized_adjacency_matmul(graph, e, add_self_loops=False)
             total = total + e
         final = total / (self.num_layers + 1)
-        return {"users": final[:self.num_users], "items": final[self.num_users:],
+        return {"users": final[:self.num_users], "items": final[self.num_users:n],
                 "users0": users0, "items0": items0}
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.graph import graphs as G
 from netlab.graph import recsys, recsys_data
 
 
@@ -55,8 +56,7 @@ class Recommendation:
         if self.name == "lightgcn":
             self.model = recsys.LightGCN(U, I, dim=int(m.dim), num_layers=int(m.num_layers),
                                          init_std=float(m.init_std))
-            s, r, w = recsys.bipartite_graph(self.data.train_users, self.data.train_items, U, I)
-            self.graph = {"senders": s, "receivers": r, "weights": w}
+            self.graph = G.to_arrays(recsys.bipartite_graph(self.data.train_users, self.data.train_items, U, I))
             self.num_negatives = 1
         elif self.name == "ultragcn":
             self.model = recsys.UltraGCN(U, I, dim=int(m.dim), init_std=float(m.init_std))
@@ -72,7 +72,7 @@ class Recommendation:
     # -- trainer protocol --------------------------------------------------------------------------
     def _graph_args(self, graph):
         if self.name == "lightgcn":
-            return graph["senders"], graph["receivers"], graph["weights"]
+            return (G.from_arrays(graph),)
         return ()
 
     def init_variables(self, rng):
@@ -81,7 +81,7 @@ class Recommendation:
 
     def batch_axes(self):
         return {"users": ("batch",), "pos": ("batch",), "neg": ("batch", None),
-                "graph": {k: (None,) * np.ndim(v) for k, v in self.graph.items()}}
+                "graph": {k: None for k in self.graph}}
 
     def global_batch_size(self):
         return self.batch_size

@@ -30,10 +30,10 @@ def _random_interactions(U, I, n, seed):
 def test_lightgcn_equals_mean_of_dense_normalised_powers():
     U, I, L = 6, 9, 3
     u, i = _random_interactions(U, I, 15, 0)
-    s, r, w = recsys.bipartite_graph(u, i, U, I)
+    g = recsys.bipartite_graph(u, i, U, I)
     model = recsys.LightGCN(U, I, dim=5, num_layers=L, init_std=1.0)
-    params = model.init(jax.random.key(0), s, r, w)
-    out = model.apply(params, s, r, w)
+    params = model.init(jax.random.key(0), g)
+    out = model.apply(params, g)
     # numpy oracle
     R = np.zeros((U, I))
     R[u, i] = 1
@@ -53,14 +53,14 @@ def test_lightgcn_permutation_equivariant():
     pu, pi = np.random.default_rng(2).permutation(U), np.random.default_rng(3).permutation(I)
     model = recsys.LightGCN(U, I, dim=4, num_layers=2, init_std=1.0)
     g = recsys.bipartite_graph(u, i, U, I)
-    params = model.init(jax.random.key(1), *g)
-    out = model.apply(params, *g)
+    params = model.init(jax.random.key(1), g)
+    out = model.apply(params, g)
     # relabel user a -> pu[a], item b -> pi[b]; permute the embedding tables the same way
     g2 = recsys.bipartite_graph(pu[u], pi[i], U, I)
     p = nn.unbox(params)["params"]
     ue, ie = np.empty_like(p["user_embedding"]), np.empty_like(p["item_embedding"])
     ue[pu], ie[pi] = p["user_embedding"], p["item_embedding"]
-    out2 = model.apply({"params": {"user_embedding": ue, "item_embedding": ie}}, *g2)
+    out2 = model.apply({"params": {"user_embedding": ue, "item_embedding": ie}}, g2)
     np.testing.assert_allclose(np.asarray(out2["users"])[pu], out["users"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(out2["items"])[pi], out["items"], rtol=1e-5, atol=1e-6)
 
