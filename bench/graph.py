@@ -63,19 +63,19 @@ def netlab_step(ds, model, lr):
     opt = tx.init(params)
     batch = jax.tree.map(jnp.asarray, task.arrays)
 
-    @jax.jit
-    def step(params, opt, rng):
+    @jax.jit  # the graph is an argument (device-resident), not a closed-over constant
+    def step(params, opt, batch, rng):
         (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, batch, rng, True)
         upd, opt = tx.update(g, opt, params)
         return optax.apply_updates(params, upd), opt, loss
 
     state = {"p": params, "o": opt, "i": 0}
     t0 = time.perf_counter()
-    jax.block_until_ready(step(params, opt, jax.random.key(0)))
+    jax.block_until_ready(step(params, opt, batch, jax.random.key(0)))
     compile_s = time.perf_counter() - t0
 
     def run():
-        state["p"], state["o"], loss = step(state["p"], state["o"], jax.random.key(state["i"]))
+        state["p"], state["o"], loss = step(state["p"], state["o"], batch, jax.random.key(state["i"]))
         state["i"] += 1
         jax.block_until_ready(loss)
 
