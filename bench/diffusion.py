@@ -1,0 +1,181 @@
+"""DiT training-step benchmark: netlab (JAX) vs diffusers' PyTorch DiT at the same size.
+
+    python bench/diffusion.py                                  # CPU defaults: S/2 and B/2, 16x16x4
+    python bench/diffusion.py --sizes B/2 --image-size 32 --batch 64 --dtype bfloat16 --no-torch  # GPU
+
+One step = forward + backward of an eps-MSE loss on latents (image-size^2 x 4 channels, 1000
+classes) + an AdamW update. Both libraries run in this one process, alternating round by round,
+and the report gives netlab's median step time divided by PyTorch's (below 1 means netlab is
+faster). Also: compile time of the jitted step, images/s, FLOPs per step from XLA's cost analysis
+and MFU = flops / step time / peak (peak from --peak-tflops, or a table for known accelerators).
+Writes bench/results/diffusion_<host>_<platform>.json and prints a markdown table.
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+if "--threads" in sys.argv:                     # pin both libraries to the same thread count
+    _n = int(sys.argv[sys.argv.index("--threads") + 1])
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                               + ("false intra_op_parallelism_threads=1" if _n == 1 else "true")).strip()
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from netlab.diffusion.dit import DiT, preset  # noqa: E402
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "v5p": 459.0, "v4": 275.0, "v5e": 197.0}
+
+
+def device_peak(override):
+    if override:
+        return override
+    kind = jax.devices()[0].device_kind
+    for name, peak in PEAK_TFLOPS.items():
+        if name.lower() in kind.lower():
+            return peak
+    return None
+
+
+def netlab_step(size, args):
+    cfg = preset(size)
+    dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+    model = DiT(image_size=args.image_size, channels=4, num_classes=1000, dtype=dtype, **cfg)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((args.batch, args.image_size, args.image_size, 4)), jnp.float32)
+    t = jnp.asarray(rng.uniform(0, 999, args.batch), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 1000, args.batch), jnp.int32)
+    eps = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    params = model.init(jax.random.key(0), x, t, y)["params"]
+    opt = optax.adamw(1e-4, weight_decay=0.0)
+    state = (params, opt.init(params))
+
+    def loss_fn(p):
+        return jnp.mean((model.apply({"params": p}, x, t, y) - eps) ** 2)
+
+    def step(state):
+        p, o = state
+        loss, g = jax.value_and_grad(loss_fn)(p)
+        upd, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, upd), o), loss
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=0).lower(state).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
+    holder = {"state": state}
+
+    def run():
+        holder["state"], loss = compiled(holder["state"])
+        jax.block_until_ready(loss)
+
+    return run, dict(compile_s=compile_s, flops_per_step=flops, params=n_params)
+
+
+def torch_step(size, args):
+    import torch
+    from diffusers import DiTTransformer2DModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = preset(size)
+    model = DiTTransformer2DModel(num_attention_heads=cfg["num_heads"], attention_head_dim=cfg["width"] // cfg["num_heads"],
+                                  in_channels=4, num_layers=cfg["depth"], sample_size=args.image_size,
+                                  patch_size=cfg["patch"], num_embeds_ada_norm=1000)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    x = torch.randn(args.batch, 4, args.image_size, args.image_size)
+    t = torch.randint(0, 1000, (args.batch,))
+    y = torch.randint(0, 1000, (args.batch,))
+    eps = torch.randn_like(x)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        out = model(x, timestep=t, class_labels=y).sample
+        loss = torch.mean((out - eps) ** 2)
+        loss.backward()
+        opt.step()
+
+    return run, dict(params=n_params, torch_threads=torch.get_num_threads())
+
+
+def timed(run, n):
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", nargs="+", default=["S/2", "B/2"])
+    ap.add_argument("--image-size", type=int, default=16, help="latent side (32 = 256px images)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="1: single-threaded XLA and torch")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    peak = device_peak(args.peak_tflops)
+    rows = []
+    for size in args.sizes:
+        jrun, info = netlab_step(size, args)
+        jrun()                                               # warm-up
+        trun, tinfo = (None, {}) if args.no_torch else torch_step(size, args)
+        if trun:
+            trun()
+        jt, tt = [], []
+        for _ in range(args.rounds):                         # alternate so both see the same load
+            jt += timed(jrun, args.steps)
+            if trun:
+                tt += timed(trun, args.steps)
+        j_med = float(np.median(jt))
+        row = dict(size=size, image_size=args.image_size, batch=args.batch, dtype=args.dtype,
+                   netlab_step_s=j_med, netlab_steps_per_s=1 / j_med, netlab_images_per_s=args.batch / j_med,
+                   netlab_params=info["params"], compile_s=info["compile_s"],
+                   flops_per_step=info["flops_per_step"],
+                   achieved_tflops=info["flops_per_step"] / j_med / 1e12,
+                   mfu=(info["flops_per_step"] / j_med / 1e12 / peak) if peak else None)
+        if trun:
+            t_med = float(np.median(tt))
+            row.update(torch_step_s=t_med, torch_params=tinfo["params"], torch_threads=tinfo["torch_threads"],
+                       ratio_netlab_over_torch=j_med / t_med)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    dev = jax.devices()[0]
+    result = dict(device=dev.device_kind, platform=dev.platform, host=platform.node(), jax=jax.__version__,
+                  cpu_count=os.cpu_count(), peak_tflops=peak, rows=rows)
+    out = pathlib.Path(args.out or ROOT / "bench" / "results" / f"diffusion_{platform.node()}_{dev.platform}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\n| size | batch x side | dtype | netlab s/step | img/s | compile s | TFLOP/s | MFU | torch s/step | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
+        ts = f"{r['torch_step_s']:.3f}" if "torch_step_s" in r else "n/a"
+        ratio = f"{r['ratio_netlab_over_torch']:.2f}" if "ratio_netlab_over_torch" in r else "n/a"
+        print(f"| {r['size']} | {r['batch']} x {r['image_size']} | {r['dtype']} | {r['netlab_step_s']:.3f} | "
+              f"{r['netlab_images_per_s']:.1f} | {r['compile_s']:.1f} | {r['achieved_tflops']:.3f} | {mfu} | {ts} | {ratio} |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""ADM-style U-Net backbone (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs on Image
+Synthesis", Sec. 3 and Table 1; building on Ho et al. 2020, Appendix B).
+
+Residual blocks of GroupNorm-SiLU-Conv with the noise/class embedding injected by adaptive group
+norm, `GN(h) * (1 + scale) + shift` ("AdaGN", Sec. 3, Eq. in the text), BigGAN-style residual
+down/up sampling, multi-head self-attention at the listed resolutions, skip connections from every
+encoder block to the decoder, and zero-initialised last convolutions so each residual block starts
+as the identity. Same call signature as `dit.DiT`: `(x, noise_cond, labels) -> output` with x in
+NHWC, noise_cond float32 (B,), labels in [0, num_classes] (the last row is the CFG null label).
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from netlab.nn import layers
+from netlab.sharding import axes
+
+
+def conv(features, dtype, name, kernel=3, zero=False, stride=1):
+    init = layers.zeros if zero else nn.initializers.lecun_normal()
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME", dtype=dtype, name=name,
+                   kernel_init=axes.param(init, None, None, axes.CONV_IN, axes.CONV_OUT),
+                   bias_init=axes.param(layers.zeros, axes.CONV_OUT))
+
+
+def group_norm(channels, dtype, name):
+    groups = min(32, channels)
+    if channels % groups:
+        raise ValueError(f"U-Net width {channels} is not divisible by {groups} norm groups; use a multiple of 32")
+    return nn.GroupNorm(num_groups=groups, dtype=jnp.float32, name=name,
+                        scale_init=axes.param(nn.initializers.ones, axes.NORM),
+                        bias_init=axes.param(layers.zeros, axes.NORM))
+
+
+def _resample(x, mode):
+    """Nearest-neighbour x2 upsampling or 2x2 average pooling (ADM's conv-free resampling)."""
+    if mode == "up":
+        return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-(resample)-Conv, AdaGN(emb), SiLU-Conv(zero init); 1x1 skip when widths differ."""
+    out: int
+    resample: str = "none"     # "none" | "up" | "down"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, emb):
+        h = nn.silu(group_norm(x.shape[-1], self.dtype, "norm1")(x)).astype(self.dtype)
+        if self.resample != "none":
+            h, x = _resample(h, self.resample), _resample(x, self.resample)
+        h = conv(self.out, self.dtype, "conv1")(h)
+        mod = layers.dense(2 * self.out, axes.EMBED, axes.CONV_OUT, jnp.float32, name="emb")(nn.silu(emb))
+        scale, shift = jnp.split(mod[:, None, None, :], 2, axis=-1)
+        h = group_norm(self.out, self.dtype, "norm2")(h) * (1 + scale) + shift
+        h = conv(self.out, self.dtype, "conv2", zero=True)(nn.silu(h).astype(self.dtype))
+        if x.shape[-1] != self.out:
+            x = conv(self.out, self.dtype, "skip", kernel=1)(x.astype(self.dtype))
+        return x.astype(self.dtype) + h
+
+
+class AttnBlock(nn.Module):
+    """Pre-norm multi-head self-attention over the H*W positions, residual."""
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, hgt, wid, c = x.shape
+        h = group_norm(c, self.dtype, "norm")(x).astype(self.dtype).reshape(b, hgt * wid, c)
+        h = layers.Attention(self.num_heads, self.dtype, name="attn")(h)
+        return x + h.reshape(b, hgt, wid, c)
+
+
+class UNet(nn.Module):
+    image_size: int
+    channels: int
+    width: int = 64
+    channel_mult: Sequence[int] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: Sequence[int] = (8,)
+    num_heads: int = 4
+    num_classes: int = 0
+    learn_logvar: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, noise_cond, labels=None):
+        levels = len(self.channel_mult)
+        if self.image_size % (2 ** (levels - 1)):
+            raise ValueError(f"image size {self.image_size} is not divisible by 2^{levels - 1} for "
+                             f"{levels} U-Net levels; shorten channel_mult or pad the images")
+        emb = layers.TimestepEmbedder(4 * self.width, name="t_embed")(noise_cond)
+        if self.num_classes:
+            table = self.param("label_embed", axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
+                               (self.num_classes + 1, 4 * self.width), jnp.float32)
+            emb = emb + table[labels]
+        h = conv(self.width, self.dtype, "conv_in")(x.astype(self.dtype))
+        skips, res = [h], self.image_size
+        for lvl, mult in enumerate(self.channel_mult):
+            for i in range(self.num_res_blocks):
+                h = ResBlock(mult * self.width, dtype=self.dtype, name=f"down{lvl}_{i}")(h, emb)
+                if res in self.attention_resolutions:
+                    h = AttnBlock(self.num_heads, self.dtype, name=f"down{lvl}_{i}_attn")(h)
+                skips.append(h)
+            if lvl < levels - 1:
+                h = ResBlock(mult * self.width, resample="down", dtype=self.dtype, name=f"down{lvl}_pool")(h, emb)
+                skips.append(h)
+                res //= 2
+        h = ResBlock(h.shape[-1], dtype=self.dtype, name="mid1")(h, emb)
+        h = AttnBlock(self.num_heads, self.dtype, name="mid_attn")(h)
+        h = ResBlock(h.shape[-1], dtype=self.dtype, name="mid2")(h, emb)
+        for lvl, mult in reversed(list(enumerate(self.channel_mult))):
+            for i in range(self.num_res_blocks + 1):
+                h = jnp.concatenate([h, skips.pop()], axis=-1)
+                h = ResBlock(mult * self.width, dtype=self.dtype, name=f"up{lvl}_{i}")(h, emb)
+                if res in self.attention_resolutions:
+                    h = AttnBlock(self.num_heads, self.dtype, name=f"up{lvl}_{i}_attn")(h)
+            if lvl > 0:
+                h = ResBlock(mult * self.width, resample="up", dtype=self.dtype, name=f"up{lvl}_upsample")(h, emb)
+                res *= 2
+        h = nn.silu(group_norm(h.shape[-1], self.dtype, "norm_out")(h)).astype(self.dtype)
+        out = conv(self.channels, self.dtype, "conv_out", zero=True)(h).astype(jnp.float32)
+        if not self.learn_logvar:
+            return out
+        logvar = layers.dense(1, axes.EMBED, None, jnp.float32, kernel_init=layers.zeros, name="logvar")(emb)[:, 0]
+        return out, logvar
