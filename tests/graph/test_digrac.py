@@ -122,41 +122,7 @@ def test_digrac_permutation_equivariant():
     np.testing.assert_allclose(P[:2 * n].sum(1), 1.0, rtol=1e-5)
 
 
-def test_digrac_learns_planted_clusters():
-    s, r, y = _dsbm(n=150, k=3, p=0.2, eta=0.05, seed=0)
-    n, K = len(y), 3
-    gs = digrac.dimpa_graphs(s, r, n)
-    src, tgt = G.to_device(gs["source"]), G.to_device(gs["target"])
-    x = np.zeros((src.num_nodes, 2 * K), np.float32)
-    x[:n] = digrac.hermitian_features(s, r, n, K)
-    model = digrac.DIGRAC(K, hidden=16, hops=2, dropout=0.5)
-    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), src, tgt, x))
-    deg = digrac.total_degree(src)
-    tx = optax.adam(0.01)
-    opt = tx.init(params)
-
-    def loss(p, rng):
-        P, _ = model.apply(p, src, tgt, x, train=True, rngs={"dropout": rng})
-        return digrac.imbalance_loss(P, digrac.adjacency_matmul(src, P), deg, K)
-
-    @jax.jit
-    def train(params, opt):
-        def body(carry, i):
-            p, o = carry
-            l, g = jax.value_and_grad(loss)(p, jax.random.key(i))
-            u, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, u), o), l
-        (params, opt), losses = jax.lax.scan(body, (params, opt), jnp.arange(200))
-        return params, losses
-
-    predict = jax.jit(lambda p: model.apply(p, src, tgt, x)[0].argmax(1))
-    ari0 = digrac.adjusted_rand_index(y, np.asarray(predict(params))[:n])
-    params, losses = train(params, opt)
-    ari = digrac.adjusted_rand_index(y, np.asarray(predict(params))[:n])
-    assert float(losses[-10:].mean()) < float(losses[:10].mean()) - 0.1
-    assert ari0 < 0.5 and ari > 0.9, (ari0, ari)
-
-
+@pytest.mark.slow
 def test_digraph_clustering_task_trains_and_reports_ari():
     import ml_collections
     from netlab.graph.recsys_task import DigraphClustering
@@ -166,6 +132,7 @@ def test_digraph_clustering_task_trains_and_reports_ari():
         loss=dict(beta=3, normalisation="vol_sum")))
     task = DigraphClustering(cfg)
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+    ari0 = task.evaluate(params, {}, 0, "")[0]["ari"]
     arrays = jax.tree.map(jnp.asarray, task.arrays)
     tx = optax.adam(0.01)
 
@@ -180,5 +147,5 @@ def test_digraph_clustering_task_trains_and_reports_ari():
 
     (params, _), losses = train(params)
     ari = task.evaluate(params, {}, 150, "")[0]["ari"]
-    assert float(losses[-1]) < float(losses[0])
-    assert ari > 0.9
+    assert float(losses[-10:].mean()) < float(losses[:10].mean()) - 0.1
+    assert ari0 < 0.5 and ari > 0.9, (ari0, ari)

@@ -157,6 +157,7 @@ def _train_task(task, steps, lr):
     return train(params)
 
 
+@pytest.mark.slow
 def test_nsd_node_classification_task_on_csbm():
     import ml_collections
     from netlab.graph import datasets as D
