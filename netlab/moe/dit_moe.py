@@ -1,36 +1,32 @@
-"""DiT-MoE block (Fei et al. 2024, "Scaling Diffusion Transformers to 16 Billion Parameters", §3.1-3.2).
+"""DiT-MoE (Fei et al. 2024, "Scaling Diffusion Transformers to 16 Billion Parameters", §3.1-3.2).
 
-A DiT block with adaLN-Zero conditioning whose MLP is a sparse MoE:
+The diffusion package's DiT (netlab.diffusion.dit, Peebles & Xie 2023) with sparse MoE MLPs in
+every `moe_every`-th block:
 
     x += g_msa · Attn(modulate(LN(x), shift_msa, scale_msa))
     u  = modulate(LN(x), shift_mlp, scale_mlp)
     x += g_mlp · (Σ_{top-2} p_e · SwiGLU_e(u) + SwiGLU_shared(u))
 
-with (shift, scale, g) = Linear(SiLU(c)) initialised to zero (the block starts as the identity),
-softmax top-2 routing WITHOUT renormalising the two weights, 2 shared experts, and the expert-level
-balance loss α·Σ_e P̄_e·(E·ce_e) (`netlab.moe.losses.dit_moe_balance`, α = 0.01 in the paper),
-reported as aux["load_balance"]. Non-causal, so expert choice may replace top-2 here.
-The attention is netlab.moe.lm.SelfAttention(causal=False) until netlab/nn ships a shared one.
+adaLN-Zero modulation (zero-initialised: every block starts as the identity), softmax top-2
+routing WITHOUT renormalising the two weights, `num_shared` (2 in the paper) shared experts, and the
+expert-level balance loss α·Σ_e P̄_e·(E·ce_e) (`netlab.moe.losses.dit_moe_balance`, α = 0.01),
+reported as aux["load_balance"]. The blocks are not causal, so expert choice may replace top-2.
+`DiTMoE` returns what `DiT` returns (so the diffusion samplers run unchanged) and sows each MoE
+block's aux dict into the `moe_aux` collection.
 """
+from typing import Any
+
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from netlab.diffusion.dit import DiT, DiTBlock
 from netlab.moe.layer import MoEMLP
-from netlab.moe.lm import SelfAttention
+from netlab.nn import layers
 from netlab.sharding import axes
 
 
-def _ln(x):
-    xf = x.astype(jnp.float32)
-    return ((xf - xf.mean(-1, keepdims=True)) * jax.lax.rsqrt(xf.var(-1, keepdims=True) + 1e-6)).astype(x.dtype)
-
-
-def modulate(x, shift, scale):
-    return x * (1.0 + scale[:, None]) + shift[:, None]
-
-
 class DiTMoEBlock(nn.Module):
+    width: int
     num_heads: int
     num_experts: int = 8
     hidden: int = 64
@@ -38,21 +34,57 @@ class DiTMoEBlock(nn.Module):
     num_shared: int = 2
     router: str = "topk"
     backend: str = "capacity"
-    capacity_factor: float = None
-    eval_capacity_factor: float = None
-    dtype: jnp.dtype = jnp.float32
+    capacity_factor: Any = None
+    eval_capacity_factor: Any = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, c, train: bool = False):
-        d = x.shape[-1]
-        mod = self.param("adaln", axes.param(nn.initializers.zeros, axes.EMBED, None), (c.shape[-1], 6 * d))
-        bias = self.param("adaln_bias", axes.param(nn.initializers.zeros, None), (6 * d,))
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(jax.nn.silu(c) @ mod + bias, 6, axis=-1)
-        x = x + gate_a[:, None] * SelfAttention(self.num_heads, self.dtype, causal=False, name="attn")(
-            modulate(_ln(x), shift_a, scale_a))
-        u = modulate(_ln(x), shift_m, scale_m)
+        mod = layers.dense(6 * self.width, axes.EMBED, axes.MLP, jnp.float32, kernel_init=layers.zeros,
+                           name="adaLN")(nn.silu(c))
+        s1, sc1, g1, s2, sc2, g2 = jnp.split(mod.astype(self.dtype), 6, axis=-1)
+        h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="ln1")(x), s1, sc1)
+        x = x + g1[:, None] * layers.Attention(self.num_heads, self.dtype, name="attn")(h)
+        u = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="ln2")(x), s2, sc2)
         y, aux = MoEMLP(num_experts=self.num_experts, hidden=self.hidden, k=self.k, router=self.router,
                         backend=self.backend, renormalize=False, activation="silu", glu=True,
                         num_shared=self.num_shared, capacity_factor=self.capacity_factor,
                         eval_capacity_factor=self.eval_capacity_factor, dtype=self.dtype, name="moe")(u, train)
-        return x + gate_m[:, None] * y, aux
+        return axes.constrain(x + g2[:, None] * y, axes.BATCH, axes.LENGTH, axes.EMBED), aux
+
+
+class DiTMoE(DiT):
+    """DiT whose every `moe_every`-th block is a DiTMoEBlock (MoE fields as in DiTMoEBlock)."""
+    moe_every: int = 2
+    moe: dict = None
+    train: bool = False
+
+    @nn.compact
+    def __call__(self, x, noise_cond, labels=None):
+        self.setup_check()
+        b, p, g = x.shape[0], self.patch, self.image_size // self.patch
+        h = nn.Conv(self.width, (p, p), strides=(p, p), dtype=self.dtype, name="patchify",
+                    kernel_init=axes.param(layers.xavier, None, None, None, axes.EMBED),
+                    bias_init=axes.param(layers.zeros, axes.EMBED))(x.astype(self.dtype))
+        h = h.reshape(b, g * g, self.width) + layers.sincos_2d(g, self.width).astype(self.dtype)
+        h = axes.constrain(h, axes.BATCH, axes.LENGTH, axes.EMBED)
+        c = layers.TimestepEmbedder(self.width, name="t_embed")(noise_cond)
+        if self.num_classes:
+            table = self.param("label_embed", axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
+                               (self.num_classes + 1, self.width), jnp.float32)
+            c = c + table[labels]
+        for i in range(self.depth):
+            if i % self.moe_every == self.moe_every - 1:
+                h, aux = DiTMoEBlock(self.width, self.num_heads, dtype=self.dtype, name=f"block{i}",
+                                     **dict(self.moe or {}))(h, c, self.train)
+                self.sow("moe_aux", f"aux{i}", aux)
+            else:
+                h = DiTBlock(self.width, self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i}")(h, c)
+        shift, scale = jnp.split(layers.dense(2 * self.width, axes.EMBED, axes.MLP, jnp.float32,
+                                              kernel_init=layers.zeros, name="final_adaLN")(nn.silu(c)), 2, axis=-1)
+        h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="final_ln")(h),
+                            shift.astype(self.dtype), scale.astype(self.dtype))
+        h = layers.dense(p * p * self.channels, axes.EMBED, None, self.dtype, kernel_init=layers.zeros,
+                         name="final")(h)
+        out = h.reshape(b, g, g, p, p, self.channels).transpose(0, 1, 3, 2, 4, 5)
+        return out.reshape(b, self.image_size, self.image_size, self.channels).astype(jnp.float32)

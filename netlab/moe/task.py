@@ -184,3 +184,4 @@ class ViTMoEDigits:
         images = {"expert_load": plots.expert_load_histograms(fractions),
                   "token_experts": plots.token_expert_heatmaps([np.asarray(g) for g in gates])}
         return scalars, images
+

@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from netlab.moe.layer import MoEMLP
-from netlab.moe.lm import DenseMLP, LayerNorm, SelfAttention
+from netlab.moe.lm import DenseMLP
+from netlab.nn import layers
 from netlab.sharding import axes
 
 
@@ -38,14 +39,15 @@ class ViTMoE(nn.Module):
         x = axes.constrain(x, axes.BATCH, axes.LENGTH, axes.EMBED)
         aux = []
         for i in range(self.depth):
-            x = x + SelfAttention(self.num_heads, self.dtype, causal=False, name=f"attn_{i}")(LayerNorm(name=f"ln1_{i}")(x))
-            hdn = LayerNorm(name=f"ln2_{i}")(x)
+            x = x + layers.Attention(self.num_heads, self.dtype, name=f"attn_{i}")(
+                layers.layer_norm(self.dtype, name=f"ln1_{i}")(x))
+            hdn = layers.layer_norm(self.dtype, name=f"ln2_{i}")(x)
             if i % self.moe_every == self.moe_every - 1:
                 y, a = MoEMLP(dtype=self.dtype, name=f"moe_{i}", **dict(self.moe or {}))(hdn, train)
                 aux.append(a)
             else:
                 y = DenseMLP(self.mlp_hidden, self.dtype, name=f"mlp_{i}")(hdn)
             x = axes.constrain(x + y, axes.BATCH, axes.LENGTH, axes.EMBED)
-        x = LayerNorm(name="ln_f")(x).mean(1)
+        x = layers.layer_norm(self.dtype, name="ln_f")(x).mean(1)
         head = self.param("head", axes.param(nn.initializers.zeros, axes.EMBED, axes.VOCAB), (self.width, self.num_classes))
         return x.astype(jnp.float32) @ head, aux
