@@ -52,6 +52,9 @@ class MoELM(nn.Module):
         x = axes.constrain(x, axes.BATCH, axes.LENGTH, axes.EMBED)
         aux = []
         moe_kwargs = dict(self.moe or {})
+        if moe_kwargs.get("router") in ("expert_choice", "soft"):
+            raise ValueError(f"router={moe_kwargs['router']!r} mixes tokens across positions and leaks future tokens "
+                             f"in a causal LM; use router='topk' or 'sparsemixer'")
         for i in range(self.depth):
             x = x + layers.Attention(self.num_heads, self.dtype, causal=True, name=f"attn_{i}")(
                 layers.layer_norm(self.dtype, name=f"ln1_{i}")(x))

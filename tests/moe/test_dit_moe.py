@@ -29,8 +29,6 @@ def test_dit_moe_block_identity_at_init_then_moe_with_shared_experts():
     params["adaLN"] = dict(params["adaLN"], bias=params["adaLN"]["bias"] + 0.5)
     (y2, _), _ = apply(params, x, c)
     assert float(jnp.abs(y2 - x).max()) > 1e-2                     # the MoE branch now contributes
-    g = jax.jit(jax.grad(lambda p: jnp.sum(block.apply({"params": p}, x, c)[0] ** 2)))(params)
-    assert float(jnp.abs(g["adaLN"]["kernel"]).max()) > 0 and float(jnp.abs(g["moe"]["wi"]).max()) > 0
 
 
 @pytest.mark.slow
@@ -55,6 +53,7 @@ def test_dit_moe_digits_task_trains_and_samples():
         params = optax.apply_updates(params, updates)
     assert {"load_balance", "dropped_fraction", "x0_mse"} <= set(metrics)
     assert float(jnp.abs(grads["block1"]["moe"]["router"]).max()) > 0
+    assert float(jnp.abs(grads["block1"]["adaLN"]["kernel"]).max()) > 0
     assert losses[-1] < losses[0]
     # the sampling model (eval capacity, no aux returned) has the DiT interface the samplers call
     out = jax.jit(task.model.apply)({"params": params}, batch["x"][:4], jnp.zeros(4), jnp.arange(4))

@@ -170,3 +170,12 @@ def test_vmoe_importance_and_load_losses_match_numpy():
     got = jax.jit(losses.load_loss, static_argnums=(2, 3))(logits, noise, k, sigma)
     np.testing.assert_allclose(got, load.var() / load.mean() ** 2, rtol=1e-4)
     assert float(got) > 0
+
+
+def test_non_causal_router_in_the_lm_is_a_one_line_error():
+    from netlab.moe.lm import MoELM
+
+    model = MoELM(max_len=8, width=16, depth=1, num_heads=2, moe=dict(num_experts=4, hidden=8, router="expert_choice"))
+    with pytest.raises(ValueError, match="leaks future tokens") as err:
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 8), jnp.int32))
+    assert "\n" not in str(err.value)
