@@ -25,16 +25,16 @@ def get_config(arg=None):
         time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
         sampler="dpmpp_2m", sample_steps=20, grid="uniform_logsnr", guidance=1.5))
     c.eval = ml_collections.ConfigDict(dict(num_samples=200))
-    c.train.steps = 3000
+    c.train.steps = 1500
     c.train.batch_size = 128
     c.train.log_every = 100
-    c.train.eval_every = 1000
-    c.checkpoint.every = 1000
+    c.train.eval_every = 500
+    c.checkpoint.every = 500
     c.optimizer.lr = 1e-3
     c.optimizer.warmup_steps = 200
     c.optimizer.weight_decay = 0.0
     c.optimizer.clip_norm = 1.0
-    c.optimizer.ema_decay = 0.999
+    c.optimizer.ema_stds = (0.1,)      # EDM2 power-function EMA: tracks the last ~10% of training
     if preset == "gpu":
         c.train.compute_dtype = "bfloat16"
         c.model.variant = "S/2"

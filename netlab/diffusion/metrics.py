@@ -16,6 +16,7 @@ import optax
 
 from netlab.classify.model import ConvNet
 from netlab.data import digits
+from netlab.sharding.mesh import strip_boxes
 
 
 def _sqrtm_psd(a):
@@ -62,7 +63,7 @@ class DigitsFeatures:
 
     def _train(self, steps, seed):
         data = digits.load()
-        params = self.net.init(jax.random.key(seed), data["train_x"][:1])["params"]
+        params = strip_boxes(self.net.init(jax.random.key(seed), data["train_x"][:1])["params"])
         tx = optax.adam(3e-3)
         opt = tx.init(params)
 

@@ -40,9 +40,13 @@ class Attention(nn.Module):
         if d % self.num_heads:
             raise ValueError(f"width {d} is not divisible by num_heads={self.num_heads}; pick a divisor")
         head = d // self.num_heads
-        qkv = nn.DenseGeneral((3, self.num_heads, head), dtype=self.dtype, name="qkv",
-                              kernel_init=axes.param(xavier, axes.EMBED, None, axes.HEADS, axes.KV),
-                              bias_init=axes.param(zeros, None, axes.HEADS, axes.KV))(x)
+        # Explicit (embed, 3, heads, kv) weights: DenseGeneral initialises a flattened kernel, which
+        # would not carry four logical axis names.
+        w_qkv = self.param("qkv", axes.param(nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                                               in_axis=0, out_axis=(1, 2, 3)),
+                                             axes.EMBED, None, axes.HEADS, axes.KV), (d, 3, self.num_heads, head))
+        b_qkv = self.param("qkv_bias", axes.param(zeros, None, axes.HEADS, axes.KV), (3, self.num_heads, head))
+        qkv = jnp.einsum("bnd,dthk->bnthk", x, w_qkv.astype(self.dtype)) + b_qkv.astype(self.dtype)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q = axes.constrain(q, axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(head)
@@ -51,9 +55,11 @@ class Attention(nn.Module):
             logits = jnp.where(mask, logits, -1e30)
         weights = nn.softmax(logits, axis=-1).astype(self.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out",
-                               kernel_init=axes.param(xavier, axes.HEADS, axes.KV, axes.EMBED),
-                               bias_init=axes.param(zeros, axes.EMBED))(out)
+        w_out = self.param("out", axes.param(nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                                               in_axis=(0, 1), out_axis=2),
+                                             axes.HEADS, axes.KV, axes.EMBED), (self.num_heads, head, d))
+        b_out = self.param("out_bias", axes.param(zeros, axes.EMBED), (d,))
+        return jnp.einsum("bqhk,hkd->bqd", out, w_out.astype(self.dtype)) + b_out.astype(self.dtype)
 
 
 class Mlp(nn.Module):
