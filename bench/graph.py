@@ -61,7 +61,7 @@ def netlab_step(ds, model, lr):
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
     tx = optax.adam(lr)
     opt = tx.init(params)
-    batch = jax.tree.map(jnp.asarray, task.arrays)
+    batch = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
 
     @jax.jit  # the graph is an argument (device-resident), not a closed-over constant
     def step(params, opt, batch, rng):

@@ -48,11 +48,12 @@ def run(cfg, seed, dataset, window):
     tx = optax.adam(cfg.optimizer.lr)
     opt = tx.init(params)
     arrays = jax.tree.map(jnp.asarray, task.arrays)
+    train_arrays = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
     y, val, test = arrays["y"], jnp.asarray(task.eval_masks["val"]), jnp.asarray(task.eval_masks["test"])
 
     @jax.jit
-    def step(params, opt, arrays, rng):  # the graph is an argument, not a folded constant
-        (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, arrays, rng, True)
+    def step(params, opt, train_arrays, arrays, rng):  # the graph is an argument, not a folded constant
+        (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, train_arrays, rng, True)
         upd, opt = tx.update(g, opt, params)
         logits = task.logits(optax.apply_updates(params, upd), {}, arrays)
         acc = lambda m: ((logits.argmax(-1) == y) * m).sum() / m.sum()
@@ -62,7 +63,7 @@ def run(cfg, seed, dataset, window):
     best, history, out = np.inf, [], None
     epochs = int(cfg.train.steps)
     for epoch in range(epochs):
-        params, opt, vl, va, ta = step(params, opt, arrays, jax.random.fold_in(key, epoch))
+        params, opt, vl, va, ta = step(params, opt, train_arrays, arrays, jax.random.fold_in(key, epoch))
         vl = float(vl)
         if vl < best:
             best, out = vl, (float(va), float(ta), epoch)

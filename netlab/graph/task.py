@@ -86,6 +86,15 @@ class NodeClassification:
         self.arrays.update(y=pad(ds.y.astype(np.int32)), train_mask=pad(ds.train_mask))
         self.eval_masks = {"train": pad(ds.train_mask), "val": pad(ds.val_mask), "test": pad(ds.test_mask)}
         self.edge_sharded = bool(d.get("edge_sharded", False))
+        self.train_arrays = self.arrays
+        if name == "sgc" and kw["k"] == 0:
+            # After caching S^K X the model is node-wise: train on the labelled rows only (as the SGC
+            # reference code does with features[idx_train]); evaluation still scores every node.
+            rows = np.nonzero(ds.train_mask)[0]
+            n_rows = G._round_up(len(rows), 8)
+            take = np.concatenate([rows, np.zeros(n_rows - len(rows), rows.dtype)])
+            self.train_arrays = {"nodes": x[take], "y": ds.y[take].astype(np.int32),
+                                 "train_mask": np.arange(n_rows) < len(rows)}
         self.weight_decay = float(config.get("loss", {}).get("weight_decay", 0.0))
         self.wd_scope = str(config.get("loss", {}).get("weight_decay_scope", ""))
         self._predict = jax.jit(self.logits)
@@ -96,17 +105,17 @@ class NodeClassification:
         return self.model.init({"params": rng, "dropout": rng}, g, g.nodes, train=False)
 
     def batch_axes(self):
-        return G.array_axes(self.arrays, edge_sharded=self.edge_sharded)
+        return G.array_axes(self.train_arrays, edge_sharded=self.edge_sharded)
 
     def global_batch_size(self):
         return 0
 
     def train_batch(self, step, process_index, process_count):
-        return self.arrays
+        return self.train_arrays
 
     def loss_fn(self, params, model_state, batch, rng, train):
-        g = G.from_arrays(batch)
-        logits = self.model.apply({"params": params, **model_state}, g, g.nodes, train=train,
+        g = G.from_arrays(batch) if "senders" in batch else None
+        logits = self.model.apply({"params": params, **model_state}, g, batch["nodes"], train=train,
                                   rngs={"dropout": rng})
         ce = masked_cross_entropy(logits, batch["y"], batch["train_mask"])
         loss = ce + l2_penalty(params, self.weight_decay, self.wd_scope)

@@ -69,8 +69,11 @@ def test_sgc_precomputes_propagation_once():
     g = G.from_edges(task.dataset.senders, task.dataset.receivers, 34, nodes=D.normalize_features(task.dataset.x))
     s = G.dense_gcn_matrix(g.senders, g.receivers, g.edge_weight, g.num_nodes)[:34, :34]
     np.testing.assert_allclose(task.arrays["nodes"][:34], s @ s @ D.normalize_features(task.dataset.x), rtol=1e-5, atol=1e-6)
+    assert task.train_batch(0, 0, 1)["nodes"].shape[0] == 8  # the two labelled rows, padded to 8
+    assert set(task.batch_axes()) == {"nodes", "y", "train_mask"}
     params, losses = optax_steps(task, 30, lr=0.2)
     assert losses[-1] < 0.5 * losses[0]
+    assert task.evaluate(params, {}, 30, "/tmp")[0]["train_accuracy"] == 1.0
 
 
 def test_dropout_hash_mask_rate_and_independence():
