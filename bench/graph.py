@@ -149,7 +149,8 @@ def time_steps(run, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="graphs: cora,synthetic_100k_1M")
+    ap.add_argument("--models", default="gcn,gat,sgc")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "graph_bench.json"))
     args = ap.parse_args()
     import torch
@@ -166,6 +167,8 @@ def main():
             continue
         ds = make()
         for mname, (model, lr) in MODELS.items():
+            if mname not in args.models.split(","):
+                continue
             ours, compile_s = netlab_step(ds, model, lr)
             theirs, _ = pyg_step(ds, model, lr)
             time_steps(ours, 2)
@@ -191,6 +194,11 @@ def main():
                 note="median step time, forward+backward+Adam, dropout on; PyG at the faster of 1 or 2 threads; "
                      "load_avg = 1-minute load of this shared host")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    if os.path.exists(args.out):  # keep rows of graphs/models not rerun this time
+        with open(args.out) as f:
+            old = json.load(f).get("rows", [])
+        done = {(r["graph"], r["model"]) for r in rows}
+        rows = [r for r in old if (r["graph"], r["model"]) not in done] + rows
     with open(args.out, "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     print("saved", args.out)
