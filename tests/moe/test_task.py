@@ -95,3 +95,17 @@ def test_vit_moe_digits_task_learns_with_expert_choice():
         params = optax.apply_updates(params, updates)
     assert float(metrics["unrouted_fraction"]) < 1.0 and float(metrics["dropped_fraction"]) == 0.0
     assert float(loss) < first - 0.3
+
+
+def test_expert_params_carry_logical_names_for_resharding(task):
+    """Every expert weight is stacked on the logical `expert` axis (so a checkpoint saved with
+    expert=4 can be restored with expert=2 by the trainer's target shardings)."""
+    boxed = jax.eval_shape(task.init_variables, jax.random.key(0))["params"]
+    specs = nn.get_partition_spec(boxed)
+    for layer in ("moe_0", "moe_1"):
+        assert tuple(specs[layer]["wi"]) == ("expert", "embed_no_exp", "mlp")
+        assert tuple(specs[layer]["wo"]) == ("expert", "mlp", "embed_no_exp")
+        assert tuple(specs[layer]["router"]) == ("embed", None)
+    rules = configlib.load(CONFIG, "cpu").sharding.rules
+    mesh_spec = nn.logical_to_mesh_axes(("expert", "embed_no_exp", "mlp"), [tuple(r) for r in rules])
+    assert mesh_spec[0] == "expert"
