@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from netlab.sharding import axes
 
-BACKENDS = ("dense", "capacity", "dropless", "ep")
+BACKENDS = ("dense", "capacity", "dropless", "ep", "ep_ragged")
 
 # Logical name of the group axis inside expert buffers: the batch axes minus the expert axis. Rule
 # suggested for configs: ("expert_group", ("data", "fsdp")); without a rule it is replicated.
@@ -154,4 +154,7 @@ def run(backend: str, routing, x, w, activation="gelu", dtype=jnp.float32, **ep_
         return dropless(routing, x, w, activation, dtype)
     if backend == "ep":
         return expert_parallel(routing, x, w, activation, dtype, **ep_kwargs)
+    if backend == "ep_ragged":
+        from netlab.moe.ragged import expert_parallel_ragged
+        return expert_parallel_ragged(routing, x, w, activation, dtype, **ep_kwargs)
     raise ValueError(f"unknown MoE backend {backend!r}; choose one of {', '.join(BACKENDS)}")

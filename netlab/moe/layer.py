@@ -30,7 +30,7 @@ class MoEMLP(nn.Module):
     hidden: int
     k: int = 2
     router: str = "topk"                 # topk | expert_choice | soft | sparsemixer
-    backend: str = "capacity"            # dense | capacity | dropless | ep
+    backend: str = "capacity"            # dense | capacity | dropless | ep | ep_ragged (accelerators)
     capacity_factor: Optional[float] = 1.25        # None: never drop
     eval_capacity_factor: Optional[float] = 2.0
     capacity_multiple: int = 4
@@ -60,9 +60,9 @@ class MoEMLP(nn.Module):
             R.check_top_k(self.k, self.num_experts)
         if self.router == "sparsemixer" and self.k not in (1, 2):
             raise ValueError(f"sparsemixer supports k=1 or k=2, got k={self.k}; use router='topk' for larger k")
-        if self.router == "soft" and self.backend in ("dense", "dropless"):
+        if self.router == "soft" and self.backend in ("dense", "dropless", "ep_ragged"):
             raise ValueError("Soft MoE mixes tokens into slots: use backend='capacity' or 'ep'")
-        if self.router == "expert_choice" and self.backend == "dropless":
+        if self.router == "expert_choice" and self.backend in ("dropless", "ep_ragged"):
             raise ValueError("expert choice has no per-token assignment: use backend='capacity', 'ep' or 'dense'")
 
     def expert_weights(self, d):
@@ -130,7 +130,7 @@ class MoEMLP(nn.Module):
         # Metrics over the global batch (float32).
         if routing.index is not None:
             aux["load_balance"] = losses.switch_load_balance(routing.probs, routing.index)
-            aux["dropped_fraction"] = (jnp.zeros((), jnp.float32) if self.backend == "dropless" else
+            aux["dropped_fraction"] = (jnp.zeros((), jnp.float32) if self.backend in ("dropless", "ep_ragged") else
                                        losses.dropped_fraction(routing.dispatch, routing.index.shape[-1]))
             counts = losses.expert_counts(routing.index, e)
         else:
@@ -147,7 +147,7 @@ class MoEMLP(nn.Module):
         backend = self.backend
         y = dispatch_lib.run(backend, routing, x, w, self.activation, self.dtype,
                              **({"expert_axis": self.expert_axis, "batch_axes": self.batch_axes}
-                                if backend == "ep" else {}))
+                                if backend in ("ep", "ep_ragged") else {}))
         if self.num_shared:
             hs = (self.shared_hidden or self.hidden) * self.num_shared
             wi = self.param("shared_wi", axes.param(self.kernel_init, axes.EMBED, axes.MLP), (d, hs))
