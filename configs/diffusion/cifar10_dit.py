@@ -1,0 +1,45 @@
+"""Class-conditional DiT on CIFAR-10 through tfds (array_record data_source, no TensorFlow).
+
+    python -m tensorflow_datasets.scripts.download_and_prepare --datasets=cifar10 --file_format=array_record
+    python -m netlab.main --config configs/diffusion/cifar10_dit.py:gpu --workdir runs/cifar10_dit
+Needs the `data` extra (tensorflow-datasets, array-record). cpu is a smoke-test size.
+"""
+import ml_collections
+
+from configs import common
+
+PRESETS = ("cpu", "gpu", "pod")
+
+
+def get_config(arg=None):
+    preset = common.parse_preset(arg, PRESETS)
+    c = common.base_config()
+    c.task = "netlab.diffusion.image_task:ImageDiffusion"
+    c.data = ml_collections.ConfigDict(dict(
+        source="tfds", name="cifar10", split="train", data_dir="", image_key="image", label_key="label",
+        path="", latent_scale=1.0, image_size=32, channels=3, num_classes=10))
+    c.model = ml_collections.ConfigDict(dict(
+        variant="", depth=4, width=128, num_heads=4, patch=4, label_dropout=0.1, learn_logvar=False))
+    c.diffusion = ml_collections.ConfigDict(dict(
+        schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
+        time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
+        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5))
+    c.eval = ml_collections.ConfigDict(dict(num_samples=100))
+    c.train.steps = 200
+    c.train.batch_size = 32
+    c.train.eval_every = 200
+    c.optimizer.lr = 3e-4
+    c.optimizer.warmup_steps = 50
+    c.optimizer.clip_norm = 1.0
+    c.optimizer.ema_decay = 0.999
+    if preset in ("gpu", "pod"):
+        c.train.compute_dtype = "bfloat16"
+        c.model.variant = "B/2"
+        c.train.steps = 200_000
+        c.train.batch_size = 256 if preset == "gpu" else 2048
+        c.train.eval_every = 10_000
+        c.checkpoint.every = 10_000
+        c.optimizer.ema_decay = 0.9999
+    if preset == "pod":
+        c.mesh.data, c.mesh.fsdp = -1, 4
+    return c

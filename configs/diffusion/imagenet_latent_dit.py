@@ -1,0 +1,45 @@
+"""DiT on ImageNet latents (DiT's recipe: 256px images -> 32x32x4 SD-VAE latents x 0.18215, 1000
+classes, label dropout 0.1, CFG). The latents come from a file the user encodes beforehand
+(data.path: an .npz with x (N, 32, 32, 4) and label (N,)); netlab downloads no VAE.
+
+    python -m netlab.main --config configs/diffusion/imagenet_latent_dit.py:gpu --workdir runs/in_dit \\
+        --config.data.path=/data/imagenet256_latents.npz
+"""
+import ml_collections
+
+from configs import common
+
+PRESETS = ("cpu", "gpu", "pod")
+
+
+def get_config(arg=None):
+    preset = common.parse_preset(arg, PRESETS)
+    c = common.base_config()
+    c.task = "netlab.diffusion.image_task:ImageDiffusion"
+    c.data = ml_collections.ConfigDict(dict(
+        source="npz", path="", name="", split="train", data_dir="", image_key="image", label_key="label",
+        latent_scale=0.18215, image_size=32, channels=4, num_classes=1000))
+    c.model = ml_collections.ConfigDict(dict(
+        variant="", depth=2, width=64, num_heads=2, patch=4, label_dropout=0.1, learn_logvar=False))
+    c.diffusion = ml_collections.ConfigDict(dict(
+        schedule="linear", shift=0.0, parameterization="eps", weighting="eps",
+        time_sampling="uniform", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
+        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5))
+    c.eval = ml_collections.ConfigDict(dict(num_samples=20))
+    c.train.steps = 20
+    c.train.batch_size = 8
+    c.train.eval_every = 20
+    c.optimizer.lr = 1e-4
+    c.optimizer.ema_decay = 0.9999
+    if preset in ("gpu", "pod"):
+        c.train.compute_dtype = "bfloat16"
+        c.model.variant = "XL/2"
+        c.train.steps = 400_000
+        c.train.batch_size = 256
+        c.train.remat = "dots"
+        c.train.eval_every = 50_000
+        c.checkpoint.every = 10_000
+    if preset == "pod":
+        c.train.batch_size = 2048
+        c.mesh.data, c.mesh.fsdp = -1, 8
+    return c
