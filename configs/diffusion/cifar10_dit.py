@@ -2,6 +2,7 @@
 
     python -m tensorflow_datasets.scripts.download_and_prepare --datasets=cifar10 --file_format=array_record
     python -m netlab.main --config configs/diffusion/cifar10_dit.py:gpu --workdir runs/cifar10_dit
+    # ADM U-Net instead of the DiT:  --config.model.backbone=unet --config.model.width=128
 Needs the `data` extra (tensorflow-datasets, array-record). cpu is a smoke-test size.
 """
 import ml_collections
@@ -19,7 +20,9 @@ def get_config(arg=None):
         source="tfds", name="cifar10", split="train", data_dir="", image_key="image", label_key="label",
         path="", latent_scale=1.0, image_size=32, channels=3, num_classes=10))
     c.model = ml_collections.ConfigDict(dict(
-        variant="", depth=4, width=128, num_heads=4, patch=4, label_dropout=0.1, learn_logvar=False))
+        backbone="dit",        # or "unet": the ADM U-Net below (width, channel_mult, ...)
+        variant="", depth=4, width=128, num_heads=4, patch=4, label_dropout=0.1, learn_logvar=False,
+        channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolutions=(16,)))
     c.diffusion = ml_collections.ConfigDict(dict(
         schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
         time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,

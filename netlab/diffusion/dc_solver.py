@@ -7,7 +7,7 @@ the Lagrange interpolant of the last three outputs at a shifted time: with nodes
 lambda_i, lambda_{i+1}), m* = sum_j m_j prod_{k != j} (lambda* - lambda_k)/(lambda_j - lambda_k) at
 lambda* = rho_i lambda_{i+1} + (1 - rho_i) lambda_i (the paper interpolates in its timestep
 variable; here the grid variable is lambda = logsnr/2). rho = 1 is the identity, so all ratios 1
-give UniPC-bh2 exactly; the first step has only two outputs and always uses rho = 1.
+give UniPC-bh2 exactly; as in the paper the first two steps always use rho = 1.
 
 - `dc_unipc`: the sampler; `ratios` (one per grid interval) is a traced array, so new ratios do
   not recompile.
@@ -63,7 +63,7 @@ def dc_unipc(denoise, x, grid, ratios):
         x_p, x_tilde, a_s, b_h, hh, r1, d1 = predictor(x, m0, m_prev, lam_prev, l_t, l_s, i)
         m_s = denoise(x_p, l_s)
         lam_t, lam_s = 0.5 * l_t, 0.5 * l_s
-        rho = jnp.where(i > 0, rho, 1.0)
+        rho = jnp.where(i > 1, rho, 1.0)                            # first two steps: rho = 1
         safe_prev = jnp.where(i > 0, lam_prev, lam_t - 1.0)         # any distinct node when unused
         m_s = lagrange3((safe_prev, lam_t, lam_s), (m_prev, m0, m_s), rho * lam_s + (1.0 - rho) * lam_t)
         d_new = m_s - m0

@@ -1,4 +1,5 @@
-"""Class-conditional DiT on user-provided image or latent datasets (CIFAR-10, ImageNet latents).
+"""Class-conditional DiT (or ADM U-Net, `model.backbone="unet"`) on user-provided image or latent
+datasets (CIFAR-10, ImageNet latents).
 
 `config.data.source`:
 - "tfds": `tfds.data_source(name, split, data_dir)` (array_record, no TensorFlow needed); uint8
@@ -17,6 +18,7 @@ import numpy as np
 
 from netlab.diffusion.dit import DiT, preset
 from netlab.diffusion.task import _DiffusionTask
+from netlab.diffusion.unet import UNet
 
 
 def _load_source(d):
@@ -40,11 +42,20 @@ class ImageDiffusion(_DiffusionTask):
         d, m = config.data, config.model
         self.num_classes = int(d.num_classes)
         self.data_shape = (int(d.image_size), int(d.image_size), int(d.channels))
-        sizes = preset(m.variant) if m.variant else dict(depth=m.depth, width=m.width, num_heads=m.num_heads,
-                                                          patch=m.patch)
-        self.model = DiT(image_size=int(d.image_size), channels=int(d.channels), num_classes=self.num_classes,
-                         learn_logvar=m.learn_logvar, dtype=self.dtype, remat_policy=self.remat, **sizes)
-        self.model.setup_check()
+        backbone = m.get("backbone", "dit")
+        if backbone == "unet":
+            self.model = UNet(image_size=int(d.image_size), channels=int(d.channels), width=int(m.width),
+                              channel_mult=tuple(m.channel_mult), num_res_blocks=int(m.num_res_blocks),
+                              attention_resolutions=tuple(m.attention_resolutions), num_heads=int(m.num_heads),
+                              num_classes=self.num_classes, learn_logvar=m.learn_logvar, dtype=self.dtype)
+        elif backbone == "dit":
+            sizes = preset(m.variant) if m.variant else dict(depth=m.depth, width=m.width, num_heads=m.num_heads,
+                                                              patch=m.patch)
+            self.model = DiT(image_size=int(d.image_size), channels=int(d.channels), num_classes=self.num_classes,
+                             learn_logvar=m.learn_logvar, dtype=self.dtype, remat_policy=self.remat, **sizes)
+            self.model.setup_check()
+        else:
+            raise ValueError(f"unknown model.backbone {backbone!r}; choose dit or unet")
         self.source = _load_source(d)
 
     def __len__(self):

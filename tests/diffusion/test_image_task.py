@@ -64,6 +64,19 @@ def test_rgb_grid_layout():
     assert (g[1:3, 4:6] == 255).all() and (g[1:3, 1:3] == 0).all()
 
 
+def test_unet_backbone_builds(tmp_path):
+    c = configlib.load("configs/diffusion/cifar10_dit.py", "cpu",
+                       {"data.source": "npz", "data.path": _latents(tmp_path, 4), "data.channels": 4,
+                        "model.backbone": "unet", "model.width": 32, "model.channel_mult": (1, 2),
+                        "model.num_res_blocks": 1, "model.attention_resolutions": (8,)})
+    task = ImageDiffusion(c)
+    shapes = jax.eval_shape(task.init_variables, jax.random.key(0))
+    assert "conv_in" in shapes["params"] and "label_embed" in shapes["params"]
+    c.model.backbone = "vit"
+    with pytest.raises(ValueError, match="unknown model.backbone"):
+        ImageDiffusion(c)
+
+
 def test_missing_npz_path_is_one_line():
     c = configlib.load("configs/diffusion/imagenet_latent_dit.py", "cpu")
     with pytest.raises(ValueError, match="needs data.path") as err:
