@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from netlab.diffusion.image_metrics import ssim_distance
+
 
 class CasDM(nn.Module):
     """Both modules share the backbone signature `(x, noise_cond, labels) -> output`."""
@@ -33,8 +35,9 @@ class CasDM(nn.Module):
         return eps_hat, x0_hat
 
 
-def cas_dm_loss(eps_hat, x0_hat, eps, x0, metric=None, metric_weight: float = 1.0):
-    """Returns (total, parts) with parts = {eps_mse, x0_mse, metric} (float32 means over the batch)."""
+def cas_dm_loss(eps_hat, x0_hat, eps, x0, metric=ssim_distance, metric_weight: float = 1.0):
+    """Returns (total, parts) with parts = {eps_mse, x0_mse, metric} (float32 means over the batch).
+    `metric(x0_hat, x0) -> per-example distance`; None drops the metric term."""
     eps_mse = jnp.mean((eps_hat.astype(jnp.float32) - eps) ** 2)
     x0_mse = jnp.mean((x0_hat.astype(jnp.float32) - x0) ** 2)
     m = jnp.mean(metric(x0_hat.astype(jnp.float32), x0)) if metric is not None else jnp.zeros(())
