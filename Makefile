@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= runs/demo
-DEMO_CONFIG ?= configs/classify_digits.py:cpu
+DEMO_CONFIG ?= configs/diffusion/digits_dit.py:cpu
 PYTEST_ARGS ?=
 
 .PHONY: demo test install clean
