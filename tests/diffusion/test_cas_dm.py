@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-
 from netlab.diffusion import cas_dm, image_metrics, lpips
 
 

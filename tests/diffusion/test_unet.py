@@ -7,7 +7,7 @@ import pytest
 
 from netlab.diffusion.unet import UNet
 
-MODEL = UNet(image_size=8, channels=2, width=16, channel_mult=(1, 2), num_res_blocks=1,
+MODEL = UNet(image_size=8, channels=2, width=32, channel_mult=(1, 2), num_res_blocks=1,
              attention_resolutions=(4,), num_heads=2, num_classes=3)
 RNG = np.random.default_rng(0)
 X = jnp.asarray(RNG.standard_normal((4, 8, 8, 2)), jnp.float32)
