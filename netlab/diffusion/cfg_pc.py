@@ -2,8 +2,9 @@
 Guidance is a Predictor-Corrector", arXiv 2408.09000, Sec. 4, "PCG").
 
 CFG does not sample the tilted distribution p(x|c)^gamma p(x)^(1-gamma). PCG is the sampler the
-paper uses to explain what it does: at each level, a DDIM (eta = 0) predictor step with the
-conditional model to the next noise level, then K Langevin corrector steps on the tilted marginal
+paper uses to explain what it does: at each level, a DDIM (eta = 0) predictor step to the next noise
+level (with the conditional model, or CFG-DDIM with `predictor_scale` != 1), then K Langevin
+corrector steps on the tilted marginal
 p_t(x|c)^gamma p_t(x)^(1-gamma) of that level,
     x <- x + eps s_gamma(x) + sqrt(2 eps) z,   s_gamma = gamma s_c + (1 - gamma) s_u,
 with scores from the denoisers, s(x) = (alpha x0_hat(x) - x) / sigma^2 (Tweedie), and step size
@@ -31,16 +32,19 @@ def tilted_score(denoise_cond, denoise_uncond, x, logsnr, gamma):
     return gamma * s_c + (1.0 - gamma) * s_u
 
 
-def pcg(denoise_cond, denoise_uncond, x, grid, key, gamma, num_corrector: int = 1, delta=0.1):
-    """Predictor (conditional DDIM) + `num_corrector` Langevin steps per grid interval."""
+def pcg(denoise_cond, denoise_uncond, x, grid, key, gamma, num_corrector: int = 1, delta=0.1,
+        predictor_scale=1.0):
+    """Predictor (DDIM, conditional at predictor_scale 1) + `num_corrector` Langevin steps per interval."""
     gamma, delta = jnp.asarray(gamma, jnp.float32), jnp.asarray(delta, jnp.float32)
+    w = jnp.asarray(predictor_scale, jnp.float32)
     keys = jax.random.split(key, grid.shape[0] - 1)
 
     def step(x, inputs):
         l_t, l_s, k = inputs
         a_t, s_t = _alpha_sigma(l_t)
         a_s, s_s = _alpha_sigma(l_s)
-        x0 = denoise_cond(x, l_t)
+        x0_c = denoise_cond(x, l_t)
+        x0 = x0_c + (w - 1.0) * (x0_c - denoise_uncond(x, l_t))          # CFG; exactly x0_c at w = 1
         x = a_s * x0 + s_s * (x - a_t * x0) / s_t
         eps = delta * s_s ** 2
 

@@ -19,6 +19,11 @@ def test_no_corrector_is_conditional_ddim():
     x = jax.random.normal(jax.random.key(0), (16, 1))
     out = cfg_pc.pcg(COND.denoise, UNCOND.denoise, x, GRID, jax.random.key(1), 3.0, num_corrector=0)
     np.testing.assert_allclose(out, samplers.sample(COND.denoise, x, GRID, "ddim", finish=False), rtol=1e-5, atol=1e-6)
+    guided = cfg_pc.pcg(COND.denoise, UNCOND.denoise, x, GRID, jax.random.key(1), 3.0, num_corrector=0,
+                        predictor_scale=2.0)
+    cfg = lambda z, l: UNCOND.denoise(z, l) + 2.0 * (COND.denoise(z, l) - UNCOND.denoise(z, l))  # noqa: E731
+    np.testing.assert_allclose(guided, samplers.sample(cfg, x, GRID, "ddim", finish=False), rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(guided - out).max()) > 1e-3
 
 
 def test_corrector_samples_the_tilted_marginal():
