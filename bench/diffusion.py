@@ -4,7 +4,8 @@
     python bench/diffusion.py --sizes B/2 --image-size 32 --batch 64 --dtype bfloat16 --no-torch  # GPU
 
 One step = forward + backward of an eps-MSE loss on latents (image-size^2 x 4 channels, 1000
-classes) + an AdamW update. Both libraries run in this one process, alternating round by round,
+classes) + an AdamW update; forward + backward alone is timed too (`*_fwd_bwd_s`), to separate the
+model from the optimizer update. Both libraries run in this one process, alternating round by round,
 and the report gives netlab's median step time divided by PyTorch's (below 1 means netlab is
 faster). Also: compile time of the jitted step, images/s, FLOPs per step from XLA's cost analysis
 and MFU = flops / step time / peak (peak from --peak-tflops, or a table for known accelerators).
@@ -76,12 +77,16 @@ def netlab_step(size, args):
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
     holder = {"state": state}
+    grad_fn = jax.jit(jax.grad(loss_fn))
 
     def run():
         holder["state"], loss = compiled(holder["state"])
         jax.block_until_ready(loss)
 
-    return run, dict(compile_s=compile_s, flops_per_step=flops, params=n_params)
+    def run_grad():                                      # forward + backward only, no optimizer
+        jax.block_until_ready(grad_fn(holder["state"][0]))
+
+    return run, run_grad, dict(compile_s=compile_s, flops_per_step=flops, params=n_params)
 
 
 def torch_step(size, args):
@@ -102,14 +107,16 @@ def torch_step(size, args):
     eps = torch.randn_like(x)
     n_params = sum(p.numel() for p in model.parameters())
 
-    def run():
+    def run_grad():
         opt.zero_grad(set_to_none=True)
         out = model(x, timestep=t, class_labels=y).sample
-        loss = torch.mean((out - eps) ** 2)
-        loss.backward()
+        torch.mean((out - eps) ** 2).backward()
+
+    def run():
+        run_grad()
         opt.step()
 
-    return run, dict(params=n_params, torch_threads=torch.get_num_threads())
+    return run, run_grad, dict(params=n_params, torch_threads=torch.get_num_threads())
 
 
 def timed(run, n):
@@ -137,26 +144,30 @@ def main():
     peak = device_peak(args.peak_tflops)
     rows = []
     for size in args.sizes:
-        jrun, info = netlab_step(size, args)
+        jrun, jgrad, info = netlab_step(size, args)
         jrun()                                               # warm-up
-        trun, tinfo = (None, {}) if args.no_torch else torch_step(size, args)
+        jgrad()
+        trun, tgrad, tinfo = (None, None, {}) if args.no_torch else torch_step(size, args)
         if trun:
             trun()
-        jt, tt = [], []
+        jt, tt, jg, tg = [], [], [], []
         for _ in range(args.rounds):                         # alternate so both see the same load
             jt += timed(jrun, args.steps)
+            jg += timed(jgrad, 1)
             if trun:
                 tt += timed(trun, args.steps)
+                tg += timed(tgrad, 1)
         j_med = float(np.median(jt))
         row = dict(size=size, image_size=args.image_size, batch=args.batch, dtype=args.dtype,
                    netlab_step_s=j_med, netlab_steps_per_s=1 / j_med, netlab_images_per_s=args.batch / j_med,
                    netlab_params=info["params"], compile_s=info["compile_s"],
+                   netlab_fwd_bwd_s=float(np.median(jg)),
                    flops_per_step=info["flops_per_step"],
                    achieved_tflops=info["flops_per_step"] / j_med / 1e12,
                    mfu=(info["flops_per_step"] / j_med / 1e12 / peak) if peak else None)
         if trun:
             t_med = float(np.median(tt))
-            row.update(torch_step_s=t_med, torch_params=tinfo["params"], torch_threads=tinfo["torch_threads"],
+            row.update(torch_step_s=t_med, torch_fwd_bwd_s=float(np.median(tg)), torch_params=tinfo["params"], torch_threads=tinfo["torch_threads"],
                        ratio_netlab_over_torch=j_med / t_med)
         rows.append(row)
         print(json.dumps(row), flush=True)
