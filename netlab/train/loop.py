@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from netlab import configlib, distributed
 from netlab.checkpoint import manager as ckptlib
@@ -69,11 +70,19 @@ def run(cfg, workdir: str, devices=None) -> dict:
         raise UserError(f"checkpoint.init_from={cfg.checkpoint.init_from!r} does not exist; "
                         "point it at a previous run's workdir")
 
-    # Everything is valid: from here on the run writes into its workdir.
+    # Everything is valid: from here on the run writes into its workdir. Every process must have
+    # looked at the workdir before the lead changes it (reading a checkpoint dir may sync processes).
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("netlab:validated")
     if lead:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(configlib.to_json(cfg))
+        os.makedirs(ckdir, exist_ok=True)
+    if jax.process_count() > 1:
+        # Orbax syncs processes only when it has to create the directory itself, so a process that
+        # already sees it skips a barrier the others wait in; create it first, then meet once.
+        multihost_utils.sync_global_devices("netlab:workdir_ready")
     writer = MetricWriter(workdir, lead)
     ckpt = ckptlib.Checkpointer(ckdir, cfg.checkpoint.every, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
     meta = {"task": cfg.task, "params": summary}
