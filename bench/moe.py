@@ -98,6 +98,7 @@ def pod(num_devices, fsdp, seq_len, batch):
     """AOT-compile the pod preset's train step on `num_devices` fake CPU devices (expert=8)."""
     from netlab.train.trainer import Trainer
 
+    batch = max(batch, num_devices)            # one row per device at least (the trainer checks it)
     cfg = configlib.load(str(CONFIG), "pod", {"mesh.fsdp": fsdp, "mesh.data": num_devices // (8 * fsdp),
                                                 "data.seq_len": seq_len, "train.batch_size": batch})
     t0 = time.perf_counter()
