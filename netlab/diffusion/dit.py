@@ -78,9 +78,8 @@ class DiT(nn.Module):
             table = self.param("label_embed", axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
                                (self.num_classes + 1, self.width), jnp.float32)
             c = c + table[labels]
-        block = DiTBlock if self.remat_policy is None else nn.remat(DiTBlock, policy=self.remat_policy)
         for i in range(self.depth):
-            h = block(self.width, self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i}")(h, c)
+            h = self.apply_block(i, h, c)
         shift, scale = jnp.split(layers.dense(2 * self.width, axes.EMBED, axes.MLP, jnp.float32,
                                               kernel_init=layers.zeros, name="final_adaLN")(nn.silu(c)), 2, axis=-1)
         h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="final_ln")(h),
@@ -93,3 +92,8 @@ class DiT(nn.Module):
             return out
         logvar = layers.dense(1, axes.EMBED, None, jnp.float32, kernel_init=layers.zeros, name="logvar")(c)[:, 0]
         return out, logvar
+
+    def apply_block(self, i, h, c):
+        """Block i of the trunk; subclasses (DiT-MoE) replace some blocks here and keep the rest."""
+        block = DiTBlock if self.remat_policy is None else nn.remat(DiTBlock, policy=self.remat_policy)
+        return block(self.width, self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i}")(h, c)

@@ -52,20 +52,28 @@ class _DiffusionTask:
     def global_batch_size(self):
         return self.batch_size
 
-    def model_output(self, params, x_t, logsnr, labels):
+    def apply_model(self, params, inp, noise_cond, labels, rng, train):
+        """-> (raw network output, EDM2 log-variance or None, extra metrics, extra loss).
+        Subclasses with auxiliary losses (DiT-MoE's balance loss) override only this."""
+        out = self.model.apply({"params": params}, inp, noise_cond, labels)
+        out, logvar = out if isinstance(out, tuple) else (out, None)
+        return out, logvar, {}, 0.0
+
+    def model_output(self, params, x_t, logsnr, labels, rng=None, train=False):
+        """-> (x0_hat, logvar, extra metrics, extra loss) for noisy x_t at per-example log-SNR."""
         alpha, sigma = schedules.alpha_sigma(logsnr)
         shape = (-1,) + (1,) * (x_t.ndim - 1)
         alpha, sigma = alpha.reshape(shape), sigma.reshape(shape)
         inp = parameterization.network_input(x_t, alpha, sigma, self.kind)
-        out = self.model.apply({"params": params}, inp, _noise_cond(logsnr), labels)
-        out, logvar = out if isinstance(out, tuple) else (out, None)
-        return parameterization.denoised(x_t, out, alpha, sigma, self.kind), logvar
+        rng = jax.random.key(0) if rng is None else rng
+        out, logvar, metrics, extra = self.apply_model(params, inp, _noise_cond(logsnr), labels, rng, train)
+        return parameterization.denoised(x_t, out, alpha, sigma, self.kind), logvar, metrics, extra
 
     def loss_fn(self, params, model_state, batch, rng, train):
         d = self.config.diffusion
         x0 = batch["x"]
         n = x0.shape[0]
-        k_t, k_eps, k_drop = jax.random.split(rng, 3)
+        k_t, k_eps, k_drop, k_model = jax.random.split(rng, 4)
         logsnr = losses.sample_logsnr(k_t, n, self.schedule, d.time_sampling, d.p_mean, d.p_std)
         alpha, sigma = schedules.alpha_sigma(logsnr)
         shape = (-1,) + (1,) * (x0.ndim - 1)
@@ -75,9 +83,9 @@ class _DiffusionTask:
         if labels is not None and self.num_classes:
             drop = jax.random.uniform(k_drop, (n,)) < self.config.model.label_dropout
             labels = jnp.where(drop, self.num_classes, labels)
-        x0_hat, logvar = self.model_output(params, x_t, logsnr, labels)
+        x0_hat, logvar, metrics, extra = self.model_output(params, x_t, logsnr, labels, k_model, train)
         loss, mse = losses.denoising_loss(x0_hat, x0, logsnr, d.weighting, logvar, gamma=d.min_snr_gamma)
-        return loss, ({"x0_mse": mse}, model_state)
+        return loss + extra, (dict(metrics, x0_mse=mse), model_state)
 
     # --- sampling -------------------------------------------------------------------------------
     def sampling_grid(self, steps=None, kind=None):

@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from netlab.diffusion.dit import DiT, DiTBlock
+from netlab.diffusion.dit import DiT
 from netlab.moe.layer import MoEMLP
 from netlab.nn import layers
 from netlab.sharding import axes
@@ -59,32 +59,10 @@ class DiTMoE(DiT):
     moe: dict = None
     train: bool = False
 
-    @nn.compact
-    def __call__(self, x, noise_cond, labels=None):
-        self.setup_check()
-        b, p, g = x.shape[0], self.patch, self.image_size // self.patch
-        h = nn.Conv(self.width, (p, p), strides=(p, p), dtype=self.dtype, name="patchify",
-                    kernel_init=axes.param(layers.xavier, None, None, None, axes.EMBED),
-                    bias_init=axes.param(layers.zeros, axes.EMBED))(x.astype(self.dtype))
-        h = h.reshape(b, g * g, self.width) + layers.sincos_2d(g, self.width).astype(self.dtype)
-        h = axes.constrain(h, axes.BATCH, axes.LENGTH, axes.EMBED)
-        c = layers.TimestepEmbedder(self.width, name="t_embed")(noise_cond)
-        if self.num_classes:
-            table = self.param("label_embed", axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
-                               (self.num_classes + 1, self.width), jnp.float32)
-            c = c + table[labels]
-        for i in range(self.depth):
-            if i % self.moe_every == self.moe_every - 1:
-                h, aux = DiTMoEBlock(self.width, self.num_heads, dtype=self.dtype, name=f"block{i}",
-                                     **dict(self.moe or {}))(h, c, self.train)
-                self.sow("moe_aux", f"aux{i}", aux)
-            else:
-                h = DiTBlock(self.width, self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i}")(h, c)
-        shift, scale = jnp.split(layers.dense(2 * self.width, axes.EMBED, axes.MLP, jnp.float32,
-                                              kernel_init=layers.zeros, name="final_adaLN")(nn.silu(c)), 2, axis=-1)
-        h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="final_ln")(h),
-                            shift.astype(self.dtype), scale.astype(self.dtype))
-        h = layers.dense(p * p * self.channels, axes.EMBED, None, self.dtype, kernel_init=layers.zeros,
-                         name="final")(h)
-        out = h.reshape(b, g, g, p, p, self.channels).transpose(0, 1, 3, 2, 4, 5)
-        return out.reshape(b, self.image_size, self.image_size, self.channels).astype(jnp.float32)
+    def apply_block(self, i, h, c):
+        if i % self.moe_every != self.moe_every - 1:
+            return super().apply_block(i, h, c)
+        h, aux = DiTMoEBlock(self.width, self.num_heads, dtype=self.dtype, name=f"block{i}",
+                             **dict(self.moe or {}))(h, c, self.train)
+        self.sow("moe_aux", f"aux{i}", aux)
+        return h
