@@ -180,8 +180,7 @@ class Toy2D(_DiffusionTask):
         comp = rng.choice(len(self.mixture.weights), self.batch_size, p=self.mixture.weights)
         x = (self.mixture.means[comp] + self.mixture.stds[comp] * rng.standard_normal((self.batch_size, 2)))
         x = x.astype(np.float32)
-        local = self.batch_size // process_count
-        return {"x": x[process_index * local:(process_index + 1) * local]}
+        return {"x": x[digits.process_rows(np.arange(self.batch_size), process_index, process_count)]}
 
     def evaluate(self, params, model_state, step, workdir):
         n = int(self.config.eval.num_samples)
