@@ -8,9 +8,12 @@ ahead-of-time compile of the pod preset of configs/moe/lm_tiny.py with its per-d
 Writes bench/results/moe_<host>_<platform>.json and prints markdown tables. Step = forward +
 backward of the byte-level MoE LM (width 64, 2 MoE layers, k=2, expert hidden 128, batch 32 x 64
 tokens), fixed tokens and top-k while the experts grow. `ep` runs on a data=2 x expert=4 mesh of
-fake devices (on CPU they share the same cores, so it measures overhead, not speedup).
+fake devices (on CPU they share the same cores, so it measures overhead, not speedup). Steps are
+timed in interleaved rounds (median), so a loaded host slows every case alike. `dropless` uses
+`netlab.moe.grouped`'s "auto" grouped matmul: padded blocks on CPU, `ragged_dot` on accelerators.
 """
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -41,56 +44,54 @@ CONFIG = ROOT / "configs" / "moe" / "lm_tiny.py"
 RULES = meshlib.rules(configlib.load(str(CONFIG), "cpu").sharding)
 
 
-def time_fn(fn, args, steps):
-    out = fn(*args)
-    jax.block_until_ready(out)
-    out = fn(*args)
-    jax.block_until_ready(out)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
-
-
-def scaling(experts, backends, steps, cf):
-    rows = []
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (32, 65)), jnp.int32)
+def scaling(experts, backends, steps, cf, rounds=3, batch=32, seq=64):
+    """Compile every (backend, E) step first, then time them in interleaved rounds so that a
+    shared host's load falls on all of them alike; report the median over rounds."""
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, seq + 1)), jnp.int32)
+    cases = []
     for backend in backends:
         for e in experts:
-            model = MoELM(max_len=64, width=64, depth=2, num_heads=4, mlp_hidden=128, moe=dict(
+            model = MoELM(max_len=seq, width=64, depth=2, num_heads=4, mlp_hidden=128, moe=dict(
                 num_experts=e, hidden=128, k=2, backend=backend, capacity_factor=cf, eval_capacity_factor=cf))
 
-            def loss(p, t):
+            def loss(p, t, model=model):
                 (logits, aux) = model.apply({"params": p}, t[:, :-1], True)
                 lp = jax.nn.log_softmax(logits)
                 ce = -jnp.take_along_axis(lp, t[:, 1:, None], -1).mean()
                 return ce + 0.01 * sum(a["load_balance"] for a in aux), jnp.mean(
                     jnp.stack([a["dropped_fraction"] for a in aux]))
 
-            step = jax.jit(jax.value_and_grad(loss, has_aux=True))
             ctx = []
             if backend == "ep":
                 mesh = meshlib.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=1, expert=4, tensor=1)),
                                          jax.devices()[:8])
-                ctx = [jax.set_mesh(mesh), nn.logical_axis_rules(RULES)]
-            for c in ctx:
-                c.__enter__()
-            try:
+                ctx = [lambda: jax.set_mesh(mesh), lambda: nn.logical_axis_rules(RULES)]
+            with contextlib.ExitStack() as stack:
+                for c in ctx:
+                    stack.enter_context(c())
                 params = nn.unbox(jax.jit(model.init)(jax.random.key(0), tokens[:, :-1])["params"])
                 t0 = time.perf_counter()
-                jax.block_until_ready(step.lower(params, tokens).compile())
+                compiled = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(params, tokens).compile()
                 compile_s = time.perf_counter() - t0
-                sec, ((_, dropped), _) = time_fn(step, (params, tokens), steps)
-            finally:
-                for c in reversed(ctx):
-                    c.__exit__(None, None, None)
+                (_, dropped), _ = jax.block_until_ready(compiled(params, tokens))
             nparams = sum(x.size for x in jax.tree.leaves(params))
-            rows.append(dict(backend=backend, experts=e, params=int(nparams), step_ms=1e3 * sec,
-                             compile_s=compile_s, dropped_fraction=float(dropped), capacity_factor=cf))
-            print(f"  {backend:9s} E={e:3d} params={nparams/1e6:6.2f}M step={1e3*sec:8.2f} ms "
-                  f"compile={compile_s:5.1f}s dropped={float(dropped):.3f}", flush=True)
+            cases.append(dict(fn=compiled, params_tree=params, times=[], row=dict(
+                backend=backend, experts=e, params=int(nparams), compile_s=compile_s,
+                dropped_fraction=float(dropped), capacity_factor=cf)))
+            print(f"  compiled {backend:9s} E={e:3d} in {compile_s:5.1f}s", flush=True)
+    for _ in range(rounds):
+        for c in cases:
+            jax.block_until_ready(c["fn"](c["params_tree"], tokens))        # warm
+            for _ in range(steps):
+                t = time.perf_counter()
+                jax.block_until_ready(c["fn"](c["params_tree"], tokens))
+                c["times"].append(time.perf_counter() - t)
+    rows = []
+    for c in cases:
+        r = dict(c["row"], step_ms=1e3 * float(np.median(c["times"])), step_ms_min=1e3 * float(np.min(c["times"])))
+        rows.append(r)
+        print(f"  {r['backend']:9s} E={r['experts']:3d} params={r['params']/1e6:6.2f}M step={r['step_ms']:8.2f} ms "
+              f"dropped={r['dropped_fraction']:.3f}", flush=True)
     return rows
 
 
@@ -131,7 +132,10 @@ def main():
     ap.add_argument("--sections", nargs="+", default=["scaling", "pod"])
     ap.add_argument("--experts", nargs="+", type=int, default=[8, 16, 32, 64])
     ap.add_argument("--backends", nargs="+", default=["dense", "capacity", "dropless", "ep"])
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--capacity-factor", type=float, default=1.25)
     ap.add_argument("--pod-devices", type=int, default=8)
     ap.add_argument("--pod-fsdp", type=int, default=1)
@@ -144,7 +148,8 @@ def main():
                   cpu_count=os.cpu_count())
     if "scaling" in args.sections:
         print("step time vs experts (forward+backward):", flush=True)
-        result["scaling"] = scaling(args.experts, args.backends, args.steps, args.capacity_factor)
+        result["scaling"] = scaling(args.experts, args.backends, args.steps, args.capacity_factor, args.rounds,
+                                    args.batch, args.seq)
         print("\n| backend | " + " | ".join(f"E={e}" for e in args.experts) + " | E_max/E_min |")
         print("|---" * (len(args.experts) + 2) + "|")
         for b in args.backends:

@@ -12,8 +12,9 @@ for the same `Routing`; they differ only in how (and how much) they compute and 
   (batch, ...) and then to (expert_group, expert, ...): with rules expert->'expert' and
   expert_group->('data', 'fsdp'), the sharding moves from the batch axes to the expert axis and
   XLA inserts the all-to-all (GShard, Lepikhin et al. 2020, §3.2).
-- `dropless`: sort the token->expert assignments by expert and run `jax.lax.ragged_dot` grouped
-  matmuls (MegaBlocks, Gale et al. 2023, block-sparse idea; here XLA's ragged dot): nothing drops.
+- `dropless`: sort the token->expert assignments by expert and run grouped matmuls
+  (`netlab.moe.grouped`: `jax.lax.ragged_dot` on accelerators, MegaBlocks-style padded blocks on
+  CPU, where XLA's ragged dot costs one dense matmul per expert): nothing drops.
 - `ep`: explicit expert parallelism in `jax.shard_map`: local dispatch, `all_to_all` over the
   expert mesh axis, local experts, `all_to_all` back, local combine. Buffers are padded to the
   capacity (capacity_factor=None: worst case, nothing drops), so it runs everywhere, XLA:CPU
@@ -24,6 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from netlab.moe import grouped
 from netlab.sharding import axes
 
 BACKENDS = ("dense", "capacity", "dropless", "ep", "ep_ragged")
@@ -80,8 +82,9 @@ def _expert_ffn_ge(w, buf, activation, dtype):
     return jnp.einsum("gecf,efd->gecd", _act(h, g, activation), w["wo"].astype(dtype))
 
 
-def dropless(routing, x, w, activation="gelu", dtype=jnp.float32):
-    """Sort assignments by expert, grouped matmuls with `jax.lax.ragged_dot`, unsort, weight, sum."""
+def dropless(routing, x, w, activation="gelu", dtype=jnp.float32, grouped_matmul="auto"):
+    """Sort assignments by expert, grouped matmuls (`netlab.moe.grouped`: `ragged_dot` on
+    accelerators, MegaBlocks-style padded blocks on CPU), unsort, weight, sum."""
     if routing.index is None:
         raise ValueError("the dropless backend needs a token-choice router (topk/sparsemixer); "
                          "use backend='capacity' for expert choice or Soft MoE")
@@ -92,10 +95,9 @@ def dropless(routing, x, w, activation="gelu", dtype=jnp.float32):
     order = jnp.argsort(flat, stable=True)
     xs = x.reshape(g * s, d)[order // k].astype(dtype)
     sizes = jnp.bincount(flat, length=num_experts).astype(jnp.int32)
-    h = jax.lax.ragged_dot(xs, w["wi"].astype(dtype), sizes)
-    gg = jax.lax.ragged_dot(xs, w["wg"].astype(dtype), sizes) if "wg" in w else None
-    out = jax.lax.ragged_dot(_act(h, gg, activation), w["wo"].astype(dtype), sizes)
-    out = jnp.zeros_like(out).at[order].set(out).reshape(g, s, k, d)
+    wd = jax.tree.map(lambda a: a.astype(dtype), w)
+    out = grouped.grouped_ffn(xs, wd, sizes, lambda h, gg: _act(h, gg, activation), grouped_matmul)
+    out = jnp.zeros_like(out).at[order].set(out, unique_indices=True).reshape(g, s, k, d)
     return jnp.einsum("gsk,gskd->gsd", routing.weight.astype(dtype), out)
 
 
@@ -145,13 +147,13 @@ def check_expert_axis(num_experts: int, ep: int, expert_axis="expert"):
                          f"use a multiple of {ep} experts or set mesh.{expert_axis} to a divisor of {num_experts}")
 
 
-def run(backend: str, routing, x, w, activation="gelu", dtype=jnp.float32, **ep_kwargs):
+def run(backend: str, routing, x, w, activation="gelu", dtype=jnp.float32, grouped_matmul="auto", **ep_kwargs):
     if backend == "dense":
         return dense(routing, x, w, activation, dtype)
     if backend == "capacity":
         return capacity(routing, x, w, activation, dtype)
     if backend == "dropless":
-        return dropless(routing, x, w, activation, dtype)
+        return dropless(routing, x, w, activation, dtype, grouped_matmul)
     if backend == "ep":
         return expert_parallel(routing, x, w, activation, dtype, **ep_kwargs)
     if backend == "ep_ragged":

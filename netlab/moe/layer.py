@@ -19,10 +19,12 @@ import jax
 import jax.numpy as jnp
 
 from netlab.moe import dispatch as dispatch_lib
+from netlab.moe import grouped
 from netlab.moe import losses, routing as R
 from netlab.sharding import axes
 
 ROUTERS = ("topk", "expert_choice", "soft", "sparsemixer")
+DROPLESS = ("dropless", "ep_ragged")      # backends that take the (index, weight) assignment, no slots
 
 
 class MoEMLP(nn.Module):
@@ -31,6 +33,7 @@ class MoEMLP(nn.Module):
     k: int = 2
     router: str = "topk"                 # topk | expert_choice | soft | sparsemixer
     backend: str = "capacity"            # dense | capacity | dropless | ep | ep_ragged (accelerators)
+    grouped_matmul: str = "auto"         # dropless: auto | ragged_dot | tiled (netlab.moe.grouped)
     capacity_factor: Optional[float] = 1.25        # None: never drop
     eval_capacity_factor: Optional[float] = 2.0
     capacity_multiple: int = 4
@@ -56,6 +59,7 @@ class MoEMLP(nn.Module):
             raise ValueError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
         if self.backend not in dispatch_lib.BACKENDS:
             raise ValueError(f"unknown MoE backend {self.backend!r}; choose one of {', '.join(dispatch_lib.BACKENDS)}")
+        grouped.resolve(self.grouped_matmul)
         if self.router in ("topk", "sparsemixer"):
             R.check_top_k(self.k, self.num_experts)
         if self.router == "sparsemixer" and self.k not in (1, 2):
@@ -122,7 +126,10 @@ class MoEMLP(nn.Module):
                     probs, index, weight = sparsemixer_v2_select(logits, self.k, rng, train)
                 else:
                     probs, index, weight = R.top_k_select(logits, self.k, renormalize=self.renormalize, bias=bias)
-                routing = R.assign_slots(probs, logits, index, weight, slots(self.k), bpr=self.bpr)
+                if self.backend in DROPLESS:
+                    routing = R.without_slots(probs, logits, index, weight)
+                else:
+                    routing = R.assign_slots(probs, logits, index, weight, slots(self.k), bpr=self.bpr)
                 if self.bias_update_rate > 0 and train and self.is_mutable_collection("router_bias"):
                     counts = losses.expert_counts(index, e)
                     bias_var.value = bias + self.bias_update_rate * jnp.sign(jnp.mean(counts) - counts)
@@ -130,7 +137,7 @@ class MoEMLP(nn.Module):
         # Metrics over the global batch (float32).
         if routing.index is not None:
             aux["load_balance"] = losses.switch_load_balance(routing.probs, routing.index)
-            aux["dropped_fraction"] = (jnp.zeros((), jnp.float32) if self.backend in ("dropless", "ep_ragged") else
+            aux["dropped_fraction"] = (jnp.zeros((), jnp.float32) if self.backend in DROPLESS else
                                        losses.dropped_fraction(routing.dispatch, routing.index.shape[-1]))
             counts = losses.expert_counts(routing.index, e)
         else:
@@ -138,14 +145,15 @@ class MoEMLP(nn.Module):
             top1 = jnp.argmax(routing.probs, -1)[..., None]
             aux["load_balance"] = losses.switch_load_balance(routing.probs, top1)
             aux["dropped_fraction"] = jnp.zeros((), jnp.float32)
-        aux["unrouted_fraction"] = losses.unrouted_fraction(routing.dispatch)
+        aux["unrouted_fraction"] = (jnp.zeros((), jnp.float32) if routing.dispatch is None
+                                    else losses.unrouted_fraction(routing.dispatch))
         aux["z_loss"] = losses.router_z_loss(routing.logits)
         aux["importance"] = losses.importance_loss(routing.probs)
         aux["expert_fraction"] = counts / jnp.maximum(jnp.sum(counts), 1.0)
         self.sow("intermediates", "gates", routing.dispatch.sum(-1) if routing.index is None else routing.gates())
 
         backend = self.backend
-        y = dispatch_lib.run(backend, routing, x, w, self.activation, self.dtype,
+        y = dispatch_lib.run(backend, routing, x, w, self.activation, self.dtype, self.grouped_matmul,
                              **({"expert_axis": self.expert_axis, "batch_axes": self.batch_axes}
                                 if backend in ("ep", "ep_ragged") else {}))
         if self.num_shared:
