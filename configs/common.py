@@ -19,6 +19,7 @@ import ml_collections
 # outside MoE layers the expert axis is data parallelism.
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp", "expert")),
+    ("expert_group", ("data", "fsdp")),   # MoE buffers (G, E, C, d): moving E onto 'expert' = all-to-all
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),

@@ -13,14 +13,12 @@ import ml_collections
 from configs import common
 
 PRESETS = ("cpu", "gpu", "pod")
-MOE_RULES = (("expert_group", ("data", "fsdp")),) + tuple(common.DEFAULT_RULES)
 
 
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "netlab.moe.dit_task:DiTMoEDigits"
-    c.sharding.rules = MOE_RULES
     c.model = ml_collections.ConfigDict(dict(
         variant="", depth=4, width=128, num_heads=4, patch=2, label_dropout=0.1, learn_logvar=False,
         moe_every=2,

@@ -17,15 +17,12 @@ from configs import common
 
 PRESETS = ("cpu", "gpu", "pod")
 
-# Keep the expert axis off the group axis of expert buffers (see netlab/moe/dispatch.py).
-MOE_RULES = (("expert_group", ("data", "fsdp")),) + tuple(common.DEFAULT_RULES)
 
 
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "netlab.moe.task:ByteLM"
-    c.sharding.rules = MOE_RULES
     c.model = ml_collections.ConfigDict(dict(
         width=64, depth=2, num_heads=4, mlp_hidden=128, moe_every=1,
         moe=ml_collections.ConfigDict(dict(

@@ -12,14 +12,12 @@ import ml_collections
 from configs import common
 
 PRESETS = ("cpu", "gpu", "pod")
-MOE_RULES = (("expert_group", ("data", "fsdp")),) + tuple(common.DEFAULT_RULES)
 
 
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "netlab.moe.task:ViTMoEDigits"
-    c.sharding.rules = MOE_RULES
     c.model = ml_collections.ConfigDict(dict(
         patch=2, width=64, depth=4, num_heads=4, mlp_hidden=128, moe_every=2,
         moe=ml_collections.ConfigDict(dict(

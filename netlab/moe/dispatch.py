@@ -30,9 +30,9 @@ from netlab.sharding import axes
 
 BACKENDS = ("dense", "capacity", "dropless", "ep", "ep_ragged")
 
-# Logical name of the group axis inside expert buffers: the batch axes minus the expert axis. Rule
-# suggested for configs: ("expert_group", ("data", "fsdp")); without a rule it is replicated.
-EXPERT_GROUP = "expert_group"
+# Logical name of the group axis inside expert buffers: the batch axes minus the expert axis
+# (rule in configs/common.py: ("expert_group", ("data", "fsdp")); without a rule it is replicated).
+EXPERT_GROUP = axes.EXPERT_GROUP
 
 
 def _act(h, g, activation):

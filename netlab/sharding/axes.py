@@ -12,6 +12,7 @@ BATCH = "batch"          # examples / tokens of a data-parallel batch
 LENGTH = "length"        # sequence / patch positions
 NODES = "nodes"          # graph nodes (full-batch graph mode)
 EDGES = "edges"          # graph edges (edge-sharded full-batch mode)
+EXPERT_GROUP = "expert_group"  # token groups inside MoE expert buffers: the batch axes minus `expert`
 # Parameters (and the matching activation feature axes).
 EMBED = "embed"          # model width
 MLP = "mlp"              # hidden width of feed-forward blocks
