@@ -9,6 +9,9 @@ model from the optimizer update. Both libraries run in this one process, alterna
 and the report gives netlab's median step time divided by PyTorch's (below 1 means netlab is
 faster). Also: compile time of the jitted step, images/s, FLOPs per step from XLA's cost analysis
 and MFU = flops / step time / peak (peak from --peak-tflops, or a table for known accelerators).
+On CPU it also times bare float32 matmuls of DiT's shapes in XLA and in torch: on the 2-core dev VM
+XLA's dot is 1.2-1.3x slower than torch's oneDNN sgemm (XLA_FLAGS onednn/xnnpack options changed
+nothing), which bounds the DiT ratio from below there.
 Writes bench/results/diffusion_<host>_<platform>.json and prints a markdown table.
 """
 import argparse
@@ -119,6 +122,23 @@ def torch_step(size, args):
     return run, run_grad, dict(params=n_params, torch_threads=torch.get_num_threads())
 
 
+def matmul_probe(shapes=((512, 384, 1536), (512, 1536, 384), (2048, 768, 3072)), n=20):
+    """Float32 (m, k) @ (k, n) time in XLA vs torch on this machine: the floor under any DiT ratio,
+    since a DiT step is mostly these matmuls."""
+    import torch
+    rows = []
+    for m, k, nn_ in shapes:
+        a, b = jnp.ones((m, k)), jnp.ones((k, nn_))
+        f = jax.jit(lambda a, b: a @ b)
+        ta, tb = torch.ones(m, k), torch.ones(k, nn_)
+        jax.block_until_ready(f(a, b))
+        jt = float(np.median(timed(lambda: jax.block_until_ready(f(a, b)), n)))
+        tt = float(np.median(timed(lambda: ta @ tb, n)))
+        rows.append(dict(m=m, k=k, n=nn_, xla_ms=1e3 * jt, torch_ms=1e3 * tt, ratio=jt / tt))
+        print(f"matmul {m}x{k} @ {k}x{nn_}: XLA {1e3*jt:.2f} ms, torch {1e3*tt:.2f} ms, ratio {jt/tt:.2f}", flush=True)
+    return rows
+
+
 def timed(run, n):
     times = []
     for _ in range(n):
@@ -174,6 +194,8 @@ def main():
     dev = jax.devices()[0]
     result = dict(device=dev.device_kind, platform=dev.platform, host=platform.node(), jax=jax.__version__,
                   cpu_count=os.cpu_count(), peak_tflops=peak, rows=rows)
+    if not args.no_torch and dev.platform == "cpu":
+        result["matmul_probe"] = matmul_probe()
     out = pathlib.Path(args.out or ROOT / "bench" / "results" / f"diffusion_{platform.node()}_{dev.platform}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
