@@ -12,10 +12,13 @@ in the paper) uses eps_hat for the noise direction and x0_hat for the data estim
 The metric is pluggable: `image_metrics.ssim_distance` (no weights) by default, or LPIPS with
 weights from a user-supplied file (`lpips.py`).
 """
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from netlab.diffusion import schedules
 from netlab.diffusion.image_metrics import ssim_distance
 
 
@@ -24,11 +27,14 @@ class CasDM(nn.Module):
     eps_module: nn.Module
     x0_module: nn.Module
     stop_gradient: bool = True       # False only to show in tests what the stop-gradient prevents
+    x0_clip: Optional[float] = None  # clip x0_eps to [-c, c] (data range): at alpha ~ 0 it explodes
 
     def __call__(self, x_t, alpha, sigma, noise_cond, labels=None):
         """alpha, sigma broadcastable to x_t (NHWC). Returns (eps_hat, x0_hat)."""
         eps_hat = self.eps_module(x_t, noise_cond, labels)
         x0_eps = (x_t - sigma * eps_hat) / alpha
+        if self.x0_clip is not None:
+            x0_eps = jnp.clip(x0_eps, -self.x0_clip, self.x0_clip)
         if self.stop_gradient:
             x0_eps = jax.lax.stop_gradient(x0_eps)
         x0_hat = self.x0_module(jnp.concatenate([x_t, x0_eps], axis=-1), noise_cond, labels)
@@ -47,3 +53,16 @@ def cas_dm_loss(eps_hat, x0_hat, eps, x0, metric=ssim_distance, metric_weight: f
 def ddim_step(eps_hat, x0_hat, alpha_s, sigma_s):
     """Cas-DM's deterministic DDIM update to the next level s: alpha_s x0_hat + sigma_s eps_hat."""
     return alpha_s * x0_hat + sigma_s * eps_hat
+
+
+def sample_ddim(model, x, grid):
+    """Deterministic DDIM over a log-SNR grid (noisy -> clean) with Cas-DM's pair of predictions:
+    `model(x, logsnr) -> (eps_hat, x0_hat)`, each step x_s = alpha_s x0_hat + sigma_s eps_hat, and
+    the result is x0_hat at the last grid point."""
+    def step(x, pair):
+        eps_hat, x0_hat = model(x, pair[0])
+        alpha_s, sigma_s = schedules.alpha_sigma(pair[1])
+        return ddim_step(eps_hat, x0_hat, alpha_s, sigma_s), None
+
+    x, _ = jax.lax.scan(step, x, (grid[:-1], grid[1:]))
+    return model(x, grid[-1])[1]
