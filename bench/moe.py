@@ -4,6 +4,7 @@ ahead-of-time compile of the pod preset of configs/moe/lm_tiny.py with its per-d
     python bench/moe.py                      # all sections (CPU: sets 8 fake devices itself)
     python bench/moe.py --sections scaling --experts 8 16 32 64 --steps 10
     python bench/moe.py --sections pod --pod-devices 32
+    python bench/moe.py --sections mfu                 # on a GPU: lm_tiny:gpu and dit_moe_digits:gpu
 
 Writes bench/results/moe_<host>_<platform>.json and prints markdown tables. Step = forward +
 backward of the byte-level MoE LM (width 64, 2 MoE layers, k=2, expert hidden 128, batch 32 x 64
@@ -127,9 +128,56 @@ def pod(num_devices, fsdp, seq_len, batch):
     return out
 
 
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "v5p": 459.0, "v4": 275.0, "v5e": 197.0}   # dense bf16
+
+
+def mfu(configs, steps):
+    """Train-step time of full configs through the Trainer, with FLOPs per device from XLA's cost
+    analysis (hardware FLOPs: router and dispatch einsums included) and MFU against the chip's
+    dense bf16 peak. On CPU there is no peak, so only TFLOP/s is reported."""
+    from netlab.train.trainer import Trainer
+
+    kind = jax.devices()[0].device_kind
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
+    rows = []
+    for spec in configs:
+        path, _, preset = spec.partition(":")
+        cfg = configlib.load(str(ROOT / path), preset or None)
+        trainer = Trainer(cfg)
+        state = trainer.init_state()
+        batch = trainer.global_batch(0)
+        with trainer.context():
+            t0 = time.perf_counter()
+            compiled = trainer._step.lower(state, batch).compile()
+            compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0)) if cost else 0.0
+        for i in range(2):                                      # warm-up
+            state, _ = trainer.train_step(state, trainer.global_batch(i))
+        jax.block_until_ready(state)
+        times = []
+        for i in range(steps):
+            b = trainer.global_batch(2 + i)
+            t = time.perf_counter()
+            state, m = trainer.train_step(state, b)
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t)
+        sec = float(np.median(times))
+        tflops = flops / sec / 1e12
+        row = dict(config=spec, params=trainer.num_params(), mesh=dict(trainer.mesh.shape), step_ms=1e3 * sec,
+                   compile_s=compile_s, flops_per_device=flops, tflops_per_device=tflops,
+                   mfu=(tflops / peak) if peak else None, device=kind)
+        rows.append(row)
+        print(f"  {spec}: {row['params']/1e6:.1f}M params, step {1e3*sec:.1f} ms, {tflops:.4f} TFLOP/s/device, "
+              f"MFU {'n/a' if peak is None else f'{tflops/peak:.1%}'}", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sections", nargs="+", default=["scaling", "pod"])
+    ap.add_argument("--sections", nargs="+", default=["scaling", "pod"], help="scaling pod mfu")
+    ap.add_argument("--mfu-configs", nargs="+", default=["configs/moe/lm_tiny.py:gpu", "configs/moe/dit_moe_digits.py:gpu"])
     ap.add_argument("--experts", nargs="+", type=int, default=[8, 16, 32, 64])
     ap.add_argument("--backends", nargs="+", default=["dense", "capacity", "dropless", "ep"])
     ap.add_argument("--steps", type=int, default=5)
@@ -158,6 +206,9 @@ def main():
     if "pod" in args.sections:
         print("AOT compile of the pod preset:", flush=True)
         result["pod"] = pod(args.pod_devices, args.pod_fsdp, args.pod_seq, args.pod_batch)
+    if "mfu" in args.sections:
+        print("train-step MFU:", flush=True)
+        result["mfu"] = mfu(args.mfu_configs, args.steps)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"moe_{platform.node()}_{dev.platform}.json"
