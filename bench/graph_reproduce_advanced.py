@@ -94,7 +94,7 @@ def _node_step(task, tx, lr):
 
 def nsd_rows(args):
     from netlab.graph import datasets as D
-    from netlab.graph.recsys_task import DiffusionNodeClassification
+    from netlab.graph.continuous_task import DiffusionNodeClassification
     rows = []
     for ds in args.datasets:
         for mt in args.maps:
@@ -145,7 +145,7 @@ DIGRAC_SETTINGS = [  # (N, K, p, eta)
 def digrac_rows(args):
     from sklearn.cluster import KMeans
     from netlab.graph import digrac
-    from netlab.graph.recsys_task import DigraphClustering
+    from netlab.graph.digrac_task import DigraphClustering
     rows = []
     for (n, k, p, eta) in DIGRAC_SETTINGS:
         aris, herm = [], []
@@ -230,7 +230,7 @@ def recsys_rows(args):
 
 
 def grand_rows(args):
-    from netlab.graph.recsys_task import DiffusionNodeClassification
+    from netlab.graph.continuous_task import DiffusionNodeClassification
     cfg = configlib.load(str(ROOT / "configs/graph/grand_cora.py"), "cpu")
     accs = []
     t0 = time.time()

@@ -13,7 +13,7 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.graph.recsys_task:DigraphClustering"
+    c.task = "netlab.graph.digrac_task:DigraphClustering"
     c.model = ml_collections.ConfigDict(dict(hidden=32, hops=2, dropout=0.5, tau=0.5))
     c.data = ml_collections.ConfigDict(dict(n=1000, k=5, p=0.05, eta=0.1, style="cyclic", ambient=False,
                                             size_ratio=1.0, graph_seed=0))

@@ -14,7 +14,7 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.graph.recsys_task:DiffusionNodeClassification"
+    c.task = "netlab.graph.continuous_task:DiffusionNodeClassification"
     c.model = ml_collections.ConfigDict(dict(
         name="grand", hidden_dim=64, time=18.0, method="rk4", num_steps=18, rtol=1e-3, atol=1e-4,
         max_steps=64, heads=4, key_dim=16, self_loops=True, nonlinear=False, input_dropout=0.5, dropout=0.05))

@@ -14,7 +14,7 @@ DATASET = "texas"
 
 def nsd_config(preset, dataset, **model):
     c = common.base_config()
-    c.task = "netlab.graph.recsys_task:DiffusionNodeClassification"
+    c.task = "netlab.graph.continuous_task:DiffusionNodeClassification"
     c.model = ml_collections.ConfigDict(dict(
         name="nsd", d=3, hidden_channels=16, num_layers=4, map_type="diag", orth_method="householder",
         nonlinear=False, input_dropout=0.0, dropout=0.5, left_weights=True, right_weights=True,

@@ -9,7 +9,9 @@
 - ``task``     — NodeClassification (full batch, optionally edge-sharded), GraphClassification
   (padded sub-batches, data parallel), LinkPrediction.
 - recommendation (LightGCN, UltraGCN), GRAND, sheaf diffusion, DIGRAC and graph generators live in
-  ``recsys*``, ``grand``, ``sheaf``, ``digrac`` and ``generators``.
+  ``recsys*``, ``grand``, ``sheaf``, ``digrac`` and ``generators``; their trainer tasks in
+  ``recsys_task`` (Recommendation), ``continuous_task`` (GRAND / NSD node classification) and
+  ``digrac_task`` (DigraphClustering).
 
 Submodules are imported explicitly (``from netlab.graph import graphs``) so that using one does not
 import the others.

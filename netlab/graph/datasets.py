@@ -1,6 +1,6 @@
 """Offline graph datasets: karate club, Planetoid Cora/CiteSeer (raw files), geom-gcn heterophilic sets.
 
-No downloads. The data folder comes from the config (``config.data.dir``) or ``NETLAB_DATA_DIR``;
+No downloads. The data folder comes from the config (``config.data.data_dir``) or ``NETLAB_DATA_DIR``;
 every file is checked against the folder's ``SHA256SUMS`` before it is read, and a missing or
 corrupt file raises a one-line :class:`netlab.errors.UserError` naming the file. The Planetoid
 pickles are read with a restricted unpickler that admits only the numpy/scipy classes (and the
@@ -72,16 +72,30 @@ def normalize_features(x: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 def data_dir(configured: Optional[str] = None) -> pathlib.Path:
-    """The datasets folder: ``configured`` (config.data.dir) if set, else $NETLAB_DATA_DIR."""
+    """The datasets folder: ``configured`` (config.data.data_dir) if set, else $NETLAB_DATA_DIR."""
     path = configured or os.environ.get(ENV, "")
     if not path:
-        raise UserError(f"no graph data folder: set config.data.dir or the {ENV} environment variable "
+        raise UserError(f"no graph data folder: set config.data.data_dir or the {ENV} environment variable "
                         "(e.g. ../shared/data)")
     p = pathlib.Path(path).expanduser().resolve()
     if not p.is_dir():
-        raise UserError(f"graph data folder {p} does not exist; set config.data.dir or {ENV} to the folder "
+        raise UserError(f"graph data folder {p} does not exist; set config.data.data_dir or {ENV} to the folder "
                         "holding planetoid/ and SHA256SUMS")
     return p
+
+
+def check_data_keys(data_config, allowed, task: str) -> None:
+    """Refuse ``config.data`` keys a task does not read (e.g. ``data.dir`` for ``data.data_dir``):
+    a one-line :class:`UserError` naming the closest valid key, instead of silently ignoring it."""
+    import difflib
+    unknown = [k for k in data_config.keys() if k not in allowed]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
+        if key == "dir":
+            close = ["data_dir"]
+        hint = f"; did you mean 'data.{close[0]}'?" if close else f"; valid keys: {', '.join(allowed)}"
+        raise UserError(f"unknown config key 'data.{key}' for {task}{hint}")
 
 
 def _checksums(root: pathlib.Path) -> dict:
@@ -101,7 +115,7 @@ def read_verified(root: pathlib.Path, rel: str) -> bytes:
     path = root / rel
     if not path.is_file():
         raise UserError(f"missing data file {path}; copy the offline datasets (see data/README.md) or fix "
-                        f"config.data.dir / {ENV}")
+                        f"config.data.data_dir / {ENV}")
     sums = _checksums(root)
     if rel not in sums:
         raise UserError(f"{rel} is not listed in {root / 'SHA256SUMS'}; add its checksum or restore the file")

@@ -4,8 +4,9 @@ Config (see configs/graph/lightgcn_lastfm.py):
     model.name        "lightgcn" | "ultragcn"; model.dim, model.num_layers, model.init_std,
                       model.reg (L2 on batch embeddings), UltraGCN: model.lam, model.gamma,
                       model.neg_weight, model.num_negatives, model.num_neighbors
-    data.name         "lastfm" | "gowalla";  data.data_dir ("" -> $NETLAB_DATA_DIR)
+    data.name         "lastfm" | "gowalla";  data.data_dir ("" -> $NETLAB_DATA_DIR, else ../shared/data)
     data.k            cut-off of Recall@k / NDCG@k (20);  data.eval_users_per_chunk
+                      (any other data.* key is a config error)
     train.batch_size  (user, positive, negative) triples per step
 
 A batch is drawn by `bpr_triples(seed, step, ...)`, a pure function of (seed, step): users uniform
@@ -19,8 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab import configlib
+from netlab.graph import datasets as D
 from netlab.graph import graphs as G
 from netlab.graph import recsys, recsys_data
+
+DATA_KEYS = ("name", "data_dir", "k", "eval_users_per_chunk")
 
 
 def bpr_triples(seed: int, step: int, batch_size: int, indptr, indices, num_items: int,
@@ -47,7 +52,8 @@ class Recommendation:
     def __init__(self, config, data: recsys_data.Interactions | None = None):
         self.config = config
         m, d = config.model, config.data
-        self.data = data if data is not None else recsys_data.load(d.name, d.get("data_dir") or None)
+        D.check_data_keys(d, DATA_KEYS, "Recommendation")
+        self.data = data if data is not None else recsys_data.load(d.name, configlib.data_dir(d.get("data_dir", "")))
         self.name = m.name
         U, I = self.data.num_users, self.data.num_items
         self.k = int(d.get("k", 20))
@@ -142,108 +148,3 @@ class Recommendation:
 
     def evaluate(self, params, model_state, step, workdir):
         return self.rank_metrics(params), {}
-
-
-# ==================================================================================================
-# Until netlab/graph/task.py can build models registered elsewhere, the tasks for this helper's other
-# papers live here: GRAND / Neural Sheaf Diffusion node classification, and DIGRAC on a DSBM.
-# ==================================================================================================
-def _node_classification_base():
-    from netlab.graph import task as graph_task
-    return graph_task.NodeClassification
-
-
-def build_diffusion_model(name: str, num_classes: int, **kw):
-    """GRAND (`grand`) or Neural Sheaf Diffusion (`nsd`) from plain keyword hyperparameters."""
-    from netlab.graph import grand, sheaf
-    if name == "grand":
-        return grand.GRAND(num_classes=num_classes, **kw)
-    if name == "nsd":
-        return sheaf.NeuralSheafDiffusion(num_classes=num_classes, **kw)
-    raise ValueError(f"unknown diffusion model {name!r}; set model.name to grand or nsd")
-
-
-class DiffusionNodeClassification(_node_classification_base()):
-    """netlab.graph.task.NodeClassification with a GRAND or NSD model (config.model.name grand | nsd);
-    loss, batches and evaluation are the parent's (full batch, masked cross-entropy, val/test accuracy)."""
-
-    def __init__(self, config, dataset=None):
-        from netlab.graph import datasets as D
-        from netlab.graph import graphs as G
-        self.config = config
-        d = config.data
-        root = d.get("data_dir") or d.get("dir") or None
-        self.dataset = dataset if dataset is not None else D.load(d.name, root, int(d.get("split", 0)))
-        ds = self.dataset
-        budget = G.Budget(ds.num_nodes + 1, G._round_up(max(ds.num_edges, 1), 8), 2)
-        graph = ds.graph(budget, row_normalize=bool(d.get("row_normalize", True)))
-        kw = dict(config.model)
-        name = kw.pop("name")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
-        self.model = build_diffusion_model(name, ds.num_classes, **kw)
-        pad = lambda m: np.concatenate([m, np.zeros(budget.n_node - len(m), m.dtype)])  # noqa: E731
-        self.arrays = dict(G.to_arrays(graph))
-        self.arrays.update(y=pad(ds.y.astype(np.int32)), train_mask=pad(ds.train_mask))
-        self.eval_masks = {"train": pad(ds.train_mask), "val": pad(ds.val_mask), "test": pad(ds.test_mask)}
-        self.edge_sharded = False
-        self.weight_decay = float(config.get("loss", {}).get("weight_decay", 0.0))
-        self.wd_scope = str(config.get("loss", {}).get("weight_decay_scope", ""))
-        self._predict = jax.jit(self.logits)
-
-
-class DigraphClustering:
-    """DIGRAC on a generated DSBM (config.data: n, k, p, eta, style, ambient, size_ratio, graph_seed):
-    unsupervised training on the probabilistic flow-imbalance loss, ARI of argmax P as evaluation."""
-
-    def __init__(self, config):
-        from netlab.graph import digrac, generators
-        from netlab.graph import graphs as G
-        self.config = config
-        d, m = config.data, config.model
-        F = generators.meta_graph(d.style, int(d.k), float(d.eta), bool(d.get("ambient", False)),
-                                  rng=int(d.graph_seed))
-        s, r, self.labels = generators.dsbm(int(d.n), int(d.k), float(d.p), F, float(d.get("size_ratio", 1.0)),
-                                            rng=int(d.graph_seed))
-        self.n, self.k = int(d.n), int(d.k)
-        gs = digrac.dimpa_graphs(s, r, self.n, float(m.get("tau", 0.5)))
-        x = np.zeros((gs["source"].num_nodes, 2 * self.k), np.float32)
-        x[:self.n] = digrac.hermitian_features(s, r, self.n, self.k)
-        self.arrays = {**G.to_arrays(gs["source"], "src_"), **G.to_arrays(gs["target"], "tgt_"), "x": x}
-        self.model = digrac.DIGRAC(self.k, hidden=int(m.hidden), hops=int(m.hops), dropout=float(m.dropout))
-        self.beta = int(config.loss.beta) if config.loss.get("beta", 0) else self.k * (self.k - 1) // 2
-        self.normalisation = str(config.loss.get("normalisation", "vol_sum"))
-        self._predict = jax.jit(self._assign)
-
-    def _graphs(self, a):
-        from netlab.graph import graphs as G
-        return G.from_arrays(a, "src_"), G.from_arrays(a, "tgt_")
-
-    def init_variables(self, rng):
-        src, tgt = self._graphs(jax.tree.map(jnp.asarray, self.arrays))
-        return self.model.init({"params": rng, "dropout": rng}, src, tgt, jnp.asarray(self.arrays["x"]))
-
-    def batch_axes(self):
-        return {k: None for k in self.arrays}
-
-    def global_batch_size(self):
-        return 0
-
-    def train_batch(self, step, process_index, process_count):
-        return self.arrays
-
-    def loss_fn(self, params, model_state, batch, rng, train):
-        from netlab.graph import digrac
-        src, tgt = self._graphs(batch)
-        P, _ = self.model.apply({"params": params}, src, tgt, batch["x"], train=train, rngs={"dropout": rng})
-        loss = digrac.imbalance_loss(P, digrac.adjacency_matmul(src, P), digrac.total_degree(src), self.beta,
-                                     self.normalisation)
-        return loss, ({"imbalance": 1.0 - loss}, model_state)
-
-    def _assign(self, params, arrays):
-        src, tgt = self._graphs(arrays)
-        return self.model.apply({"params": params}, src, tgt, arrays["x"])[0].argmax(-1)
-
-    def evaluate(self, params, model_state, step, workdir):
-        from netlab.graph import digrac
-        pred = np.asarray(self._predict(params, self.arrays))[:self.n]
-        return {"ari": digrac.adjusted_rand_index(self.labels, pred)}, {}

@@ -28,6 +28,12 @@ from netlab.graph import models as M
 from netlab.train import precision
 
 
+# The config.data keys each task reads; anything else (e.g. ``data.dir``) is a config error.
+NODE_DATA_KEYS = ("name", "data_dir", "split", "row_normalize", "edge_sharded", "precompute")
+GRAPH_DATA_KEYS = ("num_graphs", "graphs_per_batch", "max_nodes", "max_edges", "num_buckets", "test_fraction")
+LINK_DATA_KEYS = ("name", "data_dir", "val_fraction", "test_fraction", "edge_sharded")
+
+
 def _model_kwargs(config) -> tuple[str, dict]:
     kw = dict(config.model)
     name = kw.pop("name")
@@ -69,6 +75,7 @@ class NodeClassification:
     def __init__(self, config, dataset: D.NodeDataset | None = None):
         self.config = config
         d = config.data
+        D.check_data_keys(d, NODE_DATA_KEYS, "NodeClassification")
         self.dataset = dataset if dataset is not None else D.load(d.name, configlib.data_dir(d.get("data_dir", "")), d.get("split", 0))
         ds = self.dataset
         budget = G.Budget(ds.num_nodes + 1, G._round_up(max(ds.num_edges, 1), _edge_multiple(config)), 2)
@@ -166,6 +173,7 @@ class GraphClassification:
     def __init__(self, config, graphs=None):
         self.config = config
         d = config.data
+        D.check_data_keys(d, GRAPH_DATA_KEYS, "GraphClassification")
         self.graphs = graphs if graphs is not None else synthetic_graph_dataset(d.num_graphs, config.seed)
         rng = np.random.default_rng(config.seed + 1)
         order = rng.permutation(len(self.graphs))
@@ -269,6 +277,7 @@ class LinkPrediction:
     def __init__(self, config, dataset: D.NodeDataset | None = None):
         self.config = config
         d = config.data
+        D.check_data_keys(d, LINK_DATA_KEYS, "LinkPrediction")
         ds = dataset if dataset is not None else D.load(d.name, configlib.data_dir(d.get("data_dir", "")))
         self.dataset = ds
         und = ds.senders < ds.receivers

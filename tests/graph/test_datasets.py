@@ -91,7 +91,7 @@ def test_corrupt_and_missing_files_are_refused(shared_data_dir, tmp_path):
 
 def test_data_dir_from_env(monkeypatch, shared_data_dir):
     monkeypatch.delenv(D.ENV, raising=False)
-    with pytest.raises(UserError, match="NETLAB_DATA_DIR"):
+    with pytest.raises(UserError, match=r"config\.data\.data_dir or the NETLAB_DATA_DIR"):
         D.data_dir(None)
     monkeypatch.setenv(D.ENV, str(shared_data_dir))
     assert D.data_dir(None) == shared_data_dir.resolve()

@@ -125,7 +125,7 @@ def test_digrac_permutation_equivariant():
 @pytest.mark.slow
 def test_digraph_clustering_task_trains_and_reports_ari():
     import ml_collections
-    from netlab.graph.recsys_task import DigraphClustering
+    from netlab.graph.digrac_task import DigraphClustering
     cfg = ml_collections.ConfigDict(dict(
         seed=0, model=dict(hidden=16, hops=2, dropout=0.5, tau=0.5),
         data=dict(n=120, k=3, p=0.25, eta=0.05, style="cyclic", ambient=False, size_ratio=1.0, graph_seed=1),

@@ -116,7 +116,7 @@ def test_grand_node_classification_task_on_csbm():
     import optax
     from netlab.graph import datasets as D
     from netlab.graph import generators
-    from netlab.graph.recsys_task import DiffusionNodeClassification
+    from netlab.graph.continuous_task import DiffusionNodeClassification
     s, r, y, x = generators.contextual_sbm((40, 40), 0.2, 0.02, feature_dim=8, mu=1.0, rng=0)
     split = np.random.default_rng(1).permutation(3 * np.ones(80, int) - (np.arange(80) < 16) - (np.arange(80) < 32))
     ds = D.NodeDataset("csbm", x, y, s, r, 2, split == 1, split == 2, split == 3)

@@ -162,7 +162,7 @@ def test_nsd_node_classification_task_on_csbm():
     import ml_collections
     from netlab.graph import datasets as D
     from netlab.graph import generators
-    from netlab.graph.recsys_task import DiffusionNodeClassification
+    from netlab.graph.continuous_task import DiffusionNodeClassification
     s, r, y, x = generators.contextual_sbm((40, 40), 0.2, 0.02, feature_dim=8, mu=2.5, rng=0)
     rng = np.random.default_rng(1)
     split = rng.permutation(3 * np.ones(80, int) - (np.arange(80) < 16) - (np.arange(80) < 32))  # 16/16/48

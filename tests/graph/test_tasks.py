@@ -216,3 +216,65 @@ def test_config_builds_its_task(name, shared_data_dir, monkeypatch):
     axes = task.batch_axes()
     batch = task.train_batch(0, 0, 1)
     assert set(axes) == set(batch)
+
+
+# -- config keys -----------------------------------------------------------------------------------
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph"
+TASK_OF = {"grand_cora": "netlab.graph.continuous_task:DiffusionNodeClassification",
+           "sheaf_texas": "netlab.graph.continuous_task:DiffusionNodeClassification",
+           "sheaf_film": "netlab.graph.continuous_task:DiffusionNodeClassification",
+           "digrac_dsbm": "netlab.graph.digrac_task:DigraphClustering",
+           "lightgcn_lastfm": "netlab.graph.recsys_task:Recommendation"}
+
+
+@pytest.mark.parametrize("name", sorted(TASK_OF))
+def test_task_paths_of_moved_tasks(name):
+    import importlib
+
+    from netlab import configlib
+    cfg = configlib.load(str(CONFIG_DIR / f"{name}.py"), "cpu")
+    assert cfg.task == TASK_OF[name]
+    module, cls = cfg.task.split(":")
+    assert hasattr(importlib.import_module(module), cls)
+    assert "data_dir" in cfg.data or name == "digrac_dsbm"
+
+
+def test_data_dir_override_spelled_dir_is_a_config_error():
+    from netlab import configlib
+    from netlab.errors import UserError
+    with pytest.raises(UserError, match="data.data_dir"):
+        configlib.load(str(CONFIG_DIR / "gcn_cora.py"), "cpu", {"data.dir": "/tmp"})
+
+
+def _with_data_dir_key(cfg):
+    with cfg.unlocked():
+        cfg.data.dir = "/somewhere"
+    return cfg
+
+
+def test_unknown_data_key_is_refused_by_every_task(shared_data_dir):
+    import ml_collections
+
+    from netlab.errors import UserError
+    from netlab.graph import continuous_task, digrac_task, recsys_task
+    cfg = _with_data_dir_key(node_config(dict(name="gcn", hidden=4)))
+    with pytest.raises(UserError, match=r"'data.dir'.*did you mean 'data.data_dir'"):
+        T.NodeClassification(cfg)
+    cfg = ml_collections.ConfigDict(dict(
+        seed=0, model=dict(name="grand", hidden_dim=4), data=dict(name="karate", data_dir="", dir="/x"),
+        loss=dict(weight_decay=0.0)))
+    with pytest.raises(UserError, match="data.data_dir"):
+        continuous_task.DiffusionNodeClassification(cfg)
+    cfg = ml_collections.ConfigDict(dict(seed=0, model=dict(name="lightgcn"), train=dict(batch_size=8),
+                                         data=dict(name="lastfm", data_dir=str(shared_data_dir), dir="/x")))
+    with pytest.raises(UserError, match="data.data_dir"):
+        recsys_task.Recommendation(cfg)
+    cfg = ml_collections.ConfigDict(dict(seed=0, model=dict(hidden=4, hops=1, dropout=0.0), loss=dict(beta=0),
+                                         data=dict(n=30, k=2, p=0.3, eta=0.1, style="cyclic", graph_seed=0,
+                                                   nodes=30)))
+    with pytest.raises(UserError, match="'data.nodes'"):
+        digrac_task.DigraphClustering(cfg)
+    cfg = _with_data_dir_key(graph_config())
+    with pytest.raises(UserError, match="data.dir"):
+        T.GraphClassification(cfg)
