@@ -23,7 +23,8 @@ def get_config(arg=None):
     c.diffusion = ml_collections.ConfigDict(dict(
         schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
         time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=20, grid="uniform_logsnr", guidance=1.5))
+        sampler="dpmpp_2m", sample_steps=20, grid="uniform_logsnr",
+        guidance=1.0))   # FD at 1500 steps: 5.8 at 1.0, 17.9 at 1.5, 42 at 2.5 (guidance trades diversity away)
     c.eval = ml_collections.ConfigDict(dict(num_samples=1000))   # FD needs ~1000: at 200 its bias hides progress
     c.train.steps = 1500
     c.train.batch_size = 128
