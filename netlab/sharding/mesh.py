@@ -27,8 +27,12 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple:
                             f"the {num_devices} devices; set sizes whose product divides {num_devices}")
         sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
+        hint = ""
+        if num_devices < math.prod(sizes) and jax.default_backend() == "cpu":
+            hint = (f" (on a CPU, simulate them: XLA_FLAGS=--xla_force_host_platform_device_count="
+                    f"{math.prod(sizes)} before starting Python)")
         raise UserError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
-                        f"{num_devices} are available; make the product {num_devices} or use -1 on one axis")
+                        f"{num_devices} are available; make the product {num_devices} or use -1 on one axis{hint}")
     return tuple(sizes)
 
 
