@@ -147,5 +147,9 @@ def test_digraph_clustering_task_trains_and_reports_ari():
 
     (params, _), losses = train(params)
     ari = task.evaluate(params, {}, 150, "")[0]["ari"]
+    # the restart criterion: dropout off, so deterministic, and the same as loss_fn(train=False)
+    obj = float(task.objective(params))
+    assert obj == float(task.objective(params))
+    assert obj == pytest.approx(float(task.loss_fn(params, {}, arrays, jax.random.key(5), False)[0]), rel=1e-6)
     assert float(losses[-10:].mean()) < float(losses[:10].mean()) - 0.1
     assert ari0 < 0.5 and ari > 0.9, (ari0, ari)
