@@ -27,7 +27,7 @@ def get_config(arg=None):
         schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
         time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
         sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5))
-    c.eval = ml_collections.ConfigDict(dict(num_samples=100))
+    c.eval = ml_collections.ConfigDict(dict(num_samples=100, inception_weights=""))   # FID .npz, inception.py
     c.train.steps = 200
     c.train.batch_size = 32
     c.train.eval_every = 200

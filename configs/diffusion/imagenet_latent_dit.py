@@ -25,7 +25,7 @@ def get_config(arg=None):
         schedule="linear", shift=0.0, parameterization="eps", weighting="eps",
         time_sampling="uniform", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
         sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5))
-    c.eval = ml_collections.ConfigDict(dict(num_samples=20))
+    c.eval = ml_collections.ConfigDict(dict(num_samples=20, inception_weights=""))   # FID needs decoded RGB
     c.train.steps = 20
     c.train.batch_size = 8
     c.train.eval_every = 20

@@ -9,16 +9,21 @@ datasets (CIFAR-10, ImageNet latents).
   DiT's recipe).
 Batches are a pure function of (seed, step, process), drawn with their own numpy generator.
 Evaluation writes a class-ordered sample grid (first three channels) and the per-channel mean/std
-of the samples next to the data's; a Frechet distance needs feature weights the user supplies and is
-not computed here.
+of the samples next to the data's. With `eval.inception_weights` set to a FID Inception-v3 .npz the
+user supplies (see inception.py), it also reports `fid` (Heusel et al. 2017) of the samples against
+the first `eval.num_samples` training images; FID is biased at small n, so compare equal n only.
 """
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.diffusion import inception
 from netlab.diffusion.dit import DiT, preset
 from netlab.diffusion.task import _DiffusionTask
 from netlab.diffusion.unet import UNet
+from netlab.errors import UserError
 
 
 def _load_source(d):
@@ -57,6 +62,7 @@ class ImageDiffusion(_DiffusionTask):
         else:
             raise ValueError(f"unknown model.backbone {backbone!r}; choose dit or unet")
         self.source = _load_source(d)
+        self.inception, self._fid_ref = _inception(config.eval.get("inception_weights", ""), int(d.channels)), None
 
     def __len__(self):
         return len(self.source["label"]) if isinstance(self.source, dict) else len(self.source)
@@ -93,7 +99,25 @@ class ImageDiffusion(_DiffusionTask):
             scalars[f"sample_mean_c{c}"] = float(samples[..., c].mean())
             scalars[f"sample_std_c{c}"] = float(samples[..., c].std())
             scalars[f"data_std_c{c}"] = float(real[..., c].std())
+        if self.inception is not None:
+            if self._fid_ref is None:                          # the real images do not change
+                self._fid_ref = self.inception(real)
+            scalars["fid"] = inception.frechet_distance_of_features(self.inception(samples), self._fid_ref)
         return scalars, {"samples": rgb_grid(samples, min(self.num_classes, 10))}
+
+
+def _inception(path, channels):
+    """The FID feature network from `eval.inception_weights`, or None when the key is empty."""
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise UserError(f"eval.inception_weights={path!r} is not a file; convert the FID Inception-v3 weights "
+                        f"with `python -m netlab.diffusion.inception convert IN.pth OUT.npz` or set "
+                        f"--config.eval.inception_weights=''")
+    if channels not in (1, 3):
+        raise UserError(f"eval.inception_weights needs grey or RGB images, not data.channels={channels} "
+                        f"(latents); set --config.eval.inception_weights=''")
+    return inception.InceptionFeatures(inception.load_weights(path))
 
 
 def rgb_grid(images, cols: int, pad: int = 1) -> np.ndarray:
