@@ -19,6 +19,7 @@ pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` with
 """
 import argparse
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ import numpy as np
 from netlab.diffusion.metrics import frechet_distance, gaussian_stats
 from netlab.errors import UserError
 
-CONVERT = "convert with `python -m netlab.diffusion.inception convert IN.pth OUT.npz` (see netlab/diffusion/inception.py)"
+CONVERT = "convert with `python -m netlab.diffusion.inception convert IN.pth OUT.npz` (netlab/diffusion/inception.py)"
 STRIDE2 = {"Conv2d_1a_3x3", "Mixed_6a.branch3x3", "Mixed_6a.branch3x3dbl_3", "Mixed_7a.branch3x3_2",
            "Mixed_7a.branch7x7x3_4"}
 VALID = STRIDE2 | {"Conv2d_2a_3x3", "Conv2d_4a_3x3"}     # no padding; every other conv pads k // 2
@@ -210,6 +211,8 @@ def frechet_distance_of_features(fa, fb) -> float:
 
 def convert(src, dst):
     """PyTorch state dict (.pth) -> .npz of float32 arrays; strips a `module.` prefix, checks the result."""
+    if not os.path.isfile(src):
+        raise UserError(f"no such file {src}; pass pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
     try:
         import torch
     except ImportError:

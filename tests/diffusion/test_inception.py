@@ -2,11 +2,13 @@
 against `frechet_distance`, an independent PyTorch build of the same network (when torch is
 installed), the .pth converter, and `eval.inception_weights` in the image task."""
 import pathlib
+import sys
 
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import threadpoolctl
 
 from netlab import configlib
 from netlab.diffusion import inception
@@ -61,7 +63,8 @@ def test_fid_of_a_set_with_itself_is_zero_and_matches_frechet_distance(net):
     a, b = _images(4, seed=1), _images(5, seed=2)
     fa, fb = net(a), net(b)
     assert abs(net.fid(a, a)) < 1e-9 * np.trace(gaussian_stats(fa)[1])
-    expected = frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb))      # two 2048^2 eighs
+    with threadpoolctl.threadpool_limits(1, "blas"):       # two 2048^2 eighs; threaded BLAS stalls on a busy CPU
+        expected = frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb))
     assert expected > 0 and net.fid(a, b) == pytest.approx(expected, rel=1e-5)
     x = np.random.default_rng(0).standard_normal((22, 30)) * np.linspace(0.1, 2, 30)   # n < d: the SVD form
     assert inception.frechet_distance_of_features(x[:10] + 0.3, x[10:]) == pytest.approx(
@@ -205,6 +208,15 @@ def test_matches_independent_pytorch_build_and_converter(tmp_path):
     got = inception.InceptionFeatures(str(tmp_path / "w.npz"), batch_size=2)(x)
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_convert_errors_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="no such file"):
+        inception.main(["convert", str(tmp_path / "none.pth"), str(tmp_path / "w.npz")])
+    (tmp_path / "w.pth").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "torch", None)                   # as if torch were not installed
+    with pytest.raises(SystemExit, match="needs torch"):
+        inception.main(["convert", str(tmp_path / "w.pth"), str(tmp_path / "w.npz")])
 
 
 def _rgb_npz(tmp_path, n=6, side=8):
