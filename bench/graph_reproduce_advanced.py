@@ -102,6 +102,10 @@ def nsd_rows(args):
         for mt in args.maps:
             cfg = configlib.load(str(ROOT / f"configs/graph/sheaf_{ds}.py"), "cpu")
             hp = dict(NSD_HP.get((ds, mt), NSD_HP.get(ds, {})))
+            if args.nsd_hp:         # override the tuned values (JSON; "model" entries merge); recorded in the row
+                extra = json.loads(args.nsd_hp)
+                hp.update({k: v for k, v in extra.items() if k != "model"})
+                hp["model"] = dict(hp.get("model", {}), **extra.get("model", {}))
             if args.nsd_steps:      # a cheaper run than the tuned one; recorded in the row
                 hp.update(steps=args.nsd_steps, patience=min(hp.get("patience", 100), args.nsd_steps))
             with cfg.unlocked():
@@ -310,6 +314,8 @@ def main():
     ap.add_argument("--grand-seeds", type=int, default=3)
     ap.add_argument("--restarts", type=int, default=5, help="DIGRAC initialisations per graph (lowest loss kept)")
     ap.add_argument("--nsd-steps", type=int, default=0, help="cap NSD epochs below the tuned NSD_HP value (0: as tuned)")
+    ap.add_argument("--nsd-hp", default="", help='JSON overriding NSD_HP for the datasets run, e.g. '
+                    '\'{"lr": 0.02, "wd": 5e-4, "steps": 500, "patience": 100, "model": {"num_layers": 4}}\'')
     ap.add_argument("--digrac-settings", default="", help="comma-separated indices into DIGRAC_SETTINGS (default all)")
     ap.add_argument("--merge", action="store_true",
                     help="update the rows run now in an existing --out file and keep its other rows")
