@@ -92,8 +92,6 @@ def check_data_keys(data_config, allowed, task: str) -> None:
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
-        if key == "dir":
-            close = ["data_dir"]
         hint = f"; did you mean 'data.{close[0]}'?" if close else f"; valid keys: {', '.join(allowed)}"
         raise UserError(f"unknown config key 'data.{key}' for {task}{hint}")
 

@@ -70,12 +70,17 @@ def _edge_multiple(config) -> int:
 
 
 class NodeClassification:
-    """Full-batch node classification; ``evaluate`` reports val/test accuracy."""
+    """Full-batch node classification; ``evaluate`` reports val/test accuracy. Subclasses with other
+    model families (GRAND, NSD) override ``build_model`` and ``data_keys`` only."""
+    data_keys = NODE_DATA_KEYS
+
+    def build_model(self, name: str, num_classes: int, kw: dict):
+        return M.build(name, num_classes, dtype=precision.compute_dtype(self.config.train), **kw)
 
     def __init__(self, config, dataset: D.NodeDataset | None = None):
         self.config = config
         d = config.data
-        D.check_data_keys(d, NODE_DATA_KEYS, "NodeClassification")
+        D.check_data_keys(d, self.data_keys, type(self).__name__)
         self.dataset = dataset if dataset is not None else D.load(d.name, configlib.data_dir(d.get("data_dir", "")), d.get("split", 0))
         ds = self.dataset
         budget = G.Budget(ds.num_nodes + 1, G._round_up(max(ds.num_edges, 1), _edge_multiple(config)), 2)
@@ -87,7 +92,7 @@ class NodeClassification:
             x = np.asarray(jax.jit(L.sgc_propagate, static_argnums=2)(G.to_device(graph), jnp.asarray(x),
                                                                       int(kw.get("k", 2))))
             kw["k"] = 0
-        self.model = M.build(name, ds.num_classes, dtype=precision.compute_dtype(config.train), **kw)
+        self.model = self.build_model(name, ds.num_classes, kw)
         pad = lambda m: np.concatenate([m, np.zeros(budget.n_node - len(m), m.dtype)])
         self.arrays = dict(G.to_arrays(graph.replace(nodes=x)))
         self.arrays.update(y=pad(ds.y.astype(np.int32)), train_mask=pad(ds.train_mask))
