@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from netlab.diffusion import cas_dm, image_metrics, lpips, losses, schedules
-from netlab.diffusion.dit import DiT, preset
-from netlab.diffusion.task import DigitsDiffusion, _noise_cond, image_grid
+from netlab.diffusion import cas_dm, guidance, image_metrics, lpips, schedules
+from netlab.diffusion.dit import DiT
+from netlab.diffusion.task import DigitsDiffusion, _noise_cond, dit_sizes
 from netlab.errors import UserError
 
 METRICS = ("ssim", "lpips", "none")
@@ -40,9 +40,7 @@ def metric_fn(cfg):
 class CasDMDigits(DigitsDiffusion):
     def __init__(self, config):
         super().__init__(config)
-        m = config.model
-        sizes = preset(m.variant) if m.variant else dict(depth=m.depth, width=m.width, num_heads=m.num_heads,
-                                                          patch=m.patch)
+        sizes = dit_sizes(config.model)
         x0_sizes = dict(sizes, depth=int(config.cas_dm.x0_depth) or sizes["depth"])
         dit = functools.partial(DiT, image_size=8, channels=1, num_classes=10, dtype=self.dtype,
                                 remat_policy=self.remat)
@@ -54,50 +52,36 @@ class CasDMDigits(DigitsDiffusion):
                                jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))
 
     def _pair(self, params, x, logsnr, labels):
+        """(eps_hat, x0_hat) at a scalar or per-row log-SNR."""
+        logsnr = jnp.broadcast_to(logsnr, (x.shape[0],))
         alpha, sigma = schedules.alpha_sigma(logsnr)
         shape = (-1,) + (1,) * (x.ndim - 1)
         return self.model.apply({"params": params}, x, alpha.reshape(shape), sigma.reshape(shape),
                                 _noise_cond(logsnr), labels)
 
     def loss_fn(self, params, model_state, batch, rng, train):
-        d = self.config.diffusion
-        x0 = batch["x"]
-        n = x0.shape[0]
-        k_t, k_eps, k_drop = jax.random.split(rng, 3)
-        logsnr = losses.sample_logsnr(k_t, n, self.schedule, d.time_sampling, d.p_mean, d.p_std)
-        alpha, sigma = schedules.alpha_sigma(logsnr)
-        eps = jax.random.normal(k_eps, x0.shape, jnp.float32)
-        x_t = alpha.reshape(-1, 1, 1, 1) * x0 + sigma.reshape(-1, 1, 1, 1) * eps
-        drop = jax.random.uniform(k_drop, (n,)) < self.config.model.label_dropout
-        labels = jnp.where(drop, self.num_classes, batch["label"])
+        x0, x_t, eps, logsnr, labels, _ = self.noised(batch, rng)
         eps_hat, x0_hat = self._pair(params, x_t, logsnr, labels)
         loss, parts = cas_dm.cas_dm_loss(eps_hat, x0_hat, eps, x0, self.metric, float(self.config.cas_dm.metric_weight))
         return loss, (parts, model_state)
 
     @functools.partial(jax.jit, static_argnums=(0, 5))
     def _sample(self, params, x_T, grid, labels, method, scale, key):
-        def guided(x, logsnr):
-            n = x.shape[0]
-            both = jnp.concatenate([labels, jnp.full_like(labels, self.num_classes)])
-            eps2, x02 = self._pair(params, jnp.concatenate([x, x]), jnp.full((2 * n,), logsnr), both)
-            eps_hat = eps2[n:] + scale * (eps2[:n] - eps2[n:])
+        guided = guidance.classifier_free(functools.partial(self._pair, params), labels, self.num_classes, scale)
+
+        def pair(x, logsnr):
+            eps_hat, x0_hat = guided(x, logsnr)
             if method == "eps_only":              # the eps-module alone: x0 implied by eps_hat
                 alpha, sigma = schedules.alpha_sigma(logsnr)
-                return eps_hat, jnp.clip((x - sigma * eps_hat) / alpha, -1.0, 1.0)
-            return eps_hat, x02[n:] + scale * (x02[:n] - x02[n:])
+                x0_hat = jnp.clip((x - sigma * eps_hat) / alpha, -1.0, 1.0)
+            return eps_hat, x0_hat
 
-        return cas_dm.sample_ddim(guided, x_T, grid)
+        return cas_dm.sample_ddim(pair, x_T, grid)
 
     def evaluate(self, params, model_state, step, workdir):
-        from netlab.diffusion import metrics
+        """The digits task's evaluation (Cas-DM DDIM samples), plus the eps-module alone."""
+        scalars, images = super().evaluate(params, model_state, step, workdir)
         n = int(self.config.eval.num_samples)
-        labels = np.arange(n) % 10
-        samples = self.sample(params, n, labels, method="cas_ddim")
-        eps_only = self.sample(params, n, labels, method="eps_only")
-        if self._features is None:
-            self._features = metrics.DigitsFeatures(workdir)
-        real = self.data["test_x"]
-        out = {"digits_fd": self._features.frechet_distance(samples, real),
-               "digits_fd_eps_only": self._features.frechet_distance(eps_only, real),
-               "digits_fd_real_floor": self._features.frechet_distance(self.data["train_x"][:n], real)}
-        return out, {"samples": image_grid(samples[:100], 10)}
+        eps_only = self.sample(params, n, np.arange(n) % 10, method="eps_only")
+        scalars["digits_fd_eps_only"] = self._features.frechet_distance(eps_only, self.data["test_x"])
+        return scalars, images

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from netlab.diffusion import inception
-from netlab.diffusion.dit import DiT, preset
-from netlab.diffusion.task import _DiffusionTask
+from netlab.diffusion.dit import DiT
+from netlab.diffusion.task import _DiffusionTask, dit_sizes
 from netlab.diffusion.unet import UNet
 from netlab.errors import UserError
 
@@ -54,10 +54,8 @@ class ImageDiffusion(_DiffusionTask):
                               attention_resolutions=tuple(m.attention_resolutions), num_heads=int(m.num_heads),
                               num_classes=self.num_classes, learn_logvar=m.learn_logvar, dtype=self.dtype)
         elif backbone == "dit":
-            sizes = preset(m.variant) if m.variant else dict(depth=m.depth, width=m.width, num_heads=m.num_heads,
-                                                              patch=m.patch)
             self.model = DiT(image_size=int(d.image_size), channels=int(d.channels), num_classes=self.num_classes,
-                             learn_logvar=m.learn_logvar, dtype=self.dtype, remat_policy=self.remat, **sizes)
+                             learn_logvar=m.learn_logvar, dtype=self.dtype, remat_policy=self.remat, **dit_sizes(m))
             self.model.setup_check()
         else:
             raise ValueError(f"unknown model.backbone {backbone!r}; choose dit or unet")

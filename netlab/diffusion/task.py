@@ -69,7 +69,10 @@ class _DiffusionTask:
         out, logvar, metrics, extra = self.apply_model(params, inp, _noise_cond(logsnr), labels, rng, train)
         return parameterization.denoised(x_t, out, alpha, sigma, self.kind), logvar, metrics, extra
 
-    def loss_fn(self, params, model_state, batch, rng, train):
+    def noised(self, batch, rng):
+        """-> (x0, x_t, eps, logsnr, labels, model rng): per-row log-SNR drawn by
+        `diffusion.time_sampling`, x_t = alpha x0 + sigma eps, labels dropped to the null class with
+        probability `model.label_dropout` (classifier-free guidance training)."""
         d = self.config.diffusion
         x0 = batch["x"]
         n = x0.shape[0]
@@ -83,6 +86,11 @@ class _DiffusionTask:
         if labels is not None and self.num_classes:
             drop = jax.random.uniform(k_drop, (n,)) < self.config.model.label_dropout
             labels = jnp.where(drop, self.num_classes, labels)
+        return x0, x_t, eps, logsnr, labels, k_model
+
+    def loss_fn(self, params, model_state, batch, rng, train):
+        d = self.config.diffusion
+        x0, x_t, _, logsnr, labels, k_model = self.noised(batch, rng)
         x0_hat, logvar, metrics, extra = self.model_output(params, x_t, logsnr, labels, k_model, train)
         loss, mse = losses.denoising_loss(x0_hat, x0, logsnr, d.weighting, logvar, gamma=d.min_snr_gamma)
         return loss + extra, (dict(metrics, x0_mse=mse), model_state)
@@ -114,6 +122,12 @@ class _DiffusionTask:
         return np.asarray(multihost_utils.process_allgather(out, tiled=True))
 
 
+def dit_sizes(m) -> dict:
+    """DiT depth/width/heads/patch from `model.variant` ("S/2", "B/4", ...) or the explicit fields."""
+    return preset(m.variant) if m.variant else dict(depth=m.depth, width=m.width, num_heads=m.num_heads,
+                                                    patch=m.patch)
+
+
 class DigitsDiffusion(_DiffusionTask):
     """Class-conditional DiT on scikit-learn's digits (8x8 grey images in [-1, 1])."""
     num_classes = 10
@@ -122,10 +136,8 @@ class DigitsDiffusion(_DiffusionTask):
     def __init__(self, config):
         super().__init__(config)
         m = config.model
-        sizes = preset(m.variant) if m.variant else dict(depth=m.depth, width=m.width, num_heads=m.num_heads,
-                                                          patch=m.patch)
         self.model = DiT(image_size=8, channels=1, num_classes=10, learn_logvar=m.learn_logvar,
-                         dtype=self.dtype, remat_policy=self.remat, **sizes)
+                         dtype=self.dtype, remat_policy=self.remat, **dit_sizes(m))
         self.model.setup_check()
         self.data = digits.load()
         self._features = None
