@@ -137,7 +137,7 @@ class MoEMLP(nn.Module):
         # Metrics over the global batch (float32).
         if routing.index is not None:
             aux["load_balance"] = losses.switch_load_balance(routing.probs, routing.index)
-            aux["dropped_fraction"] = (jnp.zeros((), jnp.float32) if self.backend in DROPLESS else
+            aux["dropped_fraction"] = (jnp.zeros((), jnp.float32) if routing.dispatch is None else
                                        losses.dropped_fraction(routing.dispatch, routing.index.shape[-1]))
             counts = losses.expert_counts(routing.index, e)
         else:

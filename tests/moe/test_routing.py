@@ -179,3 +179,17 @@ def test_non_causal_router_in_the_lm_is_a_one_line_error():
     with pytest.raises(ValueError, match="leaks future tokens") as err:
         jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 8), jnp.int32))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 9])
+def test_top_k_is_a_stable_descending_sort(k):
+    """Both paths (argmax rounds for k <= 8, a sort above) give numpy's stable order: ties to the
+    lower index, -inf entries still picked before repeats, values equal to x at the indices."""
+    rng = np.random.default_rng(k)
+    x = rng.integers(-3, 3, (40, 12)).astype(np.float32)        # many ties
+    x[0, :] = -np.inf
+    x[1, 2:] = -np.inf
+    vals, idx = R.top_k(jnp.asarray(x), k)
+    expect = np.argsort(-x, axis=-1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(idx, expect)
+    np.testing.assert_array_equal(vals, np.take_along_axis(x, expect, -1))
