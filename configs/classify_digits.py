@@ -15,7 +15,7 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.classify.task:DigitsClassification"
+    c.task = "classify.digits"
     c.model = ml_collections.ConfigDict(dict(channels=(32, 64), hidden=128))
     c.data = ml_collections.ConfigDict(dict(test_fraction=0.2))
     c.train.steps = 600

@@ -135,19 +135,11 @@ def to_json(cfg) -> str:
     return json.dumps(json.loads(cfg.to_json()), indent=2, sort_keys=True)
 
 
-def import_task(cfg):
-    """Instantiate the task named by `cfg.task` ("package.module:Class"), importing it lazily."""
-    spec = cfg.task
-    if ":" not in spec:
-        raise UserError(f"config.task={spec!r}: expected 'package.module:TaskClass'")
-    module_name, cls_name = spec.split(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise UserError(f"config.task={spec!r}: cannot import {module_name} ({e})") from None
-    if not hasattr(module, cls_name):
-        raise UserError(f"config.task={spec!r}: {module_name} has no {cls_name}")
-    return getattr(module, cls_name)(cfg)
+def import_task(cfg, policy=None):
+    """Instantiate the task named by `cfg.task` (a registered name or "package.module:Class")."""
+    from netlab.train.trainer import build_task
+
+    return build_task(cfg, policy)
 
 
 def data_dir(cfg_value: str = "") -> str:

@@ -15,12 +15,11 @@ import jax
 import orbax.checkpoint as ocp
 
 from netlab.errors import UserError
-from netlab.train.state import TrainState
 
 ITEMS = ("params", "rest", "meta")
 
 
-def _rest(state: TrainState) -> dict:
+def _rest(state) -> dict:
     return {"step": state.step, "opt_state": state.opt_state, "model_state": state.model_state, "ema": state.ema}
 
 
@@ -90,20 +89,24 @@ class Checkpointer:
     def latest_step(self):
         return self.mngr.latest_step()
 
-    def save(self, step: int, state: TrainState, meta: dict, force: bool = False) -> bool:
+    def save(self, step: int, state, meta: dict, force: bool = False) -> bool:
         return self.mngr.save(int(step), force=force, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params),
             rest=ocp.args.StandardSave(_rest(state)),
             meta=ocp.args.JsonSave(meta)))
 
-    def restore(self, step: int, abstract_state: TrainState) -> TrainState:
-        """Restore onto the shardings carried by `abstract_state` (any mesh, any device count)."""
+    def restore(self, step: int, abstract_state):
+        """Restore onto the shardings carried by `abstract_state` (any mesh, any device count).
+
+        `abstract_state` is a `netlab.train.state.TrainState` of ShapeDtypeStructs; the result is the
+        same dataclass with arrays (built with `.replace`, so this module does not import `train`).
+        """
         out = self.mngr.restore(int(step), args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_state.params),
             rest=ocp.args.StandardRestore(_rest(abstract_state))))
         rest = out["rest"]
-        return TrainState(step=rest["step"], params=out["params"], opt_state=rest["opt_state"],
-                          model_state=rest["model_state"], ema=rest["ema"])
+        return abstract_state.replace(step=rest["step"], params=out["params"], opt_state=rest["opt_state"],
+                                      model_state=rest["model_state"], ema=rest["ema"])
 
     def reached_preemption(self, step: int) -> bool:
         return self.mngr.reached_preemption(int(step))

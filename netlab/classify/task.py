@@ -7,16 +7,16 @@ from jax.experimental import multihost_utils
 
 from netlab.classify.model import ConvNet
 from netlab.data import digits
-from netlab.train import precision
+from netlab.nn import precision
 
 
 class DigitsClassification:
-    def __init__(self, config):
+    def __init__(self, config, policy=None):
         self.config = config
+        policy = policy or precision.from_config(config.train)
         m = config.model
         self.model = ConvNet(channels=tuple(m.channels), hidden=m.hidden, num_classes=10,
-                             dtype=precision.compute_dtype(config.train),
-                             remat_policy=precision.remat_policy(config.train.remat))
+                             dtype=policy.compute_dtype, remat_policy=policy.remat_policy)
         self.data = digits.load(config.data.test_fraction)
         self.batch_size = int(config.train.batch_size)
         self._eval = jax.jit(self._predict)
@@ -30,9 +30,8 @@ class DigitsClassification:
     def global_batch_size(self):
         return self.batch_size
 
-    def train_batch(self, step, process_index, process_count):
+    def train_batch(self, step):
         idx = digits.epoch_batch_indices(len(self.data["train_y"]), self.batch_size, self.config.seed, step)
-        idx = digits.process_rows(idx, process_index, process_count)
         return {"image": self.data["train_x"][idx], "label": self.data["train_y"][idx]}
 
     def loss_fn(self, params, model_state, batch, rng, train):

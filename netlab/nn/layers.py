@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.nn.attention import Attention  # noqa: F401  (re-exported for old imports)
+from netlab.nn.registries import MLPS
 from netlab.sharding import axes
 
 xavier = nn.initializers.xavier_uniform()
@@ -28,47 +30,14 @@ def layer_norm(dtype=jnp.float32, affine=True, name=None, epsilon=1e-6):
                         bias_init=axes.param(zeros, axes.NORM))
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention on (batch, length, embed); float32 softmax."""
-    num_heads: int
-    dtype: Any = jnp.float32
-    causal: bool = False
-
-    @nn.compact
-    def __call__(self, x):
-        b, n, d = x.shape
-        if d % self.num_heads:
-            raise ValueError(f"width {d} is not divisible by num_heads={self.num_heads}; pick a divisor")
-        head = d // self.num_heads
-        # Explicit (embed, 3, heads, kv) weights: DenseGeneral initialises a flattened kernel, which
-        # would not carry four logical axis names.
-        w_qkv = self.param("qkv", axes.param(nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                                                               in_axis=0, out_axis=(1, 2, 3)),
-                                             axes.EMBED, None, axes.HEADS, axes.KV), (d, 3, self.num_heads, head))
-        b_qkv = self.param("qkv_bias", axes.param(zeros, None, axes.HEADS, axes.KV), (3, self.num_heads, head))
-        qkv = jnp.einsum("bnd,dthk->bnthk", x, w_qkv.astype(self.dtype)) + b_qkv.astype(self.dtype)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q = axes.constrain(q, axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(head)
-        if self.causal:
-            mask = np.tril(np.ones((n, n), bool))
-            logits = jnp.where(mask, logits, -1e30)
-        weights = nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        w_out = self.param("out", axes.param(nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                                                               in_axis=(0, 1), out_axis=2),
-                                             axes.HEADS, axes.KV, axes.EMBED), (self.num_heads, head, d))
-        b_out = self.param("out_bias", axes.param(zeros, axes.EMBED), (d,))
-        return jnp.einsum("bqhk,hkd->bqd", out, w_out.astype(self.dtype)) + b_out.astype(self.dtype)
-
-
+@MLPS.register("dense")
 class Mlp(nn.Module):
     """Two-layer feed-forward block (GELU, tanh approximation as in ViT/DiT)."""
     hidden: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         h = dense(self.hidden, axes.EMBED, axes.MLP, self.dtype, name="fc1")(x)
         h = axes.constrain(nn.gelu(h, approximate=True), axes.BATCH, axes.LENGTH, axes.MLP)
         return dense(x.shape[-1], axes.MLP, axes.EMBED, self.dtype, name="fc2")(h)

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                       f"pip install 'jax[tpu]', or estimate with --devices N", file=sys.stderr)
                 return 1
         trainer = Trainer(cfg, devices=devices)
-        local = trainer.task.train_batch(0, 0, 1)
+        local = trainer.task.train_batch(0)
         batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
                              local, trainer.batch_shardings)
         with trainer.context():

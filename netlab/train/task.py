@@ -1,9 +1,13 @@
 """The Task protocol: what a model family gives the trainer.
 
 A task owns the model, the data and the loss; `netlab.train` owns the mesh, sharding, optimizer,
-checkpoints, metrics and the loop. The config names the task by import path
-(`config.task = "netlab.graph.task:NodeClassification"`), and the trainer calls
-`cls(config)` lazily, so a family's code is imported only when it is used.
+precision, checkpoints, metrics and the loop. The config names the task by a short registered name
+(`config.task = "graph.node_classification"`, see `TASKS`) or by import path
+(`"netlab.graph.task:NodeClassification"`), and the trainer calls `cls(config, policy=policy)`
+lazily, so a family's code is imported only when it is used. `policy` is the
+`netlab.nn.precision.Policy` built from `config.train` (compute dtype, param dtype, remat); a task
+hands it to its model builder and must accept `policy=None` (then it builds it from the config, for
+notebooks and tests).
 
 Contract (all arrays are numpy on the host unless stated):
 
@@ -14,9 +18,10 @@ Contract (all arrays are numpy on the host unless stated):
   `{"image": ("batch", None, None, None), "label": ("batch",)}`; use `None` entries (or `()`) for a
   replicated leaf (a full-batch graph).
 - `global_batch_size() -> int`: rows of the leading `batch` axis (0 when nothing is batch-sharded).
-- `train_batch(step, process_index, process_count) -> pytree`: this process's rows of the global
-  batch for `step`; a pure function of (config.seed, step, process_index), so resumed runs are
-  bit-identical. Leaves whose axes are replicated are returned whole by every process. Draw data
+- `train_batch(step) -> pytree`: the whole global batch for `step`; a pure function of
+  (config.seed, step), so resumed runs are bit-identical. The trainer, not the task, cuts each
+  process's contiguous block of rows out of the leaves with a leading `batch` axis; leaves whose
+  axes are replicated are used whole. Draw data
   randomness from its own generator (e.g. `np.random.default_rng([seed, step, tag])`), never from
   `fold_in(key(seed), step)`: that is the trainer's stream handed to loss_fn, and with partitionable
   threefry `split(k, 2)[i] == split(k, 3)[i]`, so "independent" draws can silently coincide.
@@ -30,6 +35,25 @@ from typing import Any, Protocol
 
 import ml_collections
 
+from netlab.registry import Registry
+
+# Short task names -> import paths (imported only when a config names them).
+TASKS = Registry("task", "task", example="configs/classify_digits.py:cpu", lazy={
+    "classify.digits": "netlab.classify.task:DigitsClassification",
+    "diffusion.toy2d": "netlab.diffusion.task:Toy2D",
+    "diffusion.digits": "netlab.diffusion.task:DigitsDiffusion",
+    "diffusion.image": "netlab.diffusion.image_task:ImageDiffusion",
+    "diffusion.cas_dm_digits": "netlab.diffusion.cas_task:CasDMDigits",
+    "moe.byte_lm": "netlab.moe.task:ByteLM",
+    "moe.vit_digits": "netlab.moe.task:ViTMoEDigits",
+    "graph.node_classification": "netlab.graph.task:NodeClassification",
+    "graph.graph_classification": "netlab.graph.task:GraphClassification",
+    "graph.link_prediction": "netlab.graph.task:LinkPrediction",
+    "graph.continuous_node_classification": "netlab.graph.continuous_task:DiffusionNodeClassification",
+    "graph.digraph_clustering": "netlab.graph.digrac_task:DigraphClustering",
+    "graph.recommendation": "netlab.graph.recsys_task:Recommendation",
+})
+
 
 class Task(Protocol):
     config: ml_collections.ConfigDict
@@ -40,7 +64,7 @@ class Task(Protocol):
 
     def global_batch_size(self) -> int: ...
 
-    def train_batch(self, step: int, process_index: int, process_count: int) -> Any: ...
+    def train_batch(self, step: int) -> Any: ...
 
     def loss_fn(self, params, model_state, batch, rng, train: bool): ...
 

@@ -16,22 +16,36 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netlab import configlib
 from netlab.errors import UserError
+from netlab.nn import precision
 from netlab.sharding import mesh as meshlib
 from netlab.train import ema as emalib
 from netlab.train import optim
 from netlab.train.state import TrainState
+from netlab.train.task import TASKS
 
 
 def _is_axes(x):
     return x is None or type(x) is tuple
 
 
+def build_task(config, policy=None):
+    """The task named by `config.task` (registered name or 'module:Class'), built with `policy`."""
+    policy = policy or precision.from_config(config.train)
+    return TASKS.get(config.task)(config, policy=policy)
+
+
+def process_rows(x, process_index: int, process_count: int):
+    """This process's contiguous block of the leading axis (the layout make_array_from_process_local_data expects)."""
+    local = x.shape[0] // process_count
+    return x[process_index * local:(process_index + 1) * local]
+
+
 class Trainer:
     def __init__(self, config, devices=None, task=None):
         self.config = config
-        self.task = task if task is not None else configlib.import_task(config)
+        self.policy = precision.from_config(config.train)
+        self.task = task if task is not None else build_task(config, self.policy)
         self.mesh = meshlib.make_mesh(config.mesh, devices)
         self.rules = meshlib.rules(config.sharding)
         self.total_steps = int(config.train.steps)
@@ -93,17 +107,17 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     def global_batch(self, step: int):
-        """This process's rows of the batch for `step`, assembled into global sharded arrays."""
-        pc = jax.process_count()
-        local = self.task.train_batch(int(step), jax.process_index(), pc)
+        """The task's batch for `step`, cut to this process's rows and assembled into global arrays."""
+        pc, pi = jax.process_count(), jax.process_index()
+        full = self.task.train_batch(int(step))
 
         def one(axes, sharding, x):
             x = np.asarray(x)
             batched = bool(axes) and axes[0] == "batch"
-            shape = (x.shape[0] * pc,) + x.shape[1:] if batched else x.shape
-            return jax.make_array_from_process_local_data(sharding, x, shape)
+            local = process_rows(x, pi, pc) if batched else x
+            return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
-        return jax.tree.map(one, self.batch_axes, self.batch_shardings, local, is_leaf=_is_axes)
+        return jax.tree.map(one, self.batch_axes, self.batch_shardings, full, is_leaf=_is_axes)
 
     def _loss_and_grad(self, params, model_state, batch, rng):
         fn = jax.value_and_grad(self.task.loss_fn, has_aux=True)

@@ -50,7 +50,7 @@ def test_run_leaves_a_complete_workdir(finished_run):
     for name in ("config.json", "metrics.jsonl", "tb", "ckpt", "confusion"):
         assert (workdir / name).exists(), name
     cfg = json.loads((workdir / "config.json").read_text())
-    assert cfg["train"]["steps"] == 30 and cfg["task"].endswith("DigitsClassification")
+    assert cfg["train"]["steps"] == 30 and cfg["task"] == "classify.digits"
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/test_accuracy" in line for line in lines)
     assert sorted(os.listdir(workdir / "ckpt")) == ["20", "30"]     # max_to_keep=2

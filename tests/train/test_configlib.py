@@ -5,6 +5,7 @@ import pytest
 
 from netlab import configlib
 from netlab.errors import UserError
+from netlab.train.task import TASKS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(p for p in (ROOT / "configs").rglob("*.py") if p.name not in ("common.py", "__init__.py"))
@@ -20,7 +21,7 @@ def test_every_config_loads_with_every_preset(path):
     assert presets, f"{path} declares no PRESETS"
     for preset in presets:
         cfg = configlib.load(path, preset)
-        assert ":" in cfg.task, f"{path}:{preset} names no task"
+        assert callable(TASKS.get(cfg.task)), f"{path}:{preset} names no task"
         assert cfg.is_locked
 
 
