@@ -44,6 +44,31 @@ def parse_preset(arg, presets, default="cpu"):
     return preset
 
 
+def parse_arg(arg, presets=("cpu", "gpu", "pod"), **defaults):
+    """big_vision-style variant argument: "model=gat,data=citeseer,gpu" -> ConfigDict.
+
+    `defaults` names every accepted field with its default value (the type is taken from it); a
+    bare word is the preset (one of `presets`, default the first). Unknown fields and bad presets
+    raise ValueError, which the loader turns into a one-line error naming the choices.
+    """
+    out = ml_collections.ConfigDict(dict(defaults, preset=presets[0]))
+    for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+        key, sep, value = token.partition("=")
+        if not sep:
+            if key not in presets:
+                raise ValueError(f"unknown preset {key!r}; choose one of {', '.join(presets)}")
+            out.preset = key
+            continue
+        if key not in defaults:
+            raise ValueError(f"unknown config argument {key!r}; choose from {', '.join(defaults)}")
+        old = defaults[key]
+        try:
+            out[key] = type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true")
+        except ValueError:
+            raise ValueError(f"config argument {key}={value!r}: expected {type(old).__name__}") from None
+    return out
+
+
 def base_config():
     c = ml_collections.ConfigDict()
     c.task = ""                      # "package.module:TaskClass", imported lazily by the trainer

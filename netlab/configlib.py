@@ -36,8 +36,9 @@ def _import_config_module(path: pathlib.Path):
 
 
 def presets(path) -> tuple:
-    """The presets a config file declares (its module-level PRESETS tuple)."""
-    return tuple(getattr(_import_config_module(pathlib.Path(path)), "PRESETS", ()))
+    """Every argument a config file declares: its PRESETS, then its VARIANTS (e.g. "model=gat,data=cora")."""
+    module = _import_config_module(pathlib.Path(path))
+    return tuple(getattr(module, "PRESETS", ())) + tuple(getattr(module, "VARIANTS", ()))
 
 
 def _flat_keys(cfg, prefix=""):
@@ -117,7 +118,8 @@ def load(path, preset=None, overrides=None) -> ml_collections.ConfigDict:
         path, preset = path.rsplit(":", 1)
     module = _import_config_module(pathlib.Path(path))
     declared = tuple(getattr(module, "PRESETS", ()))
-    if preset and declared and preset not in declared:
+    variants = hasattr(module, "VARIANTS")   # variant configs parse "k=v,...,preset" themselves
+    if preset and declared and not variants and preset not in declared:
         raise UserError(f"{path} has no preset {preset!r}; choose one of: {', '.join(declared)}")
     try:
         cfg = module.get_config(preset or None)
