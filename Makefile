@@ -1,4 +1,5 @@
 # `make demo` and `make test` each create .venv when it is missing, install netlab into it, and run.
+# `make test` first runs the linters (ruff check + format, import contracts), then the suite.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,7 +7,7 @@ WORKDIR ?= runs/demo
 DEMO_CONFIG ?= configs/diffusion/digits_dit.py:cpu
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +20,12 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m netlab.main --config $(DEMO_CONFIG) --workdir $(WORKDIR)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check netlab configs tests bench
+	$(VENV)/bin/ruff format --check netlab configs tests bench
+	$(VENV)/bin/lint-imports
+
+test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

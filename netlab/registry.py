@@ -62,6 +62,7 @@ class Registry:
         self.packages = tuple(packages)
         self._lazy = dict(lazy or {})
         self._entries: dict[str, Any] = {}
+        self._aliases: dict[str, str] = {}
         self._scanned = False
         ALL[kind] = self
 
@@ -69,11 +70,12 @@ class Registry:
         """Decorator: `@SAMPLERS.register("ddim")`; returns the object unchanged."""
 
         def decorate(obj):
-            for n in (name, *aliases):
-                old = self._entries.get(n)
-                if old is not None and old is not obj and _qualname(old) != _qualname(obj):
-                    raise ValueError(f"{self.kind} {n!r} registered twice: {_qualname(old)} and {_qualname(obj)}")
-                self._entries[n] = obj
+            old = self._entries.get(name)
+            if old is not None and old is not obj and _qualname(old) != _qualname(obj):
+                raise ValueError(f"{self.kind} {name!r} registered twice: {_qualname(old)} and {_qualname(obj)}")
+            self._entries[name] = obj
+            for a in aliases:
+                self._aliases[a] = name
             return obj
 
         return decorate
@@ -91,7 +93,7 @@ class Registry:
                 importlib.import_module(info.name)
 
     def names(self) -> list[str]:
-        """Every registered short name (scans the packages)."""
+        """Every registered short name, aliases excluded (scans the packages)."""
         self._scan()
         return sorted(set(self._entries) | set(self._lazy))
 
@@ -106,6 +108,7 @@ class Registry:
         if ":" in name:
             return import_path(name, key)
         self._scan()
+        name = self._aliases.get(name, name)
         if name in self._entries:
             return self._entries[name]
         if name in self._lazy:
