@@ -31,7 +31,7 @@ import optax  # noqa: E402
 from configs import common  # noqa: E402
 from netlab import configlib  # noqa: E402
 from netlab.graph import datasets as D  # noqa: E402
-from netlab.graph import graphs as G  # noqa: E402
+from netlab.graph import padding  # noqa: E402
 from netlab.graph.task import NodeClassification  # noqa: E402
 
 MODELS = {
@@ -44,7 +44,7 @@ MODELS = {
 def synthetic(n=100_000, e=1_000_000, f=128, c=10, seed=0):
     rng = np.random.default_rng(seed)
     s, r = rng.integers(0, n, e // 2), rng.integers(0, n, e // 2)
-    s, r, _, _ = G.canonical_edges(s, r, n, symmetrize=True)
+    s, r, _, _ = padding.canonical_edges(s, r, n, symmetrize=True)
     y = rng.integers(0, c, n).astype(np.int32)
     train = np.zeros(n, bool)
     train[rng.permutation(n)[: n // 10]] = True
@@ -57,11 +57,11 @@ def netlab_step(ds, model, lr):
     c.model = ml_collections.ConfigDict(model)
     c.data = ml_collections.ConfigDict(dict(name=ds.name, row_normalize=False, precompute=True, edge_sharded=False))
     c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))
-    task = NodeClassification(c, ds)
+    task = NodeClassification(c, dataset=ds)
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
     tx = optax.adam(lr)
     opt = tx.init(params)
-    batch = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
+    batch = jax.tree.map(jnp.asarray, task.train_batch(0))
 
     @jax.jit  # the graph is an argument (device-resident), not a closed-over constant
     def step(params, opt, batch, rng):
@@ -187,12 +187,13 @@ def main():
                              features=int(ds.x.shape[1]), netlab_ms=mo, pyg_ms=mp, pyg_ms_2threads=mp2,
                              pyg_ms_1thread=mp1, ratio=mo / mp, netlab_compile_s=compile_s, steps=len(t_ours),
                              load_avg=os.getloadavg()[0]))
-            print(f"{gname:18s} {mname:5s} {mo:10.2f} {mp:10.2f} {mo / mp:6.2f}  ({compile_s:.1f})  load {os.getloadavg()[0]:.1f}", flush=True)
+            print(f"{gname:18s} {mname:5s} {mo:10.2f} {mp:10.2f} {mo / mp:6.2f}  ({compile_s:.1f})  "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
     meta = dict(device=str(jax.devices()[0]), cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                 jax=jax.__version__, torch=torch.__version__, torch_geometric=torch_geometric.__version__,
                 torch_threads=default_threads,
-                note="median step time, forward+backward+Adam, dropout on; PyG at the faster of 1 or 2 threads; "
-                     "load_avg = 1-minute load of this shared host")
+                note="median step time, forward+backward+Adam, dropout on; PyG at the faster of 1 "
+                     "or 2 threads; load_avg = 1-minute load of this shared host")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     if os.path.exists(args.out):  # keep rows of graphs/models not rerun this time
         with open(args.out) as f:

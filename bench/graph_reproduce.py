@@ -1,10 +1,12 @@
 """Reproduce GCN, SGC, GAT (Cora, CiteSeer) and APPNP (Cora) on the Planetoid public split.
 
-Runs each config in configs/graph/ over 10 seeds with the papers' optimisers and early stopping,
-prints ours beside the paper's number and saves JSON under bench/results/. Early stopping per row:
+Runs each row's variant of configs/graph/planetoid.py over 10 seeds with the papers' optimisers
+and early stopping, prints ours beside the paper's number and saves JSON under bench/results/.
+Early stopping per row:
 
-- "pyg" (GCN, APPNP; PyG's citation benchmark): test accuracy at the epoch of lowest validation loss;
-  stop once past half the epochs when the validation loss exceeds the mean of the last `window`.
+- "pyg" (GCN, APPNP; PyG's citation benchmark): test accuracy at the epoch of lowest validation
+  loss; stop once past half the epochs when the validation loss exceeds the mean of the last
+  `window`.
 - "gat" (GAT; Velickovic et al. 2018, sec. 3.3, and the authors' released training loop): patience
   `window` = 100 epochs on validation loss *and* accuracy — the counter restarts whenever either one
   reaches a new best (accuracy >= best, loss <= best) — and the model kept is the one of the last
@@ -13,7 +15,7 @@ prints ours beside the paper's number and saves JSON under bench/results/. Early
 
     .venv/bin/python bench/graph_reproduce.py                 # all rows, 10 seeds
     .venv/bin/python bench/graph_reproduce.py --only gcn_cora --seeds 3
-    .venv/bin/python bench/graph_reproduce.py --tune-sgc      # pick SGC weight decay on validation accuracy
+    .venv/bin/python bench/graph_reproduce.py --tune-sgc      # SGC weight decay by val accuracy
 """
 import argparse
 import json
@@ -25,17 +27,18 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-import flax.linen as nn  # noqa: E402
 
 from netlab import configlib  # noqa: E402
 from netlab.graph import datasets as D  # noqa: E402
 from netlab.graph.task import NodeClassification, masked_cross_entropy  # noqa: E402
 
-# (config, paper accuracy %, source, early-stopping rule, window / patience)
+# (row name, paper accuracy %, source, early-stopping rule, window / patience); the row name
+# "<model>_<dataset>" is the variant configs/graph/planetoid.py:model=<model>,data=<dataset>.
 ROWS = [
     ("gcn_cora", 81.5, "Kipf & Welling 2017, Table 2", "pyg", 10),
     ("gcn_citeseer", 70.3, "Kipf & Welling 2017, Table 2", "pyg", 10),
@@ -45,17 +48,18 @@ ROWS = [
     ("gat_citeseer", 72.5, "Velickovic et al. 2018, Table 2", "gat", 100),
     ("appnp_cora", 83.3, "PyG citation benchmark (Planetoid split); paper used its own splits", "pyg", 10),
 ]
-RULES = {"pyg": "test acc at lowest val loss; stop past half the epochs when val loss > mean of last window",
-         "gat": "patience on val loss and val acc (either improving resets it); model of the last epoch where "
-                "both were best",
+RULES = {"pyg": "test acc at lowest val loss; stop past half the epochs when val loss > mean of "
+                "last window",
+         "gat": "patience on val loss and val acc (either improving resets it); model of the last "
+                "epoch where both were best",
          "fixed": "final model after train.steps epochs"}
 
 
 class GATStopping:
     """Early stopping of the GAT paper: patience on validation loss and accuracy together.
 
-    The patience counter restarts whenever the validation accuracy reaches (>=) its best so far or the
-    validation loss reaches (<=) its lowest so far; training stops after `patience` epochs with
+    The patience counter restarts whenever the validation accuracy reaches (>=) its best so far or
+    the validation loss reaches (<=) its lowest so far; training stops after `patience` epochs with
     neither. The model kept is the one of the latest epoch at which both held at once.
     """
 
@@ -75,14 +79,23 @@ class GATStopping:
         return self.since >= self.patience
 
 
+PLANETOID = ROOT / "configs" / "graph" / "planetoid.py"
+
+
+def load_config(name: str):
+    """The config of row `name` ("gcn_cora" -> planetoid.py:model=gcn,data=cora,cpu)."""
+    model, data = name.split("_")
+    return configlib.load(str(PLANETOID), f"model={model},data={data},cpu")
+
+
 def run(cfg, seed, dataset, rule, window, max_epochs=0):
     cfg.seed = seed
-    task = NodeClassification(cfg, dataset)
+    task = NodeClassification(cfg, dataset=dataset)
     params = nn.unbox(task.init_variables(jax.random.key(seed)))["params"]
     tx = optax.adam(cfg.optimizer.lr)
     opt = tx.init(params)
     arrays = jax.tree.map(jnp.asarray, task.arrays)
-    train_arrays = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
+    train_arrays = jax.tree.map(jnp.asarray, task.train_batch(0))
     y, val, test = arrays["y"], jnp.asarray(task.eval_masks["val"]), jnp.asarray(task.eval_masks["test"])
 
     @jax.jit
@@ -131,7 +144,7 @@ def main():
     cache = {}
     if args.tune_sgc:
         for ds in ("cora", "citeseer"):
-            cfg = configlib.load(str(ROOT / f"configs/graph/sgc_{ds}.py"), "cpu")
+            cfg = load_config(f"sgc_{ds}")
             data = D.load_planetoid(ds, root)
             for wd in (0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3):
                 cfg.loss.weight_decay = wd
@@ -143,7 +156,7 @@ def main():
     for name, paper, source, rule, window in ROWS:
         if args.only and name not in args.only.split(","):
             continue
-        cfg = configlib.load(str(ROOT / f"configs/graph/{name}.py"), "cpu")
+        cfg = load_config(name)
         ds = cfg.data.name
         if ds not in cache:
             cache[ds] = D.load_planetoid(ds, root)
@@ -157,10 +170,12 @@ def main():
                    window=window, seconds=time.time() - t0, device=str(jax.devices()[0]),
                    date=time.strftime("%Y-%m-%d %H:%M"), within_1pt=bool(abs(test.mean() - paper) <= 1.0))
         results.append(row)
-        print(f"{name:14s} {test.mean():22.2f} ± {test.std():4.2f} {paper:6.1f} {test.mean() - paper:+6.2f}  {source}",
+        print(f"{name:14s} {test.mean():22.2f} ± {test.std():4.2f} {paper:6.1f} "
+              f"{test.mean() - paper:+6.2f}  {source}",
               flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    # Rows of configs not run now are kept (a partial run, e.g. --only gat_cora, updates its rows only).
+    # Rows of configs not run now are kept (a partial run, e.g. --only gat_cora, updates its rows
+    # only).
     old = {}
     if os.path.exists(args.out):
         with open(args.out) as f:

@@ -14,7 +14,8 @@ Prints our number beside the paper's and saves JSON + a markdown table under ben
   training loss, and the restart with the lowest such loss is reported (label-free selection);
   `--digrac-settings 1` runs one row of DIGRAC_SETTINGS.
 - lightgcn: LightGCN and UltraGCN on LastFM (Recall@20, NDCG@20). Gowalla is not run on CPU: the
-  paper's 1000 epochs are ~400k steps over a 1.6M-edge graph (see configs/graph/lightgcn_gowalla.py).
+  paper's 1000 epochs are ~400k steps over a 1.6M-edge graph (see configs/graph/recsys.py,
+  model=lightgcn,data=gowalla).
 - grand: GRAND-l on Cora (Planetoid public split; the paper used random LCC splits), 3 seeds.
 """
 import argparse
@@ -100,7 +101,7 @@ def nsd_rows(args):
     rows = []
     for ds in args.datasets:
         for mt in args.maps:
-            cfg = configlib.load(str(ROOT / f"configs/graph/sheaf_{ds}.py"), "cpu")
+            cfg = configlib.load(str(ROOT / "configs/graph/sheaf.py"), f"data={ds},cpu")
             hp = dict(NSD_HP.get((ds, mt), NSD_HP.get(ds, {})))
             if args.nsd_hp:         # override the tuned values (JSON; "model" entries merge); recorded in the row
                 extra = json.loads(args.nsd_hp)
@@ -118,7 +119,7 @@ def nsd_rows(args):
             t0 = time.time()
             for split in bar:
                 dataset = D.load_geom_gcn(ds, split)
-                task = DiffusionNodeClassification(cfg, dataset)
+                task = DiffusionNodeClassification(cfg, dataset=dataset)
                 acc, _, _ = train_node_classifier(task, split, hp.get("steps", 500), hp.get("lr", 0.02),
                                                   hp.get("patience", 100), bar)
                 accs.append(100 * acc)
@@ -126,18 +127,21 @@ def nsd_rows(args):
             row = dict(experiment="nsd", dataset=ds, maps=mt, ours_mean=float(np.mean(accs)), ours_std=float(np.std(accs)),
                        paper_mean=paper[0], paper_std=paper[1], splits=len(accs), per_split=accs,
                        seconds=time.time() - t0, hyperparameters=hp)
-            tqdm.write(f"NSD {mt:7s} {ds:9s} ours {_fmt(row['ours_mean'], row['ours_std'])}  paper {_fmt(*paper)}"
+            ours = _fmt(row["ours_mean"], row["ours_std"])
+            tqdm.write(f"NSD {mt:7s} {ds:9s} ours {ours}  paper {_fmt(*paper)}"
                        f"  ({len(accs)} splits, {row['seconds']:.0f}s)")
             rows.append(row)
     return rows
 
 
-# Hyperparameters (ours, chosen on validation accuracy of splits 0-2; the paper tuned per dataset too).
+# Hyperparameters (ours, chosen on validation accuracy of splits 0-2; the paper tuned per dataset
+# too).
 NSD_HP = {
     "texas": dict(lr=0.02, wd=5e-3, steps=500, patience=100, model=dict(d=3, hidden_channels=16, num_layers=4, dropout=0.5)),
     "wisconsin": dict(lr=0.02, wd=5e-3, steps=500, patience=100, model=dict(d=3, hidden_channels=16, num_layers=4, dropout=0.5)),
     "cornell": dict(lr=0.02, wd=5e-3, steps=500, patience=100, model=dict(d=3, hidden_channels=16, num_layers=4, dropout=0.5)),
-    "film": dict(lr=0.01, wd=5e-3, steps=300, patience=50,       # val-selected (splits 0-2), see configs/graph/sheaf_film.py
+    # val-selected (splits 0-2), see configs/graph/sheaf.py (data=film)
+    "film": dict(lr=0.01, wd=5e-3, steps=300, patience=50,
                  model=dict(d=3, hidden_channels=16, num_layers=2, dropout=0.7, input_dropout=0.5)),
 }
 
@@ -153,6 +157,7 @@ DIGRAC_SETTINGS = [  # (N, K, p, eta)
 
 def digrac_rows(args):
     from sklearn.cluster import KMeans
+
     from netlab.graph import digrac
     from netlab.graph.digrac_task import DigraphClustering
     rows = []
@@ -213,8 +218,9 @@ def digrac_rows(args):
                    per_graph=per_graph, steps=int(cfg.train.steps),
                    paper="ARI near 1 at small eta, degrading with eta; beats Herm [recalled - verify]",
                    seconds=time.time() - t0)
-        tqdm.write(f"DIGRAC N={n} K={k} p={p} eta={eta}: ours ARI {_fmt(row['ours_mean'], row['ours_std'])}"
-                   f"  Herm spectral {_fmt(row['herm_mean'], row['herm_std'])}  ({args.restarts} restarts, "
+        ours, herm_ari = (_fmt(row[f"{e}_mean"], row[f"{e}_std"]) for e in ("ours", "herm"))
+        tqdm.write(f"DIGRAC N={n} K={k} p={p} eta={eta}: ours ARI {ours}"
+                   f"  Herm spectral {herm_ari}  ({args.restarts} restarts, "
                    f"{row['seconds']:.0f}s)")
         rows.append(row)
     return rows
@@ -224,8 +230,10 @@ def digrac_rows(args):
 def recsys_rows(args):
     from netlab.graph.recsys_task import Recommendation
     rows = []
-    for name, steps in (("lightgcn_lastfm", args.lightgcn_steps), ("ultragcn_lastfm", args.lightgcn_steps)):
-        cfg = configlib.load(str(ROOT / f"configs/graph/{name}.py"), "cpu")
+    for name, steps in (("lightgcn_lastfm", args.lightgcn_steps),
+                        ("ultragcn_lastfm", args.lightgcn_steps)):
+        model, data = name.split("_")
+        cfg = configlib.load(str(ROOT / "configs/graph/recsys.py"), f"model={model},data={data},cpu")
         task = Recommendation(cfg)
         params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
         tx = optax.adam(cfg.optimizer.lr)
@@ -241,7 +249,7 @@ def recsys_rows(args):
         curve = []
         bar = tqdm(range(steps), desc=name, leave=False)
         for i in bar:
-            params, opt, loss = step(params, opt, task.train_batch(i, 0, 1))
+            params, opt, loss = step(params, opt, task.train_batch(i))
             if (i + 1) % max(steps // 5, 1) == 0:
                 m = task.rank_metrics(params)
                 curve.append(dict(step=i + 1, **m))
@@ -249,8 +257,9 @@ def recsys_rows(args):
         m = task.rank_metrics(params)
         row = dict(experiment=name, recall20=m["recall@20"], ndcg20=m["ndcg@20"], steps=steps,
                    epochs=steps * cfg.train.batch_size / len(task.data.train_users), curve=curve,
-                   paper="no LastFM number in the LightGCN/UltraGCN papers (Gowalla: 0.1830/0.1554 LightGCN, "
-                         "0.1862/0.1580 UltraGCN; not run on CPU)", seconds=time.time() - t0)
+                   paper="no LastFM number in the LightGCN/UltraGCN papers (Gowalla: "
+                         "0.1830/0.1554 LightGCN, 0.1862/0.1580 UltraGCN; not run on CPU)",
+                   seconds=time.time() - t0)
         tqdm.write(f"{name}: Recall@20 {m['recall@20']:.4f}  NDCG@20 {m['ndcg@20']:.4f}  ({steps} steps, "
                    f"{row['epochs']:.0f} epochs, {row['seconds']:.0f}s)")
         rows.append(row)
@@ -271,7 +280,8 @@ def grand_rows(args):
                ours_std=float(np.std(accs)), paper_mean=83.6, paper_std=1.0,
                paper_note="GRAND-l, random splits of the largest connected component [recalled - verify]",
                seeds=len(accs), seconds=time.time() - t0)
-    tqdm.write(f"GRAND-l cora: ours {_fmt(row['ours_mean'], row['ours_std'])}  paper {_fmt(83.6, 1.0)} (other splits)")
+    ours = _fmt(row["ours_mean"], row["ours_std"])
+    tqdm.write(f"GRAND-l cora: ours {ours}  paper {_fmt(83.6, 1.0)} (other splits)")
     return [row]
 
 
@@ -279,16 +289,18 @@ def grand_rows(args):
 def markdown(rows):
     out = ["| experiment | setting | ours | paper |", "|---|---|---|---|"]
     for r in rows:
+        ours = _fmt(r["ours_mean"], r["ours_std"]) if "ours_mean" in r else ""
         if r["experiment"] == "nsd":
-            out.append(f"| NSD {r['maps']} | {r['dataset']} ({r['splits']} splits) | {_fmt(r['ours_mean'], r['ours_std'])} "
+            out.append(f"| NSD {r['maps']} | {r['dataset']} ({r['splits']} splits) | {ours} "
                        f"| {_fmt(r['paper_mean'], r['paper_std'])} |")
         elif r["experiment"] == "digrac":
             s = r["setting"]
             rs = f", best of {r['restarts']} restarts by loss" if r.get("selection") else ""
-            out.append(f"| DIGRAC ARI | DSBM cyclic N={s['n']} K={s['k']} p={s['p']} η={s['eta']} ({r['seeds']} graphs{rs}) "
-                       f"| {_fmt(r['ours_mean'], r['ours_std'])} (Herm {_fmt(r['herm_mean'], r['herm_std'])}) | {r['paper']} |")
+            herm = _fmt(r["herm_mean"], r["herm_std"])
+            out.append(f"| DIGRAC ARI | DSBM cyclic N={s['n']} K={s['k']} p={s['p']} η={s['eta']} "
+                       f"({r['seeds']} graphs{rs}) | {ours} (Herm {herm}) | {r['paper']} |")
         elif r["experiment"] == "grand":
-            out.append(f"| GRAND-l | {r['dataset']} ({r['seeds']} seeds) | {_fmt(r['ours_mean'], r['ours_std'])} "
+            out.append(f"| GRAND-l | {r['dataset']} ({r['seeds']} seeds) | {ours} "
                        f"| {_fmt(r['paper_mean'], r['paper_std'])} (other splits) |")
         else:
             out.append(f"| {r['experiment']} | LastFM, {r['steps']} steps | R@20 {r['recall20']:.4f}, "

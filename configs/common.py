@@ -72,15 +72,15 @@ def parse_arg(arg, presets=("cpu", "gpu", "pod"), **defaults):
 def base_config():
     c = ml_collections.ConfigDict()
     c.task = ""                      # "package.module:TaskClass", imported lazily by the trainer
-    c.seed = 0
+    c.seed = 0                       # 0 .. 2**32 - 1 (train.validate checks every range below)
     c.model = ml_collections.ConfigDict()
     c.data = ml_collections.ConfigDict()
 
     c.train = ml_collections.ConfigDict(dict(
-        steps=1000,
-        batch_size=64,               # global batch (rows of the `batch` logical axis)
+        steps=1000,                  # >= 1, and >= the step of the workdir's newest checkpoint
+        batch_size=64,               # global batch (rows of the `batch` axis); 0: full batch
         grad_accum=1,                # micro-batches per optimizer step
-        log_every=50,
+        log_every=50,                # 0: log the last step only
         eval_every=500,              # 0: evaluate only at the end
         compute_dtype="float32",     # float32 | bfloat16 (parameters stay float32)
         remat="none",                # none | full | dots (checkpoint policy for model blocks)
@@ -109,8 +109,8 @@ def base_config():
         fsdp_min_bytes=4 * 2**20,    # unannotated leaves above this are sharded over fsdp
     ))
     c.checkpoint = ml_collections.ConfigDict(dict(
-        every=500,
-        max_to_keep=2,
+        every=500,                   # 0: save only at the end and when stopped (SIGTERM/SIGINT)
+        max_to_keep=2,               # 0: keep all
         async_save=True,
         init_from="",                # workdir or checkpoint dir to take params from (not opt state)
     ))

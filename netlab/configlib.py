@@ -8,6 +8,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import sys
@@ -86,6 +87,9 @@ def _coerce(key, text, old):
         raise UserError(f"--config.{key}={text}: expected a float, e.g. --config.{key}={old}")
     if isinstance(old, float):
         value = float(value)
+        if not math.isfinite(value) and math.isfinite(old):
+            raise UserError(f"--config.{key}={text}: expected a finite float, e.g. "
+                            f"--config.{key}={old}")
     return value
 
 

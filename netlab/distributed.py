@@ -8,6 +8,7 @@
 Only the lead process (index 0) writes config, metrics and pictures; every process writes its own
 checkpoint shards.
 """
+
 import os
 
 import jax
@@ -22,7 +23,9 @@ def _cluster_detected() -> bool:
         return True
     if "OMPI_COMM_WORLD_SIZE" in os.environ and int(os.environ["OMPI_COMM_WORLD_SIZE"]) > 1:
         return True
-    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") and "," in os.environ["TPU_WORKER_HOSTNAMES"])
+    return bool(
+        os.environ.get("TPU_WORKER_HOSTNAMES") and "," in os.environ["TPU_WORKER_HOSTNAMES"]
+    )
 
 
 def initialize() -> None:
@@ -45,3 +48,13 @@ def initialize() -> None:
 
 def is_lead() -> bool:
     return jax.process_index() == 0
+
+
+def all_processes(ok: bool) -> bool:
+    """True only if `ok` is True on every process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return bool(ok)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray([bool(ok)]))))

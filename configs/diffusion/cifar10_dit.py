@@ -15,7 +15,7 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.diffusion.image_task:ImageDiffusion"
+    c.task = "diffusion.image"
     c.data = ml_collections.ConfigDict(dict(
         source="tfds", name="cifar10", split="train", data_dir="", image_key="image", label_key="label",
         path="", latent_scale=1.0, image_size=32, channels=3, num_classes=10))
@@ -26,7 +26,8 @@ def get_config(arg=None):
     c.diffusion = ml_collections.ConfigDict(dict(
         schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
         time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5))
+        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5,
+        sampler_kwargs=None))   # sampler options, a dict literal on the command line
     c.eval = ml_collections.ConfigDict(dict(num_samples=100, inception_weights=""))   # FID .npz, inception.py
     c.train.steps = 200
     c.train.batch_size = 32

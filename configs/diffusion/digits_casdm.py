@@ -19,7 +19,7 @@ PRESETS = digits_dit.PRESETS
 def get_config(arg=None):
     common.parse_preset(arg, PRESETS)
     c = digits_dit.get_config(arg)
-    c.task = "netlab.diffusion.cas_task:CasDMDigits"
+    c.task = "diffusion.cas_dm_digits"
     c.diffusion.parameterization = "eps"          # the eps-module; the x0-module is Cas-DM's own head
     c.diffusion.sampler = "ddim"                  # Cas-DM's DDIM with (eps_hat, x0_hat)
     c.cas_dm = ml_collections.ConfigDict(dict(

@@ -4,6 +4,10 @@
     # cpu: a few minutes on 2 cores; sample grids in runs/digits_dit/samples/step_<n>.png and the
     # digits Frechet distance (eval/digits_fd in metrics.jsonl) at every evaluation.
     python -m netlab.main --config configs/diffusion/digits_dit.py:gpu --workdir runs/digits_dit_gpu
+    # another sampler, with its options (netlab/diffusion/registries.py lists them): DC-Solver,
+    # or classifier-free guidance as a predictor-corrector
+    python -m netlab.main --config configs/diffusion/digits_dit.py:cpu --workdir runs/digits_pcg \
+        --config.diffusion.sampler=cfg_pc --config.diffusion.sampler_kwargs="{'num_corrector': 2}"
 """
 import ml_collections
 
@@ -15,15 +19,18 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.diffusion.task:DigitsDiffusion"
+    c.task = "diffusion.digits"
     c.model = ml_collections.ConfigDict(dict(
+        backbone="dit",        # netlab/diffusion/registries.py BACKBONES: dit | unet | mlp
         variant="",            # "S/2", "B/4", ... overrides the four sizes below
         depth=4, width=128, num_heads=4, patch=2,
+        mlp="dense",           # the blocks' MLP (MLPS); DiT-MoE: configs/moe/dit_moe_digits.py
         label_dropout=0.1, learn_logvar=False))
     c.diffusion = ml_collections.ConfigDict(dict(
         schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
         time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
         sampler="dpmpp_2m", sample_steps=20, grid="uniform_logsnr",
+        sampler_kwargs=None,   # options: --config.diffusion.sampler_kwargs="{'eta': 1.0}"
         guidance=1.0))   # FD at 1500 steps: 5.8 at 1.0, 17.9 at 1.5, 42 at 2.5 (guidance trades diversity away)
     c.eval = ml_collections.ConfigDict(dict(num_samples=1000))   # FD needs ~1000: at 200 its bias hides progress
     c.train.steps = 1500

@@ -13,13 +13,14 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.diffusion.task:Toy2D"
-    c.model = ml_collections.ConfigDict(dict(width=128, depth=3))
+    c.task = "diffusion.toy2d"
+    c.model = ml_collections.ConfigDict(dict(backbone="mlp", width=128, depth=3))
     c.data = ml_collections.ConfigDict(dict(mode_std=0.15))
     c.diffusion = ml_collections.ConfigDict(dict(
         schedule="cosine", shift=0.0, parameterization="v", weighting="v",
         time_sampling="uniform", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.0))
+        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.0,
+        sampler_kwargs=None))  # e.g. --config.diffusion.sampler_kwargs="{'fit_iters': 20}"
     c.eval = ml_collections.ConfigDict(dict(num_samples=2000))
     c.train.steps = 2000
     c.train.batch_size = 256

@@ -1,7 +1,9 @@
-"""DeeperGCN (Li et al. 2020): GENConv softmax aggregation (learned temperature), res+ blocks, on Cora
-(public split). A small configuration for CPU; the paper's own results are on OGB (not offline).
+"""DeeperGCN (Li et al. 2020): GENConv softmax aggregation (learned temperature), res+ blocks, on
+Cora (public split). A small configuration for CPU; the paper's own results are on OGB (not
+offline).
 
-    python -m netlab.main --config configs/graph/deepergcn_cora.py:cpu --workdir runs/deepergcn_cora
+    python -m netlab.main --config configs/graph/deepergcn_cora.py:cpu \
+        --workdir runs/deepergcn_cora
 """
 import ml_collections
 
@@ -13,7 +15,7 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.graph.task:NodeClassification"
+    c.task = "graph.node_classification"
     c.model = ml_collections.ConfigDict(dict(name="deepergcn", hidden=64, num_layers=4, dropout=0.5,
                                              t=1.0, learn_t=True, msg_norm=False))
     c.data = ml_collections.ConfigDict(dict(name="cora", data_dir="", split=0, row_normalize=True,

@@ -13,10 +13,10 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.graph.task:LinkPrediction"
+    c.task = "graph.link_prediction"
     c.model = ml_collections.ConfigDict(dict(name="link_predictor", hidden=32, out=16, dropout=0.0))
-    c.data = ml_collections.ConfigDict(dict(name="cora", data_dir="", val_fraction=0.05, test_fraction=0.1,
-                                            edge_sharded=False))
+    c.data = ml_collections.ConfigDict(dict(name="cora", data_dir="", val_fraction=0.05,
+                                            test_fraction=0.1, edge_sharded=False))
     c.train.steps = 200
     c.train.batch_size = 0
     c.train.log_every = 20

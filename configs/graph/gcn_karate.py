@@ -13,7 +13,7 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.graph.task:NodeClassification"
+    c.task = "graph.node_classification"
     c.model = ml_collections.ConfigDict(dict(name="gcn", hidden=16, num_layers=2, dropout=0.5))
     c.data = ml_collections.ConfigDict(dict(name="karate", data_dir="", split=0, row_normalize=True,
                                             edge_sharded=False, precompute=True))

@@ -1,6 +1,8 @@
-"""GCN on the heterophilic geom-gcn Texas set (Pei et al. 2020), split data.split of their 10 (48/32/20).
+"""GCN on the heterophilic geom-gcn Texas set (Pei et al. 2020), split data.split of their 10
+(48/32/20).
 
-    python -m netlab.main --config configs/graph/gcn_texas.py:cpu --workdir runs/gcn_texas --config.data.split=3
+    python -m netlab.main --config configs/graph/gcn_texas.py:cpu --workdir runs/gcn_texas \
+        --config.data.split=3
 """
 import ml_collections
 
@@ -10,9 +12,9 @@ PRESETS = ("cpu", "gpu", "pod")
 
 
 def get_config(arg=None):
-    preset = common.parse_preset(arg, PRESETS)
+    common.parse_preset(arg, PRESETS)  # validates the preset; all presets are the same
     c = common.base_config()
-    c.task = "netlab.graph.task:NodeClassification"
+    c.task = "graph.node_classification"
     c.model = ml_collections.ConfigDict(dict(name="gcn", hidden=64, num_layers=2, dropout=0.5))
     c.data = ml_collections.ConfigDict(dict(name="texas", data_dir="", split=0, row_normalize=True,
                                             edge_sharded=False, precompute=True))

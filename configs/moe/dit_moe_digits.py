@@ -1,13 +1,21 @@
-"""DiT-MoE (shared experts, un-renormalised top-2, expert-level balance loss α=0.01) on the digits.
+"""DiT-MoE (shared experts, un-renormalised top-2, expert-level balance loss) on the digits.
 
     python -m netlab.main --config configs/moe/dit_moe_digits.py:cpu --workdir runs/dit_moe
     # expert parallelism on 8 fake CPU devices (data=2 x expert=4):
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m netlab.main \
         --config configs/moe/dit_moe_digits.py:cpu --workdir runs/dit_moe8 \
-        --config.mesh.data=2 --config.mesh.expert=4 --config.model.moe.backend=ep
+        --config.mesh.data=2 --config.mesh.expert=4 --config.model.mlp_kwargs.backend=ep
 
-Same diffusion settings and evaluation (samples/, eval/digits_fd) as configs/diffusion/digits_dit.py.
+The diffusion pillar's digits task and DiT (configs/diffusion/digits_dit.py: same diffusion
+settings, samples/ and eval/digits_fd) with `model.mlp = "dit_moe"` (netlab/moe/dit_moe_mlp.py:
+SwiGLU experts, 2 shared experts, softmax top-2 without renormalisation) in every
+`model.mlp_every`-th block; `model.mlp_kwargs` are that MLP's fields. The balance loss weight
+`model.mlp_kwargs.load_balance_weight` is per MoE layer; this config has always trained with 0.01
+on the MEAN over its depth / mlp_every MoE layers, so each preset sets 0.01 / (depth // mlp_every)
+(0.005 for cpu): set it yourself when you override depth or mlp_every (0.01 per layer is the
+paper's sum). The layers' routing metrics are logged as train/aux/<name>.
 """
+
 import ml_collections
 
 from configs import common
@@ -18,20 +26,53 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.moe.dit_task:DiTMoEDigits"
-    c.model = ml_collections.ConfigDict(dict(
-        variant="", depth=4, width=128, num_heads=4, patch=2, label_dropout=0.1, learn_logvar=False,
-        moe_every=2,
-        moe=ml_collections.ConfigDict(dict(
-            num_experts=8, hidden=128, k=2, num_shared=2, router="topk", backend="capacity",
-            capacity_factor=2.0, eval_capacity_factor=2.0)),
-    ))
-    c.diffusion = ml_collections.ConfigDict(dict(
-        schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
-        time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=20, grid="uniform_logsnr", guidance=1.5))
+    c.task = "diffusion.digits"
+    c.model = ml_collections.ConfigDict(
+        dict(
+            backbone="dit",
+            variant="",
+            depth=4,
+            width=128,
+            num_heads=4,
+            patch=2,
+            label_dropout=0.1,
+            learn_logvar=False,
+            mlp="dit_moe",
+            mlp_every=2,
+            mlp_kwargs=ml_collections.ConfigDict(
+                dict(
+                    num_experts=8,
+                    hidden=128,
+                    k=2,
+                    num_shared=2,
+                    router="topk",
+                    backend="capacity",
+                    capacity_factor=2.0,
+                    eval_capacity_factor=2.0,
+                    load_balance_weight=0.005,
+                    expert_axis="expert",
+                )
+            ),
+        )
+    )
+    c.diffusion = ml_collections.ConfigDict(
+        dict(
+            schedule="cosine_shifted",
+            shift=0.0,
+            parameterization="v",
+            weighting="v",
+            time_sampling="antithetic",
+            p_mean=-1.2,
+            p_std=1.2,
+            min_snr_gamma=5.0,
+            sampler="dpmpp_2m",
+            sample_steps=20,
+            grid="uniform_logsnr",
+            sampler_kwargs=None,
+            guidance=1.5,
+        )
+    )
     c.eval = ml_collections.ConfigDict(dict(num_samples=200))
-    c.loss = ml_collections.ConfigDict(dict(load_balance=0.01))
     c.train.steps = 3000
     c.train.batch_size = 128
     c.train.log_every = 100
@@ -41,15 +82,18 @@ def get_config(arg=None):
     c.optimizer.warmup_steps = 200
     c.optimizer.clip_norm = 1.0
     c.optimizer.ema_decay = 0.999
+    m = c.model
     if preset == "gpu":
         c.train.compute_dtype = "bfloat16"
-        c.model.width, c.model.depth, c.model.num_heads, c.model.moe.hidden = 384, 12, 6, 768
+        m.width, m.depth, m.num_heads, m.mlp_kwargs.hidden = 384, 12, 6, 768
         c.train.steps, c.train.batch_size, c.train.eval_every = 20000, 256, 5000
     if preset == "pod":
         c.train.compute_dtype = "bfloat16"
-        c.model.width, c.model.depth, c.model.num_heads, c.model.moe.hidden = 768, 12, 12, 1536
-        c.model.moe.num_experts = 16
+        m.width, m.depth, m.num_heads, m.mlp_kwargs.hidden = 768, 12, 12, 1536
+        m.mlp_kwargs.num_experts = 16
         c.train.batch_size = 1024
         c.train.steps = 50000
         c.mesh.data, c.mesh.expert = -1, 8
+    # alpha = 0.01 on the mean over the MoE layers: alpha / (number of MoE layers) per layer
+    m.mlp_kwargs.load_balance_weight = 0.01 / max(1, m.depth // m.mlp_every)
     return c

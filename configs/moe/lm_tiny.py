@@ -6,11 +6,16 @@
         --config configs/moe/lm_tiny.py:cpu --workdir runs/moe_lm
     # gpu: one GPU, dropless (sort + ragged_dot), bfloat16.
     python -m netlab.main --config configs/moe/lm_tiny.py:gpu --workdir runs/moe_lm_gpu
-    # pod: ~1B parameters (8 experts of d=1024, f=4096, 14 layers), expert=8, fsdp=-1, capacity path.
+    # pod: ~1B parameters (8 experts of d=1024, f=4096, 14 layers), expert=8, fsdp=-1, capacity
+    # path, train.remat=full on every block.
 
 Metrics: train/cross_entropy, train/load_balance (1 = perfectly balanced), train/dropped_fraction,
-eval/valid_loss; pictures expert_load/ and token_experts/ at each evaluation.
+train/aux_loss, eval/valid_loss; pictures expert_load/ and token_experts/ at each evaluation.
+Routers must be causal here (topk, hyper, sparsemixer, loss_free: e.g.
+--config.model.moe.router=loss_free uses DeepSeek-V3's bias with step model.moe.bias_update_rate).
+`loss.load_balance` and `loss.z_loss` weight the mean over the MoE layers.
 """
+
 import ml_collections
 
 from configs import common
@@ -18,20 +23,42 @@ from configs import common
 PRESETS = ("cpu", "gpu", "pod")
 
 
-
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.moe.task:ByteLM"
-    c.model = ml_collections.ConfigDict(dict(
-        width=64, depth=2, num_heads=4, mlp_hidden=128, moe_every=1,
-        moe=ml_collections.ConfigDict(dict(
-            num_experts=8, hidden=128, k=2, router="topk", backend="ep",
-            capacity_factor=1.25, eval_capacity_factor=2.0, capacity_multiple=4, bpr=True,
-            renormalize=False, activation="gelu", glu=False, num_shared=0,
-            router_jitter=0.0, bias_update_rate=0.0, expert_axis="expert",
-        )),
-    ))
+    c.task = "moe.byte_lm"
+    c.model = ml_collections.ConfigDict(
+        dict(
+            name="lm",
+            width=64,
+            depth=2,
+            num_heads=4,
+            mlp_hidden=128,
+            moe_every=1,
+            moe=ml_collections.ConfigDict(
+                dict(
+                    num_experts=8,
+                    hidden=128,
+                    k=2,
+                    router="topk",
+                    backend="ep",
+                    capacity_factor=1.25,
+                    eval_capacity_factor=2.0,
+                    capacity_multiple=4,
+                    bpr=True,
+                    renormalize=False,
+                    activation="gelu",
+                    glu=False,
+                    num_shared=0,
+                    router_jitter=0.0,
+                    bias_update_rate=0.001,
+                    hyper_dim=16,
+                    grouped_matmul="auto",
+                    expert_axis="expert",
+                )
+            ),
+        )
+    )
     c.data = ml_collections.ConfigDict(dict(seq_len=64, valid_fraction=0.1, eval_windows=64))
     c.loss = ml_collections.ConfigDict(dict(load_balance=0.01, z_loss=1e-3))
     c.train.steps = 400

@@ -1,12 +1,15 @@
-"""ViT-MoE (V-MoE style, MoE every other block) classifying scikit-learn's digits (8x8, 2x2 patches).
+"""ViT-MoE (V-MoE style, MoE every other block) classifying scikit-learn's digits (8x8, 2x2
+patches).
 
     python -m netlab.main --config configs/moe/vit_moe_digits.py:cpu --workdir runs/vit_moe
     # expert parallelism on 8 fake CPU devices (data=2 x expert=4):
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m netlab.main \
         --config configs/moe/vit_moe_digits.py:cpu --workdir runs/vit_moe8 \
         --config.mesh.data=2 --config.mesh.expert=4
-    # encoders are not causal: --config.model.moe.router=expert_choice or =soft also work here.
+    # encoders are not causal: --config.model.moe.router=expert_choice, =soft (backend capacity
+    # or ep) and =smear (backend dense) also work here; so do hyper, sparsemixer and loss_free.
 """
+
 import ml_collections
 
 from configs import common
@@ -17,16 +20,41 @@ PRESETS = ("cpu", "gpu", "pod")
 def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
-    c.task = "netlab.moe.task:ViTMoEDigits"
-    c.model = ml_collections.ConfigDict(dict(
-        patch=2, width=64, depth=4, num_heads=4, mlp_hidden=128, moe_every=2,
-        moe=ml_collections.ConfigDict(dict(
-            num_experts=8, hidden=128, k=2, router="topk", backend="ep", capacity_factor=1.25,
-            eval_capacity_factor=2.0, capacity_multiple=4, bpr=True, renormalize=False,
-            activation="gelu", glu=False, num_shared=0, router_jitter=0.0, bias_update_rate=0.0,
-            soft_slots=1, expert_axis="expert",
-        )),
-    ))
+    c.task = "moe.vit_digits"
+    c.model = ml_collections.ConfigDict(
+        dict(
+            name="vit",
+            patch=2,
+            width=64,
+            depth=4,
+            num_heads=4,
+            mlp_hidden=128,
+            moe_every=2,
+            moe=ml_collections.ConfigDict(
+                dict(
+                    num_experts=8,
+                    hidden=128,
+                    k=2,
+                    router="topk",
+                    backend="ep",
+                    capacity_factor=1.25,
+                    eval_capacity_factor=2.0,
+                    capacity_multiple=4,
+                    bpr=True,
+                    renormalize=False,
+                    activation="gelu",
+                    glu=False,
+                    num_shared=0,
+                    router_jitter=0.0,
+                    bias_update_rate=0.001,
+                    soft_slots=1,
+                    hyper_dim=16,
+                    grouped_matmul="auto",
+                    expert_axis="expert",
+                )
+            ),
+        )
+    )
     c.data = ml_collections.ConfigDict(dict(test_fraction=0.2))
     c.loss = ml_collections.ConfigDict(dict(load_balance=0.01, z_loss=1e-3))
     c.train.steps = 600

@@ -5,9 +5,9 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from netlab.classify.model import ConvNet
 from netlab.data import digits
 from netlab.nn import precision
+from netlab.nn.convnet import ConvNet
 
 
 class DigitsClassification:

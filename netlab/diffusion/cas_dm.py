@@ -42,11 +42,13 @@ class CasDM(nn.Module):
 
 
 def cas_dm_loss(eps_hat, x0_hat, eps, x0, metric=ssim_distance, metric_weight: float = 1.0):
-    """Returns (total, parts) with parts = {eps_mse, x0_mse, metric} (float32 means over the batch).
+    """Returns (total, parts) with parts = {eps_mse, x0_mse, metric} (float32 means over the batch,
+    float64 for float64 data).
     `metric(x0_hat, x0) -> per-example distance`; None drops the metric term."""
-    eps_mse = jnp.mean((eps_hat.astype(jnp.float32) - eps) ** 2)
-    x0_mse = jnp.mean((x0_hat.astype(jnp.float32) - x0) ** 2)
-    m = jnp.mean(metric(x0_hat.astype(jnp.float32), x0)) if metric is not None else jnp.zeros(())
+    dt = jnp.promote_types(x0.dtype, jnp.float32)             # float64 in float64 runs
+    eps_mse = jnp.mean((eps_hat.astype(dt) - eps) ** 2)
+    x0_mse = jnp.mean((x0_hat.astype(dt) - x0) ** 2)
+    m = jnp.mean(metric(x0_hat.astype(dt), x0)) if metric is not None else jnp.zeros((), dt)
     return eps_mse + x0_mse + metric_weight * m, {"eps_mse": eps_mse, "x0_mse": x0_mse, "metric": m}
 
 

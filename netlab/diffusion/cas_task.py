@@ -7,6 +7,9 @@ or "none". Sampling is Cas-DM's DDIM (eps_hat for the direction, x0_hat for the 
 classifier-free guidance on both outputs. Each evaluation reports the digits Frechet distance of
 those samples and, for comparison, of DDIM driven by the eps-module alone (`digits_fd_eps_only`):
 what the cascaded x0-module adds.
+
+Both modules are `model.backbone` (a DiT by default); the x0-module has `cas_dm.x0_depth` blocks
+(0: as many as the eps-module) and sees the two images stacked on the channel axis.
 """
 import functools
 import os
@@ -16,16 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from netlab.diffusion import cas_dm, guidance, image_metrics, lpips, schedules
-from netlab.diffusion.dit import DiT
-from netlab.diffusion.task import DigitsDiffusion, _noise_cond, dit_sizes
+from netlab.diffusion.task import DigitsDiffusion, _noise_cond
 from netlab.errors import UserError
+from netlab.registry import check_choice, check_range
 
 METRICS = ("ssim", "lpips", "none")
 
 
 def metric_fn(cfg):
-    if cfg.metric not in METRICS:
-        raise UserError(f"cas_dm.metric={cfg.metric!r}; choose one of {', '.join(METRICS)}")
+    check_choice("cas_dm.metric", cfg.metric, METRICS)
     if cfg.metric == "ssim":
         return image_metrics.ssim_distance
     if cfg.metric == "lpips":
@@ -38,18 +40,27 @@ def metric_fn(cfg):
 
 
 class CasDMDigits(DigitsDiffusion):
-    def __init__(self, config):
-        super().__init__(config)
-        sizes = dit_sizes(config.model)
-        x0_sizes = dict(sizes, depth=int(config.cas_dm.x0_depth) or sizes["depth"])
-        dit = functools.partial(DiT, image_size=8, channels=1, num_classes=10, dtype=self.dtype,
-                                remat_policy=self.remat)
-        self.model = cas_dm.CasDM(dit(**sizes), dit(**x0_sizes), x0_clip=1.0)
+    def __init__(self, config, policy=None):
+        check_choice("diffusion.sampler", config.diffusion.sampler, ("ddim",))   # Cas-DM's DDIM
         self.metric = metric_fn(config.cas_dm)
+        super().__init__(config, policy)
+
+    def build_model(self):
+        if self.config.model.get("mlp", "dense") != "dense":
+            raise UserError(f"model.mlp={self.config.model.mlp!r}: Cas-DM's loss has no auxiliary "
+                            f"losses; use model.mlp='dense'")
+        eps_module = super().build_model()
+        depth = check_range("cas_dm.x0_depth", int(self.config.cas_dm.x0_depth), 0, integer=True)
+        if depth and not hasattr(eps_module, "depth"):
+            raise UserError(f"cas_dm.x0_depth={depth}: model.backbone has no depth; set it to 0")
+        x0_module = eps_module.clone(depth=depth) if depth else eps_module.clone()
+        return cas_dm.CasDM(eps_module, x0_module, x0_clip=1.0)
 
     def init_variables(self, rng):
-        return self.model.init(rng, jnp.zeros((1, 8, 8, 1)), jnp.ones((1, 1, 1, 1)), jnp.zeros((1, 1, 1, 1)),
-                               jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))
+        f = self.float_dtype
+        return self.model.init(rng, jnp.zeros((1, 8, 8, 1), f), jnp.ones((1, 1, 1, 1), f),
+                               jnp.zeros((1, 1, 1, 1), f), jnp.zeros((1,), f),
+                               jnp.zeros((1,), jnp.int32))
 
     def _pair(self, params, x, logsnr, labels):
         """(eps_hat, x0_hat) at a scalar or per-row log-SNR."""
@@ -62,12 +73,14 @@ class CasDMDigits(DigitsDiffusion):
     def loss_fn(self, params, model_state, batch, rng, train):
         x0, x_t, eps, logsnr, labels, _ = self.noised(batch, rng)
         eps_hat, x0_hat = self._pair(params, x_t, logsnr, labels)
-        loss, parts = cas_dm.cas_dm_loss(eps_hat, x0_hat, eps, x0, self.metric, float(self.config.cas_dm.metric_weight))
+        weight = float(self.config.cas_dm.metric_weight)
+        loss, parts = cas_dm.cas_dm_loss(eps_hat, x0_hat, eps, x0, self.metric, weight)
         return loss, (parts, model_state)
 
     @functools.partial(jax.jit, static_argnums=(0, 5))
     def _sample(self, params, x_T, grid, labels, method, scale, key):
-        guided = guidance.classifier_free(functools.partial(self._pair, params), labels, self.num_classes, scale)
+        guided = guidance.classifier_free(functools.partial(self._pair, params), labels,
+                                          self.num_classes, scale)
 
         def pair(x, logsnr):
             eps_hat, x0_hat = guided(x, logsnr)

@@ -11,13 +11,17 @@ with scores from the denoisers, s(x) = (alpha x0_hat(x) - x) / sigma^2 (Tweedie)
 eps = delta sigma_t^2. In the SDE limit CFG-DDPM with guidance w equals PCG with one corrector step
 and gamma = 2w - 1 (`gamma_for_cfg_ddpm`). The paper presents PCG as an analysis tool, not a
 production sampler. gamma and delta are traced arrays (no recompiles); K is static.
+
+As the sampler `diffusion.sampler="cfg_pc"` (`cfg_pc`), options from `diffusion.sampler_kwargs`,
+the conditional and unconditional denoisers are the two halves of the task's classifier-free
+guidance (`guidance.ClassifierFree`), and gamma defaults to 2w - 1 with w = `diffusion.guidance`:
+the PCG that matches CFG-DDPM at that scale.
 """
 import jax
 import jax.numpy as jnp
 
-
-def _alpha_sigma(logsnr):
-    return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
+from netlab.diffusion.registries import SAMPLERS
+from netlab.diffusion.schedules import alpha_sigma
 
 
 def gamma_for_cfg_ddpm(w):
@@ -26,7 +30,7 @@ def gamma_for_cfg_ddpm(w):
 
 
 def tilted_score(denoise_cond, denoise_uncond, x, logsnr, gamma):
-    alpha, sigma = _alpha_sigma(logsnr)
+    alpha, sigma = alpha_sigma(logsnr)
     s_c = (alpha * denoise_cond(x, logsnr) - x) / sigma ** 2
     s_u = (alpha * denoise_uncond(x, logsnr) - x) / sigma ** 2
     return gamma * s_c + (1.0 - gamma) * s_u
@@ -35,14 +39,14 @@ def tilted_score(denoise_cond, denoise_uncond, x, logsnr, gamma):
 def pcg(denoise_cond, denoise_uncond, x, grid, key, gamma, num_corrector: int = 1, delta=0.1,
         predictor_scale=1.0):
     """Predictor (DDIM, conditional at predictor_scale 1) + `num_corrector` Langevin steps per interval."""
-    gamma, delta = jnp.asarray(gamma, jnp.float32), jnp.asarray(delta, jnp.float32)
-    w = jnp.asarray(predictor_scale, jnp.float32)
+    gamma, delta = jnp.asarray(gamma, x.dtype), jnp.asarray(delta, x.dtype)
+    w = jnp.asarray(predictor_scale, x.dtype)
     keys = jax.random.split(key, grid.shape[0] - 1)
 
     def step(x, inputs):
         l_t, l_s, k = inputs
-        a_t, s_t = _alpha_sigma(l_t)
-        a_s, s_s = _alpha_sigma(l_s)
+        a_t, s_t = alpha_sigma(l_t)
+        a_s, s_s = alpha_sigma(l_s)
         x0_c = denoise_cond(x, l_t)
         x0 = x0_c + (w - 1.0) * (x0_c - denoise_uncond(x, l_t))          # CFG; exactly x0_c at w = 1
         x = a_s * x0 + s_s * (x - a_t * x0) / s_t
@@ -56,3 +60,15 @@ def pcg(denoise_cond, denoise_uncond, x, grid, key, gamma, num_corrector: int = 
 
     x, _ = jax.lax.scan(step, x, (grid[:-1], grid[1:], keys))
     return x
+
+
+@SAMPLERS.register("cfg_pc")
+def cfg_pc(denoise, x, grid, key=None, *, gamma=None, num_corrector=1, delta=0.1,
+           predictor_scale=1.0):
+    """`pcg` on the task's guided denoiser: its `cond` / `uncond` halves (both `denoise` itself
+    for an unconditional model) and gamma = 2w - 1 (w = its guidance scale) unless given."""
+    cond, uncond = getattr(denoise, "cond", denoise), getattr(denoise, "uncond", denoise)
+    if gamma is None:
+        gamma = gamma_for_cfg_ddpm(getattr(denoise, "scale", 1.0))
+    key = jax.random.key(0) if key is None else key
+    return pcg(cond, uncond, x, grid, key, gamma, int(num_corrector), delta, predictor_scale)

@@ -9,11 +9,15 @@ lambda* = rho_i lambda_{i+1} + (1 - rho_i) lambda_i (the paper interpolates in i
 variable; here the grid variable is lambda = logsnr/2). rho = 1 is the identity, so all ratios 1
 give UniPC-bh2 exactly; as in the paper the first two steps always use rho = 1.
 
-- `dc_unipc`: the sampler; `ratios` (one per grid interval) is a traced array, so new ratios do
-  not recompile.
+- `dc_unipc`: UniPC-bh2 (`samplers.unipc_bh2`, the one implementation) with the compensation as
+  its hook; `ratios` (one per grid interval) is a traced array, so new ratios do not recompile.
+- `dc_solver`, the sampler `diffusion.sampler="dc_solver"`: `ratios` from
+  `diffusion.sampler_kwargs.ratios`, or (the default) fitted at sampling time with `fit_ratios` on
+  the first `fit_points` starting points against a `reference_steps`-step DPM-Solver++(2M) run.
 - `fit_ratios`: the ratios fitted on ~10 starting points against a many-step reference solution of
   the same starting points (the paper fits step by step against the reference trajectory with
-  AdamW; here all ratios are fitted jointly on the final-state error with Adam).
+  AdamW; here all ratios are fitted jointly on the final-state error with Adam, in a `lax.scan`
+  so that fitting can run inside a jitted sampling function).
 - Cascade polynomial regression (Sec. 3.3): rho(i) = sum_k c_k(g, n) (i/N)^k with every c_k a
   quadratic polynomial in (g/12) whose coefficients are quadratic in (n/50), g the guidance scale
   and n the NFE: 9 numbers per k. `cpr_fit` solves for them by least squares from ratios fitted at
@@ -24,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-
-def _alpha_sigma(logsnr):
-    return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
+from netlab.diffusion import samplers
+from netlab.diffusion.registries import SAMPLERS
+from netlab.errors import UserError
 
 
 def lagrange3(nodes, values, at):
@@ -41,68 +45,59 @@ def lagrange3(nodes, values, at):
     return out
 
 
+def compensate(m_s, m0, m_prev, lam_prev, lam_t, lam_s, rho, i):
+    """Sec. 3.2: m* = Lagrange interpolant of (m_prev, m0, m_s) at rho lam_s + (1 - rho) lam_t;
+    rho = 1 on the first two steps (too few nodes), which returns m_s exactly."""
+    rho = jnp.where(i > 1, rho, 1.0)
+    safe_prev = jnp.where(i > 0, lam_prev, lam_t - 1.0)         # any distinct node when unused
+    at = rho * lam_s + (1.0 - rho) * lam_t
+    return lagrange3((safe_prev, lam_t, lam_s), (m_prev, m0, m_s), at)
+
+
 def dc_unipc(denoise, x, grid, ratios):
     """UniPC-bh2 (order-2 UniP + UniC) with dynamic compensation; `denoise(x, logsnr) -> x0_hat`."""
-    lam = 0.5 * grid
-    ratios = jnp.asarray(ratios, jnp.float32)
-    m0 = denoise(x, grid[0])
-
-    def predictor(x, m0, m_prev, lam_prev, l_t, l_s, i):
-        a_s, s_s = _alpha_sigma(l_s)
-        _, s_t = _alpha_sigma(l_t)
-        hh = -(0.5 * l_s - 0.5 * l_t)
-        b_h = jnp.expm1(hh)
-        x_tilde = (s_s / s_t) * x - a_s * b_h * m0
-        r1 = jnp.where(i > 0, (lam_prev - 0.5 * l_t) / -hh, 1.0)
-        d1 = (m_prev - m0) / r1
-        return x_tilde - jnp.where(i > 0, 1.0, 0.0) * a_s * b_h * 0.5 * d1, x_tilde, a_s, b_h, hh, r1, d1
-
-    def step(carry, inputs):
-        x, m0, m_prev, lam_prev, i = carry
-        l_t, l_s, rho = inputs
-        x_p, x_tilde, a_s, b_h, hh, r1, d1 = predictor(x, m0, m_prev, lam_prev, l_t, l_s, i)
-        m_s = denoise(x_p, l_s)
-        lam_t, lam_s = 0.5 * l_t, 0.5 * l_s
-        rho = jnp.where(i > 1, rho, 1.0)                            # first two steps: rho = 1
-        safe_prev = jnp.where(i > 0, lam_prev, lam_t - 1.0)         # any distinct node when unused
-        m_s = lagrange3((safe_prev, lam_t, lam_s), (m_prev, m0, m_s), rho * lam_s + (1.0 - rho) * lam_t)
-        d_new = m_s - m0
-        g1 = jnp.expm1(hh) / hh - 1.0
-        g2 = g1 / hh - 0.5
-        b1, b2 = g1 / b_h, 2.0 * g2 / b_h
-        det = jnp.where(i > 0, 1.0 - r1, 1.0)
-        corr2 = (b1 - b2) / det * d1 + (b2 - r1 * b1) / det * d_new
-        x_c = x_tilde - a_s * b_h * jnp.where(i > 0, corr2, 0.5 * d_new)
-        return (x_c, m_s, m0, lam_t, i + 1), None
-
-    n = grid.shape[0] - 1
-    carry = (x, m0, jnp.zeros_like(x), lam[0], 0)
-    carry, _ = jax.lax.scan(step, carry, (grid[:-2], grid[1:-1], ratios[:n - 1]))
-    x, m0, m_prev, lam_prev, _ = carry
-    x_last, *_ = predictor(x, m0, m_prev, lam_prev, grid[-2], grid[-1], jnp.asarray(n - 1))
-    return x_last
+    return samplers.unipc_bh2(denoise, x, grid, compensate=compensate, ratios=ratios)
 
 
 def fit_ratios(denoise, x_T, grid, reference, iters=100, lr=0.02):
     """Ratios minimising ||dc_unipc(x_T) - reference||^2 over a handful of starting points x_T."""
-    grid = jnp.asarray(grid, jnp.float32)
+    grid = jnp.asarray(grid)
 
     def loss(r):
         return jnp.mean((dc_unipc(denoise, x_T, grid, r) - reference) ** 2)
 
     opt = optax.adam(lr)
 
-    @jax.jit
-    def update(r, o):
-        val, g = jax.value_and_grad(loss)(r)
-        u, o = opt.update(g, o)
-        return optax.apply_updates(r, u), o, val
+    def update(carry, _):
+        r, o = carry
+        u, o = opt.update(jax.grad(loss)(r), o)
+        return (optax.apply_updates(r, u), o), None
 
-    r = jnp.ones((grid.shape[0] - 1,), jnp.float32)
-    o = opt.init(r)
-    for _ in range(iters):
-        r, o, _ = update(r, o)
+    r = jnp.ones((grid.shape[0] - 1,), grid.dtype)
+    (r, _), _ = jax.lax.scan(update, (r, opt.init(r)), None, length=iters)
     return r
+
+
+@SAMPLERS.register("dc_solver")
+def dc_solver(denoise, x, grid, key=None, *, ratios=None, fit_iters=40, fit_points=10,
+              reference_steps=200, lr=0.01):
+    """DC-Solver as a sampler: given `ratios` (one per step), or fitted here (`fit_iters` Adam
+    steps) on the first `fit_points` rows of x against a `reference_steps`-step DPM-Solver++(2M)
+    solution on a uniform log-SNR grid between the same end points. A denoiser that carries
+    per-row conditioning (`guidance.ClassifierFree`) gives its first rows by `rows(n)`."""
+    n = grid.shape[0] - 1
+    if ratios is not None:
+        ratios = jnp.asarray(ratios, grid.dtype).reshape(-1)
+        if ratios.shape[0] != n:
+            raise UserError(f"diffusion.sampler_kwargs.ratios: {ratios.shape[0]} ratios for {n} "
+                            f"sampling steps; give one per step (diffusion.sample_steps)")
+    elif fit_iters > 0:
+        k = min(int(fit_points), x.shape[0])
+        sub = denoise.rows(k) if hasattr(denoise, "rows") else denoise
+        fine = jnp.linspace(grid[0], grid[-1], int(reference_steps) + 1)
+        reference = jax.lax.stop_gradient(samplers.dpmpp_2m(sub, x[:k], fine))
+        ratios = jax.lax.stop_gradient(fit_ratios(sub, x[:k], grid, reference, int(fit_iters), lr))
+    return dc_unipc(denoise, x, grid, ratios)
 
 
 def _cpr_features(guidance, nfe, num_steps, degree):

@@ -2,17 +2,27 @@
 
 Peebles & Xie 2023, "Scalable Diffusion Models with Transformers": patchify (Sec. 3.2), DiT
 blocks with adaLN-Zero (Fig. 3: shift/scale/gate regressed from the timestep + class embedding,
-initialised to zero so every block starts as the identity), fixed 2-D sin-cos positions, and
-presets S/B/L/XL (Table 1) with patch sizes 2/4/8. The class table holds one extra "null" row for
-classifier-free guidance (label dropout happens in the loss). With `learn_logvar` the model also
-returns EDM2's per-example log-variance u(noise) for the uncertainty-weighted loss.
+initialised to zero so every block starts as the identity; `netlab.nn.blocks.AdaLNZeroBlock`),
+fixed 2-D sin-cos positions, and presets S/B/L/XL (Table 1) with patch sizes 2/4/8. The class
+table holds one extra "null" row for classifier-free guidance (label dropout happens in the loss).
+With `learn_logvar` the model also returns EDM2's per-example log-variance u(noise) for the
+uncertainty-weighted loss.
+
+The block's MLP is an argument: the dense `netlab.nn.layers.Mlp` by default, and `sparse_mlp` (a
+factory, e.g. an MoE layer: DiT-MoE, Fei et al. 2024, Sec. 3.1) in every `sparse_every`-th block
+(blocks i with i % sparse_every == sparse_every - 1). A sparse MLP's auxiliary losses go to the
+`netlab.nn.aux` collections, which the diffusion task sums into its loss.
 """
-from typing import Any
+import functools
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from netlab.diffusion.registries import BACKBONES
+from netlab.errors import UserError
 from netlab.nn import layers
+from netlab.nn.blocks import AdaLNZeroBlock
 from netlab.sharding import axes
 
 PRESETS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
@@ -22,27 +32,18 @@ def preset(name: str) -> dict:
     """'B/2' -> dict(depth, width, num_heads, patch)."""
     size, _, patch = name.partition("/")
     if size not in PRESETS or patch not in ("2", "4", "8"):
-        raise ValueError(f"unknown DiT preset {name!r}; use one of S|B|L|XL with /2, /4 or /8, e.g. 'B/2'")
+        raise UserError(f"model.variant={name!r}: unknown DiT preset; use one of S|B|L|XL with /2, "
+                        f"/4 or /8, e.g. 'B/2'")
     depth, width, heads = PRESETS[size]
     return dict(depth=depth, width=width, num_heads=heads, patch=int(patch))
 
 
-class DiTBlock(nn.Module):
-    width: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, c):
-        mod = layers.dense(6 * self.width, axes.EMBED, axes.MLP, jnp.float32, kernel_init=layers.zeros,
-                           name="adaLN")(nn.silu(c))
-        s1, sc1, g1, s2, sc2, g2 = jnp.split(mod.astype(self.dtype), 6, axis=-1)
-        h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="ln1")(x), s1, sc1)
-        x = x + g1[:, None] * layers.Attention(self.num_heads, self.dtype, name="attn")(h)
-        h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="ln2")(x), s2, sc2)
-        x = x + g2[:, None] * layers.Mlp(int(self.width * self.mlp_ratio), self.dtype, name="mlp")(h)
-        return axes.constrain(x, axes.BATCH, axes.LENGTH, axes.EMBED)
+def sizes(m) -> dict:
+    """depth/width/num_heads/patch from `model.variant` ("S/2", ...) or the explicit fields."""
+    if m.get("variant", ""):
+        return preset(m["variant"])
+    return dict(depth=int(m["depth"]), width=int(m["width"]), num_heads=int(m["num_heads"]),
+                patch=int(m["patch"]))
 
 
 class DiT(nn.Module):
@@ -57,16 +58,26 @@ class DiT(nn.Module):
     learn_logvar: bool = False
     dtype: Any = jnp.float32
     remat_policy: Any = None
+    sparse_mlp: Optional[Callable[..., nn.Module]] = None   # e.g. partial(MoEMLP, ...)
+    sparse_every: int = 1
 
     def setup_check(self):
         if self.image_size % self.patch:
-            raise ValueError(f"image size {self.image_size} is not divisible by the patch size {self.patch}; "
-                             f"pick a patch that divides it")
+            raise UserError(f"model.patch={self.patch} does not divide the image size "
+                            f"{self.image_size}; pick a patch that divides it")
+
+    def mlp(self, i: int):
+        """The MLP factory of block i: `sparse_mlp` in every `sparse_every`-th block, else dense."""
+        if self.sparse_mlp is not None and i % self.sparse_every == self.sparse_every - 1:
+            return self.sparse_mlp
+        return functools.partial(layers.Mlp, int(self.width * self.mlp_ratio), self.dtype)
 
     @nn.compact
-    def __call__(self, x, noise_cond, labels=None):
-        """x: (B, H, W, C); noise_cond: (B,) float32; labels: (B,) int in [0, num_classes] (last = null)."""
+    def __call__(self, x, noise_cond, labels=None, train: bool = False):
+        """x: (B, H, W, C); noise_cond: (B,) float; labels: (B,) int in [0, num_classes] (last =
+        null); `train` reaches the MLPs (an MoE layer's capacity and jitter)."""
         self.setup_check()
+        fdt = jnp.float64 if self.dtype == jnp.float64 else jnp.float32
         b, p, g = x.shape[0], self.patch, self.image_size // self.patch
         h = nn.Conv(self.width, (p, p), strides=(p, p), dtype=self.dtype, name="patchify",
                     kernel_init=axes.param(layers.xavier, None, None, None, axes.EMBED),
@@ -75,25 +86,51 @@ class DiT(nn.Module):
         h = axes.constrain(h, axes.BATCH, axes.LENGTH, axes.EMBED)
         c = layers.TimestepEmbedder(self.width, name="t_embed")(noise_cond)
         if self.num_classes:
-            table = self.param("label_embed", axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
-                               (self.num_classes + 1, self.width), jnp.float32)
+            table = self.param("label_embed",
+                               axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
+                               (self.num_classes + 1, self.width), fdt)
             c = c + table[labels]
+        block = AdaLNZeroBlock
+        if self.remat_policy is not None:     # static_argnums counts self: (self, x, c, train)
+            block = nn.remat(AdaLNZeroBlock, policy=self.remat_policy, static_argnums=(3,))
         for i in range(self.depth):
-            h = self.apply_block(i, h, c)
-        shift, scale = jnp.split(layers.dense(2 * self.width, axes.EMBED, axes.MLP, jnp.float32,
-                                              kernel_init=layers.zeros, name="final_adaLN")(nn.silu(c)), 2, axis=-1)
+            h = block(self.width, self.num_heads, self.mlp(i), self.dtype, name=f"block{i}")(
+                h, c, train)
+        mod = layers.dense(2 * self.width, axes.EMBED, axes.MLP, fdt, kernel_init=layers.zeros,
+                           name="final_adaLN")(nn.silu(c))
+        shift, scale = jnp.split(mod, 2, axis=-1)
         h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="final_ln")(h),
                             shift.astype(self.dtype), scale.astype(self.dtype))
-        h = layers.dense(p * p * self.channels, axes.EMBED, None, self.dtype, kernel_init=layers.zeros,
-                         name="final")(h)
+        h = layers.dense(p * p * self.channels, axes.EMBED, None, self.dtype,
+                         kernel_init=layers.zeros, name="final")(h)
         out = h.reshape(b, g, g, p, p, self.channels).transpose(0, 1, 3, 2, 4, 5)
-        out = out.reshape(b, self.image_size, self.image_size, self.channels).astype(jnp.float32)
+        out = out.reshape(b, self.image_size, self.image_size, self.channels).astype(fdt)
         if not self.learn_logvar:
             return out
-        logvar = layers.dense(1, axes.EMBED, None, jnp.float32, kernel_init=layers.zeros, name="logvar")(c)[:, 0]
+        logvar = layers.dense(1, axes.EMBED, None, fdt, kernel_init=layers.zeros,
+                              name="logvar")(c)[:, 0]
         return out, logvar
 
-    def apply_block(self, i, h, c):
-        """Block i of the trunk; subclasses (DiT-MoE) replace some blocks here and keep the rest."""
-        block = DiTBlock if self.remat_policy is None else nn.remat(DiTBlock, policy=self.remat_policy)
-        return block(self.width, self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i}")(h, c)
+
+@BACKBONES.register("dit")
+def build(m, *, data_shape, num_classes, policy, sparse_mlp=None) -> DiT:
+    """DiT from `config.model` (`variant` or depth/width/num_heads/patch, `learn_logvar`,
+    `mlp_every`) for square images `data_shape` = (H, W, C)."""
+    if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
+        raise UserError(f"model.backbone='dit' needs square images (H, H, C), not data of shape "
+                        f"{tuple(data_shape)}; choose model.backbone='mlp' for vectors")
+    s = sizes(m)
+    image_size, channels = int(data_shape[0]), int(data_shape[2])
+    if s["patch"] < 1 or image_size % s["patch"]:
+        ok = [p for p in range(1, image_size + 1) if image_size % p == 0]
+        raise UserError(f"model.patch={s['patch']} does not divide the image size {image_size}; "
+                        f"choose one of {', '.join(map(str, ok))}")
+    if s["width"] % 4 or s["num_heads"] < 1 or s["width"] % s["num_heads"]:
+        raise UserError(f"model.width={s['width']} must be a multiple of 4 (2-D sin-cos "
+                        f"positions) and of model.num_heads={s['num_heads']}")
+    every = int(m.get("mlp_every", 1))
+    if every < 1:
+        raise UserError(f"model.mlp_every={every}: expected an integer >= 1")
+    return DiT(image_size=image_size, channels=channels, num_classes=num_classes,
+               learn_logvar=bool(m.get("learn_logvar", False)), dtype=policy.compute_dtype,
+               remat_policy=policy.remat_policy, sparse_mlp=sparse_mlp, sparse_every=every, **s)

@@ -20,7 +20,8 @@ def ssim(x, y, data_range: float = 2.0, window: int = 7, sigma: float = 1.5):
     """Per-example SSIM of NHWC images; the window shrinks to the image side if larger."""
     win = min(window, x.shape[1], x.shape[2])
     win -= 1 - win % 2                                       # odd
-    g = jnp.asarray(gaussian_window(win, sigma))
+    dt = jnp.promote_types(jnp.result_type(x, y), jnp.float32)   # float64 for float64 images
+    g = jnp.asarray(gaussian_window(win, sigma), dt)
     c = x.shape[-1]
     kernel = jnp.tile((g[:, None] * g[None, :])[:, :, None, None], (1, 1, 1, c))
 
@@ -28,7 +29,7 @@ def ssim(x, y, data_range: float = 2.0, window: int = 7, sigma: float = 1.5):
         return jax.lax.conv_general_dilated(z, kernel, (1, 1), "VALID", feature_group_count=c,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+    x, y = x.astype(dt), y.astype(dt)
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2

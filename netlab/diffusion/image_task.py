@@ -1,5 +1,5 @@
-"""Class-conditional DiT (or ADM U-Net, `model.backbone="unet"`) on user-provided image or latent
-datasets (CIFAR-10, ImageNet latents).
+"""Class-conditional DiT (or ADM U-Net, `model.backbone="unet"`, or any `registries.BACKBONES`
+entry) on user-provided image or latent datasets (CIFAR-10, ImageNet latents).
 
 `config.data.source`:
 - "tfds": `tfds.data_source(name, split, data_dir)` (array_record, no TensorFlow needed); uint8
@@ -7,7 +7,7 @@ datasets (CIFAR-10, ImageNet latents).
 - "npz": a file the user supplies with `x` (N, H, W, C) float latents and `label` (N,) ints, e.g.
   ImageNet encoded by the SD VAE; `data.latent_scale` multiplies the latents (0.18215 for SD-VAE,
   DiT's recipe).
-Batches are a pure function of (seed, step, process), drawn with their own numpy generator.
+Batches are a pure function of (seed, step), drawn with their own numpy generator.
 Evaluation writes a class-ordered sample grid (first three channels) and the per-channel mean/std
 of the samples next to the data's. With `eval.inception_weights` set to a FID Inception-v3 .npz the
 user supplies (see inception.py), it also reports `fid` (Heusel et al. 2017) of the samples against
@@ -20,45 +20,37 @@ import jax.numpy as jnp
 import numpy as np
 
 from netlab.diffusion import inception
-from netlab.diffusion.dit import DiT
-from netlab.diffusion.task import _DiffusionTask, dit_sizes
-from netlab.diffusion.unet import UNet
+from netlab.diffusion.task import _DiffusionTask
 from netlab.errors import UserError
+from netlab.registry import check_choice, check_range
 
 
 def _load_source(d):
+    check_choice("data.source", d.source, ("tfds", "npz"))
     if d.source == "tfds":
         try:
             import tensorflow_datasets as tfds
-        except ImportError as e:
-            raise ValueError("data.source='tfds' needs tensorflow-datasets; pip install 'netlab[data]'") from e
+        except ImportError:
+            raise UserError("data.source='tfds' needs tensorflow-datasets; pip install "
+                            "'netlab[data]'") from None
         return tfds.data_source(d.name, split=d.split, data_dir=d.data_dir or None)
-    if d.source == "npz":
-        if not d.path:
-            raise ValueError("data.source='npz' needs data.path=<file with x (N,H,W,C) and label (N,)>")
-        with np.load(d.path) as f:
-            return {"x": np.asarray(f["x"], np.float32), "label": np.asarray(f["label"], np.int32)}
-    raise ValueError(f"unknown data.source {d.source!r}; choose tfds or npz")
+    if not d.path:
+        raise UserError("data.source='npz' needs data.path=<file with x (N,H,W,C) and label (N,)>")
+    if not os.path.isfile(d.path):
+        raise UserError(f"data.path={d.path!r} is not a file; give an .npz with x (N,H,W,C) and "
+                        f"label (N,)")
+    with np.load(d.path) as f:
+        return {"x": np.asarray(f["x"], np.float32), "label": np.asarray(f["label"], np.int32)}
 
 
 class ImageDiffusion(_DiffusionTask):
-    def __init__(self, config):
-        super().__init__(config)
-        d, m = config.data, config.model
-        self.num_classes = int(d.num_classes)
+    def __init__(self, config, policy=None):
+        d = config.data
+        self.num_classes = check_range("data.num_classes", int(d.num_classes), 0, integer=True)
+        for key in ("image_size", "channels"):
+            check_range(f"data.{key}", int(d[key]), 1, integer=True)
         self.data_shape = (int(d.image_size), int(d.image_size), int(d.channels))
-        backbone = m.get("backbone", "dit")
-        if backbone == "unet":
-            self.model = UNet(image_size=int(d.image_size), channels=int(d.channels), width=int(m.width),
-                              channel_mult=tuple(m.channel_mult), num_res_blocks=int(m.num_res_blocks),
-                              attention_resolutions=tuple(m.attention_resolutions), num_heads=int(m.num_heads),
-                              num_classes=self.num_classes, learn_logvar=m.learn_logvar, dtype=self.dtype)
-        elif backbone == "dit":
-            self.model = DiT(image_size=int(d.image_size), channels=int(d.channels), num_classes=self.num_classes,
-                             learn_logvar=m.learn_logvar, dtype=self.dtype, remat_policy=self.remat, **dit_sizes(m))
-            self.model.setup_check()
-        else:
-            raise ValueError(f"unknown model.backbone {backbone!r}; choose dit or unet")
+        super().__init__(config, policy)
         self.source = _load_source(d)
         self.inception, self._fid_ref = _inception(config.eval.get("inception_weights", ""), int(d.channels)), None
 
@@ -66,7 +58,8 @@ class ImageDiffusion(_DiffusionTask):
         return len(self.source["label"]) if isinstance(self.source, dict) else len(self.source)
 
     def init_variables(self, rng):
-        return self.model.init(rng, jnp.zeros((1,) + self.data_shape), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))
+        return self.model.init(rng, jnp.zeros((1,) + self.data_shape, self.float_dtype),
+                               jnp.zeros((1,), self.float_dtype), jnp.zeros((1,), jnp.int32))
 
     def batch_axes(self):
         return {"x": ("batch", None, None, None), "label": ("batch",)}
@@ -81,16 +74,15 @@ class ImageDiffusion(_DiffusionTask):
             x = np.asarray(jax.image.resize(x, (len(x),) + self.data_shape, "bilinear"))
         return x, np.asarray([r[d.label_key] for r in recs], np.int32)
 
-    def train_batch(self, step, process_index, process_count):
+    def train_batch(self, step):
         rng = np.random.default_rng([self.config.seed, step, 0x1A6E])
-        idx = rng.integers(0, len(self), self.batch_size)
-        local = self.batch_size // process_count
-        x, y = self._rows(idx[process_index * local:(process_index + 1) * local])
+        x, y = self._rows(rng.integers(0, len(self), self.batch_size))
         return {"x": x, "label": y}
 
     def evaluate(self, params, model_state, step, workdir):
         n = int(self.config.eval.num_samples)
-        samples = self.sample(params, n, np.arange(n) % self.num_classes)
+        labels = np.arange(n) % self.num_classes if self.num_classes else None   # 0: unconditional
+        samples = self.sample(params, n, labels)
         real, _ = self._rows(np.arange(min(n, len(self))))
         scalars = {}
         for c in range(min(3, samples.shape[-1])):
@@ -101,7 +93,7 @@ class ImageDiffusion(_DiffusionTask):
             if self._fid_ref is None:                          # the real images do not change
                 self._fid_ref = self.inception(real)
             scalars["fid"] = inception.frechet_distance_of_features(self.inception(samples), self._fid_ref)
-        return scalars, {"samples": rgb_grid(samples, min(self.num_classes, 10))}
+        return scalars, {"samples": rgb_grid(samples, min(self.num_classes, 10) or 10)}
 
 
 def _inception(path, channels):

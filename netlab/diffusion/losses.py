@@ -10,53 +10,94 @@ learned log-variance.
 
 Time sampling draws log-SNR for a batch: uniform or antithetic t through the schedule, logit-normal
 t (Esser et al. 2024, Eq. 19), or EDM's log-normal sigma (ln sigma ~ N(P_mean, P_std^2)).
-Everything here runs in float32 whatever the compute dtype.
+Weightings (`registries.WEIGHTINGS`, `diffusion.weighting`) and time samplings
+(`registries.TIME_SAMPLINGS`, `diffusion.time_sampling`) are chosen by name. Everything here runs
+in float32 whatever the compute dtype (float64 when the data are float64, for oracle tests).
 """
 import jax
 import jax.numpy as jnp
 
-TIME_SAMPLING = ("uniform", "antithetic", "logit_normal", "log_normal")
-WEIGHTINGS = ("x0", "eps", "v", "min_snr", "edm", "sigmoid")
+from netlab.diffusion.registries import TIME_SAMPLINGS, WEIGHTINGS
 
 
-def sample_logsnr(key, n, schedule, kind="uniform", p_mean=-1.2, p_std=1.2, t_eps=1e-3):
-    if kind == "uniform":
-        t = jax.random.uniform(key, (n,), minval=t_eps, maxval=1.0)
-    elif kind == "antithetic":        # stratified: (u + i/n) mod 1, lower-variance estimate
-        u = jax.random.uniform(key, ())
-        t = t_eps + (1 - t_eps) * jnp.mod(u + jnp.arange(n) / n, 1.0)
-    elif kind == "logit_normal":
-        t = jax.nn.sigmoid(p_mean + p_std * jax.random.normal(key, (n,)))
-    elif kind == "log_normal":
-        log_sigma = p_mean + p_std * jax.random.normal(key, (n,))
-        return (-2.0 * log_sigma).astype(jnp.float32)
-    else:
-        raise ValueError(f"unknown time sampling {kind!r}; choose one of {', '.join(TIME_SAMPLING)}")
-    return schedule.logsnr(t.astype(jnp.float32)).astype(jnp.float32)
+def sample_logsnr(key, n, schedule, kind="uniform", p_mean=-1.2, p_std=1.2, t_eps=1e-3,
+                  dtype=jnp.float32):
+    """(n,) log-SNR values of dtype `dtype` drawn by the time sampling `kind`."""
+    fn = TIME_SAMPLINGS.get(kind)
+    return fn(key, n, schedule, p_mean, p_std, t_eps, dtype).astype(dtype)
+
+
+@TIME_SAMPLINGS.register("uniform")
+def uniform(key, n, schedule, p_mean, p_std, t_eps, dtype):
+    t = jax.random.uniform(key, (n,), dtype, minval=t_eps, maxval=1.0)
+    return schedule.logsnr(t)
+
+
+@TIME_SAMPLINGS.register("antithetic")
+def antithetic(key, n, schedule, p_mean, p_std, t_eps, dtype):
+    """Stratified: (u + i/n) mod 1, a lower-variance estimate of the expected loss."""
+    u = jax.random.uniform(key, (), dtype)
+    t = t_eps + (1 - t_eps) * jnp.mod(u + jnp.arange(n, dtype=dtype) / n, 1.0)
+    return schedule.logsnr(t)
+
+
+@TIME_SAMPLINGS.register("logit_normal")
+def logit_normal(key, n, schedule, p_mean, p_std, t_eps, dtype):
+    """Esser et al. 2024, Eq. 19: t = sigmoid(p_mean + p_std z)."""
+    t = jax.nn.sigmoid(p_mean + p_std * jax.random.normal(key, (n,), dtype))
+    return schedule.logsnr(t)
+
+
+@TIME_SAMPLINGS.register("log_normal")
+def log_normal(key, n, schedule, p_mean, p_std, t_eps, dtype):
+    """EDM (Karras et al. 2022, Table 1): ln sigma ~ N(P_mean, P_std^2); logsnr = -2 ln sigma."""
+    return -2.0 * (p_mean + p_std * jax.random.normal(key, (n,), dtype))
 
 
 def weight(logsnr, kind="v", gamma=5.0, sigmoid_bias=-1.0, sigma_data=0.5):
-    snr = jnp.exp(logsnr)
-    if kind == "x0":
-        return jnp.ones_like(logsnr)
-    if kind == "eps":
-        return snr
-    if kind == "v":
-        return 1.0 + snr
-    if kind == "min_snr":
-        return jnp.minimum(snr, gamma)
-    if kind == "edm":
-        sigma2 = jnp.exp(-logsnr)
-        return (sigma2 + sigma_data ** 2) / (sigma2 * sigma_data ** 2)
-    if kind == "sigmoid":
-        return snr * jax.nn.sigmoid(sigmoid_bias - logsnr)
-    raise ValueError(f"unknown loss weighting {kind!r}; choose one of {', '.join(WEIGHTINGS)}")
+    """The loss weight w(logsnr) of the objective `kind` (x0-MSE equivalent, see above)."""
+    return WEIGHTINGS.get(kind)(logsnr, gamma, sigmoid_bias, sigma_data)
+
+
+@WEIGHTINGS.register("x0")
+def x0_weight(logsnr, gamma, sigmoid_bias, sigma_data):
+    return jnp.ones_like(logsnr)
+
+
+@WEIGHTINGS.register("eps")
+def eps_weight(logsnr, gamma, sigmoid_bias, sigma_data):
+    return jnp.exp(logsnr)
+
+
+@WEIGHTINGS.register("v")
+def v_weight(logsnr, gamma, sigmoid_bias, sigma_data):
+    return 1.0 + jnp.exp(logsnr)
+
+
+@WEIGHTINGS.register("min_snr")
+def min_snr_weight(logsnr, gamma, sigmoid_bias, sigma_data):
+    """Hang et al. 2023, Eq. 5 (eps form): min(SNR, gamma)."""
+    return jnp.minimum(jnp.exp(logsnr), gamma)
+
+
+@WEIGHTINGS.register("edm")
+def edm_weight(logsnr, gamma, sigmoid_bias, sigma_data):
+    """Karras et al. 2022, Eq. 8: (sigma^2 + sigma_d^2) / (sigma sigma_d)^2, sigma^2 = 1/SNR."""
+    sigma2 = jnp.exp(-logsnr)
+    return (sigma2 + sigma_data ** 2) / (sigma2 * sigma_data ** 2)
+
+
+@WEIGHTINGS.register("sigmoid")
+def sigmoid_weight(logsnr, gamma, sigmoid_bias, sigma_data):
+    """Kingma & Gao 2023: eps-form sigmoid(b - logsnr), i.e. SNR sigmoid(b - logsnr) here."""
+    return jnp.exp(logsnr) * jax.nn.sigmoid(sigmoid_bias - logsnr)
 
 
 def denoising_loss(x0_hat, x0, logsnr, kind="v", logvar=None, **weight_kwargs):
     """Mean over the batch of w(logsnr) * per-example MSE (+ EDM2 uncertainty when logvar given)."""
     axes = tuple(range(1, x0.ndim))
-    mse = jnp.mean((x0_hat.astype(jnp.float32) - x0.astype(jnp.float32)) ** 2, axis=axes)
+    dt = jnp.promote_types(x0.dtype, jnp.float32)
+    mse = jnp.mean((x0_hat.astype(dt) - x0.astype(dt)) ** 2, axis=axes)
     per_example = weight(logsnr, kind, **weight_kwargs) * mse
     if logvar is not None:
         per_example = per_example / jnp.exp(logvar) + logvar

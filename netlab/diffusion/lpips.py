@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.errors import UserError
+
 CONVS = ((0, 4, 2), (3, 1, 2), (6, 1, 1), (8, 1, 1), (10, 1, 1))    # (torch index, stride, padding)
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -26,8 +28,8 @@ def load_weights(path) -> dict:
     need += [f"lin{l}.model.1.weight" for l in range(5)]
     missing = [k for k in need if k not in data]
     if missing:
-        raise ValueError(f"LPIPS weights file {path} lacks {missing[0]} (and {len(missing) - 1} more); "
-                         f"see netlab/diffusion/lpips.py for the expected keys")
+        raise UserError(f"cas_dm.lpips_weights={str(path)!r} lacks {missing[0]} (and "
+                        f"{len(missing) - 1} more); see netlab/diffusion/lpips.py for the keys")
     return {k: jnp.asarray(data[k]) for k in need}
 
 

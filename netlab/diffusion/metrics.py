@@ -3,7 +3,8 @@
 - Frechet distance between Gaussians fitted to features (Heusel et al. 2017, Eq. 6):
   ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), in float64 with an eigh-based square root.
 - The digits Frechet distance: features from the hidden layer of a small ConvNet trained once on the
-  digits training split and cached in the workdir (the same ConvNet as the classification task).
+  digits training split and cached in the workdir (`netlab.nn.convnet.ConvNet`, the network of
+  the classification task).
 - Sliced Wasserstein-2 distance for 2-D data (Rabin et al. 2011): mean over random directions of
   the W2 distance between the sorted 1-D projections.
 """
@@ -14,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netlab.classify.model import ConvNet
 from netlab.data import digits
+from netlab.nn.convnet import ConvNet
 from netlab.sharding.mesh import strip_boxes
 
 

@@ -5,11 +5,13 @@ With x_t = alpha x0 + sigma eps (alpha^2 + sigma^2 = 1):
 - v:    v = alpha eps - sigma x0  =>  x0 = alpha x_t - sigma v  (Salimans & Ho 2022, Eq. in Sec. 4)
 - edm:  D = c_skip x + c_out F(c_in x, c_noise) in the VE view x_ve = x_t / alpha, sigma_ve =
         sigma / alpha (Karras et al. 2022, Eq. 7 and Table 1), sigma_data = 0.5 by default.
-All functions take alpha, sigma broadcastable to x.
+All functions take alpha, sigma broadcastable to x. Each parameterisation is a class registered in
+`registries.PARAMETERIZATIONS` (`diffusion.parameterization`) with static `network_input` (what the
+network sees) and `denoised` (x0 from the network output).
 """
 import jax.numpy as jnp
 
-PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
+from netlab.diffusion.registries import PARAMETERIZATIONS
 
 
 def x0_from_eps(x_t, eps, alpha, sigma):
@@ -38,25 +40,55 @@ def edm_scalings(sigma_ve, sigma_data=0.5):
     return c_skip, c_out, c_in, c_noise
 
 
-def network_input(x_t, alpha, sigma, kind, sigma_data=0.5):
-    """What the network sees: x_t itself, or EDM's c_in * x_ve."""
-    if kind == "edm":
-        sigma_ve = sigma / alpha
-        _, _, c_in, _ = edm_scalings(sigma_ve, sigma_data)
+class _Plain:
+    """The network sees x_t itself."""
+
+    @staticmethod
+    def network_input(x_t, alpha, sigma, sigma_data=0.5):
+        return x_t
+
+
+@PARAMETERIZATIONS.register("eps")
+class Eps(_Plain):
+    @staticmethod
+    def denoised(x_t, out, alpha, sigma, sigma_data=0.5):
+        return x0_from_eps(x_t, out, alpha, sigma)
+
+
+@PARAMETERIZATIONS.register("x0")
+class X0(_Plain):
+    @staticmethod
+    def denoised(x_t, out, alpha, sigma, sigma_data=0.5):
+        return out
+
+
+@PARAMETERIZATIONS.register("v")
+class V(_Plain):
+    @staticmethod
+    def denoised(x_t, out, alpha, sigma, sigma_data=0.5):
+        return x0_from_v(x_t, out, alpha, sigma)
+
+
+@PARAMETERIZATIONS.register("edm")
+class Edm:
+    """EDM's preconditioning: the network sees c_in x_ve and predicts F."""
+
+    @staticmethod
+    def network_input(x_t, alpha, sigma, sigma_data=0.5):
+        _, _, c_in, _ = edm_scalings(sigma / alpha, sigma_data)
         return c_in * x_t / alpha
-    return x_t
+
+    @staticmethod
+    def denoised(x_t, out, alpha, sigma, sigma_data=0.5):
+        c_skip, c_out, _, _ = edm_scalings(sigma / alpha, sigma_data)
+        return c_skip * (x_t / alpha) + c_out * out
+
+
+def network_input(x_t, alpha, sigma, kind, sigma_data=0.5):
+    """What the network sees under parameterisation `kind`: x_t itself, or EDM's c_in * x_ve."""
+    return PARAMETERIZATIONS.get(kind).network_input(x_t, alpha, sigma, sigma_data)
 
 
 def denoised(x_t, out, alpha, sigma, kind, sigma_data=0.5):
     """x0 estimate from the raw network output `out` under parameterisation `kind`."""
-    if kind == "eps":
-        return x0_from_eps(x_t, out, alpha, sigma)
-    if kind == "x0":
-        return out
-    if kind == "v":
-        return x0_from_v(x_t, out, alpha, sigma)
-    if kind == "edm":
-        sigma_ve = sigma / alpha
-        c_skip, c_out, _, _ = edm_scalings(sigma_ve, sigma_data)
-        return c_skip * (x_t / alpha) + c_out * out
-    raise ValueError(f"unknown parameterization {kind!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+    return PARAMETERIZATIONS.get(kind).denoised(x_t, out, alpha, sigma, sigma_data)

@@ -5,10 +5,11 @@ so everything follows from logsnr(t) = log(alpha^2 / sigma^2): alpha^2 = sigmoid
 sigma^2 = sigmoid(-logsnr). EDM's sigma is the VE view of the same process: sigma_edm =
 sigma/alpha = exp(-logsnr/2). t runs from 0 (data) to 1 (noise).
 
-Each schedule is a function t -> logsnr that works on numpy (float64 host grids) and on jax arrays
-(inside jit). `shift` adds a constant to log-SNR: the resolution shift of simple diffusion
-(+2 log(d_ref/d), Hoogeboom et al. 2023, Sec. 3.1) and the input scaling b of Chen 2023
-(x_t = sqrt(gamma) b x0 + ..., i.e. +2 log b) are both such shifts.
+Each schedule is a function t -> logsnr, registered in `registries.SCHEDULES`, that works on numpy
+(float64 host grids) and on jax arrays (inside jit). `shift` adds a constant to log-SNR: the
+resolution shift of simple diffusion (+2 log(d_ref/d), Hoogeboom et al. 2023, Sec. 3.1) and the
+input scaling b of Chen 2023 (x_t = sqrt(gamma) b x0 + ..., i.e. +2 log b) are both such shifts.
+The sampling grids (`registries.GRIDS`) are built from a schedule on the host in float64.
 """
 import dataclasses
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCHEDULES = ("linear", "cosine", "cosine_shifted", "sigmoid", "edm")
+from netlab.diffusion.registries import GRIDS, SCHEDULES
 
 
 def _xp(t):
@@ -42,7 +43,7 @@ def logsnr_from_edm_sigma(sigma):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """t in [0, 1] -> log-SNR. `name` one of SCHEDULES; extra fields used by some schedules."""
+    """t in [0, 1] -> log-SNR. `name` names a `SCHEDULES` entry; extra fields used by some."""
     name: str = "cosine"
     shift: float = 0.0                  # constant log-SNR shift (resolution / input scaling)
     logsnr_min: float = -15.0
@@ -58,50 +59,59 @@ class Schedule:
     rho: float = 7.0
 
     def __post_init__(self):
-        if self.name not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.name!r}; choose one of {', '.join(SCHEDULES)}")
+        SCHEDULES.get(self.name)        # a one-line UserError naming the choices
 
     def logsnr(self, t):
         xp = _xp(t)
-        fn = getattr(self, "_" + self.name)
-        out = fn(t, xp) + self.shift
+        out = SCHEDULES.get(self.name)(self, t, xp) + self.shift
         return xp.clip(out, self.logsnr_min + self.shift, self.logsnr_max + self.shift)
 
-    # Linear betas (Ho et al. 2020): alphabar_i = prod(1 - beta), interpolated linearly in log-SNR.
-    def _linear(self, t, xp):
-        betas = np.linspace(self.beta_start, self.beta_end, self.num_train_steps, dtype=np.float64)
-        abar = np.cumprod(1.0 - betas)
-        table = np.log(abar) - np.log1p(-abar)
-        pos = t * (self.num_train_steps - 1)
-        return xp.interp(pos, xp.arange(self.num_train_steps), xp.asarray(table))
 
-    # iDDPM cosine (Nichol & Dhariwal 2021, Eq. 17): abar = f(t)/f(0), f = cos^2(((t+s)/(1+s)) pi/2).
-    def _cosine(self, t, xp):
-        s = 0.008
-        f = xp.cos((t + s) / (1 + s) * np.pi / 2) ** 2 / np.cos(s / (1 + s) * np.pi / 2) ** 2
-        f = xp.clip(f, 1e-12, 1 - 1e-12)
-        return xp.log(f) - xp.log1p(-f)
+@SCHEDULES.register("linear")
+def linear(s: Schedule, t, xp):
+    """Linear betas (Ho et al. 2020): alphabar_i = prod(1 - beta), interpolated in log-SNR."""
+    betas = np.linspace(s.beta_start, s.beta_end, s.num_train_steps, dtype=np.float64)
+    abar = np.cumprod(1.0 - betas)
+    table = np.log(abar) - np.log1p(-abar)
+    pos = t * (s.num_train_steps - 1)
+    return xp.interp(pos, xp.arange(s.num_train_steps), xp.asarray(table))
 
-    # Simple diffusion's log-SNR cosine (Hoogeboom et al. 2023, Eq. 4); shift via `shift`.
-    def _cosine_shifted(self, t, xp):
-        t_min = np.arctan(np.exp(-0.5 * self.logsnr_max))
-        t_max = np.arctan(np.exp(-0.5 * self.logsnr_min))
-        return -2.0 * xp.log(xp.tan(t_min + t * (t_max - t_min)))
 
-    # Chen 2023 "On the Importance of Noise Scheduling", Algorithm 1, sigmoid gamma(t) = alphabar.
-    def _sigmoid(self, t, xp):
-        s, e, tau = self.sigmoid_start, self.sigmoid_end, self.sigmoid_tau
-        v_start, v_end = sigmoid(s / tau), sigmoid(e / tau)
-        gamma = (v_end - sigmoid((t * (e - s) + s) / tau, xp)) / (v_end - v_start)
-        gamma = xp.clip(gamma, 1e-9, 1 - 1e-9)
-        return xp.log(gamma) - xp.log1p(-gamma)
+@SCHEDULES.register("cosine")
+def cosine(s: Schedule, t, xp):
+    """iDDPM cosine (Nichol & Dhariwal 2021, Eq. 17): abar = f(t)/f(0),
+    f = cos^2(((t + s)/(1 + s)) pi/2) with offset s = 0.008."""
+    off = 0.008
+    f = xp.cos((t + off) / (1 + off) * np.pi / 2) ** 2 / np.cos(off / (1 + off) * np.pi / 2) ** 2
+    f = xp.clip(f, 1e-12, 1 - 1e-12)
+    return xp.log(f) - xp.log1p(-f)
 
-    # EDM (Karras et al. 2022, Eq. 5): sigma_i = (smax^(1/rho) + t (smin^(1/rho) - smax^(1/rho)))^rho,
-    # with t running from noise to data; here t=0 is data, so flip it.
-    def _edm(self, t, xp):
-        a, b = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
-        sigma = (a + (1.0 - t) * (b - a)) ** self.rho
-        return -2.0 * xp.log(sigma)
+
+@SCHEDULES.register("cosine_shifted")
+def cosine_shifted(s: Schedule, t, xp):
+    """Simple diffusion's log-SNR cosine (Hoogeboom et al. 2023, Eq. 4); shift via `shift`."""
+    t_min = np.arctan(np.exp(-0.5 * s.logsnr_max))
+    t_max = np.arctan(np.exp(-0.5 * s.logsnr_min))
+    return -2.0 * xp.log(xp.tan(t_min + t * (t_max - t_min)))
+
+
+@SCHEDULES.register("sigmoid")
+def sigmoid_schedule(s: Schedule, t, xp):
+    """Chen 2023 "On the Importance of Noise Scheduling", Algorithm 1: sigmoid gamma(t) = abar."""
+    a, e, tau = s.sigmoid_start, s.sigmoid_end, s.sigmoid_tau
+    v_start, v_end = sigmoid(a / tau), sigmoid(e / tau)
+    gamma = (v_end - sigmoid((t * (e - a) + a) / tau, xp)) / (v_end - v_start)
+    gamma = xp.clip(gamma, 1e-9, 1 - 1e-9)
+    return xp.log(gamma) - xp.log1p(-gamma)
+
+
+@SCHEDULES.register("edm")
+def edm(s: Schedule, t, xp):
+    """EDM (Karras et al. 2022, Eq. 5): sigma_i = (smax^(1/rho) + t (smin^(1/rho) -
+    smax^(1/rho)))^rho with t running from noise to data; here t=0 is data, so flip it."""
+    a, b = s.sigma_max ** (1 / s.rho), s.sigma_min ** (1 / s.rho)
+    sigma = (a + (1.0 - t) * (b - a)) ** s.rho
+    return -2.0 * xp.log(sigma)
 
 
 def shift_for_resolution(image_size: int, reference_size: int = 64) -> float:
@@ -114,22 +124,34 @@ def shift_for_input_scale(b: float) -> float:
     return float(2.0 * np.log(b))
 
 
-def sampling_grid(schedule: Schedule, num_steps: int, kind: str = "uniform_t", t_min: float = 0.0) -> np.ndarray:
+def sampling_grid(schedule: Schedule, num_steps: int, kind: str = "uniform_t",
+                  t_min: float = 0.0) -> np.ndarray:
     """float64 log-SNR grid of num_steps+1 points from noise (t=1) towards data, built on the host.
 
-    kind: `uniform_t` (equal steps in t), `uniform_logsnr` (equal steps in log-SNR, the DPM-Solver
-    default), `edm` (Karras rho=7 spacing in sigma between the schedule's ends)."""
+    kind: a `GRIDS` entry: `uniform_t` (equal steps in t), `uniform_logsnr` (equal steps in
+    log-SNR, the DPM-Solver default), `edm` (Karras rho=7 spacing in sigma between the ends)."""
     if num_steps < 1:
         raise ValueError(f"number of sampling steps must be >= 1, got {num_steps}")
     t = np.linspace(1.0, t_min, num_steps + 1, dtype=np.float64)
-    if kind == "uniform_t":
-        return schedule.logsnr(t)
-    lo, hi = float(schedule.logsnr(np.float64(1.0))), float(schedule.logsnr(np.float64(t_min)))
-    if kind == "uniform_logsnr":
-        return np.linspace(lo, hi, num_steps + 1)
-    if kind == "edm":
-        smax, smin, rho = np.exp(-0.5 * lo), np.exp(-0.5 * hi), 7.0
-        ramp = np.linspace(0, 1, num_steps + 1)
-        sig = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
-        return -2.0 * np.log(sig)
-    raise ValueError(f"unknown grid kind {kind!r}; choose uniform_t, uniform_logsnr or edm")
+    return np.asarray(GRIDS.get(kind)(schedule, t), np.float64)
+
+
+@GRIDS.register("uniform_t")
+def uniform_t(schedule: Schedule, t):
+    return schedule.logsnr(t)
+
+
+@GRIDS.register("uniform_logsnr")
+def uniform_logsnr(schedule: Schedule, t):
+    lo, hi = float(schedule.logsnr(t[0])), float(schedule.logsnr(t[-1]))
+    return np.linspace(lo, hi, len(t))
+
+
+@GRIDS.register("edm")
+def edm_grid(schedule: Schedule, t, rho: float = 7.0):
+    """Karras et al. 2022, Eq. 5 between the schedule's end points."""
+    lo, hi = float(schedule.logsnr(t[0])), float(schedule.logsnr(t[-1]))
+    smax, smin = np.exp(-0.5 * lo), np.exp(-0.5 * hi)
+    ramp = np.linspace(0, 1, len(t))
+    sig = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    return -2.0 * np.log(sig)

@@ -1,9 +1,11 @@
-"""Offline graph datasets: karate club, Planetoid Cora/CiteSeer (raw files), geom-gcn heterophilic sets.
+"""Offline graph datasets: karate club, Planetoid Cora/CiteSeer (raw files), geom-gcn heterophilic
+sets.
 
-No downloads. The data folder comes from the config (``config.data.data_dir``) or ``NETLAB_DATA_DIR``;
-every file is checked against the folder's ``SHA256SUMS`` before it is read, and a missing or
-corrupt file raises a one-line :class:`netlab.errors.UserError` naming the file. The Planetoid
-pickles are read with a restricted unpickler that admits only the numpy/scipy classes (and the
+No downloads. The data folder comes from the config (``config.data.data_dir``) or
+``NETLAB_DATA_DIR`` (else ``../shared/data`` beside the checkout, :func:`default_root`); every
+file is checked against the folder's ``SHA256SUMS`` before it is read, and a missing or corrupt
+file raises a one-line :class:`netlab.errors.UserError` naming the file. The Planetoid pickles are
+read with a restricted unpickler that admits only the numpy/scipy classes (and the
 ``defaultdict``/``list`` of the adjacency dict) those files need; anything else is refused.
 
 Every loader returns a :class:`NodeDataset`: features, labels, an undirected edge list with both
@@ -27,6 +29,7 @@ import scipy.sparse as sp
 
 from netlab.errors import UserError
 from netlab.graph import graphs as G
+from netlab.graph import padding
 
 ENV = "NETLAB_DATA_DIR"
 PLANETOID = ("cora", "citeseer")
@@ -53,23 +56,41 @@ class NodeDataset:
     def num_edges(self) -> int:
         return int(self.senders.shape[0])
 
-    def graph(self, budget: Optional[G.Budget] = None, row_normalize: bool = False, edge_multiple: int = 8) -> G.Graph:
-        """Padded host :class:`Graph` with features in ``nodes`` and GCN norms precomputed."""
-        x = normalize_features(self.x) if row_normalize else self.x
+    def graph(self, budget: Optional[padding.Budget] = None, row_normalize: bool = False,
+              edge_multiple: int = 8, dtype=np.float32) -> G.Graph:
+        """Padded host :class:`Graph` with features in ``nodes`` and GCN norms precomputed, all
+        floats in ``dtype`` (float64 for a float64 run)."""
+        x = normalize_features(self.x, dtype) if row_normalize else self.x.astype(dtype)
         if budget is None:
-            budget = G.Budget(self.num_nodes + 1, G._round_up(max(self.num_edges, 1), edge_multiple), 2)
-        return G.from_edges(self.senders, self.receivers, self.num_nodes, nodes=x, budget=budget)
+            budget = padding.Budget(self.num_nodes + 1,
+                                    padding.round_up(max(self.num_edges, 1), edge_multiple), 2)
+        return padding.from_edges(self.senders, self.receivers, self.num_nodes, nodes=x,
+                                  budget=budget, dtype=dtype)
 
 
-def normalize_features(x: np.ndarray) -> np.ndarray:
-    """Row-normalise features to sum 1 (Kipf & Welling's preprocessing; PyG ``NormalizeFeatures``)."""
+def normalize_features(x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Row-normalise features to sum 1 (Kipf & Welling's preprocessing; PyG
+    ``NormalizeFeatures``), computed and returned in ``dtype``."""
+    x = np.asarray(x)
+    x = x.astype(np.result_type(x.dtype, dtype))
     s = x.sum(1, keepdims=True)
-    return (x / np.where(s == 0, 1, s)).astype(np.float32)
+    return (x / np.where(s == 0, 1, s)).astype(dtype)
 
 
 # ------------------------------------------------------------------------------------------------
 # Folder, checksums.
 # ------------------------------------------------------------------------------------------------
+
+def default_root(configured: str = "") -> str:
+    """Where the tasks look for offline data: ``config.data.data_dir`` if set, else
+    $NETLAB_DATA_DIR, else ``../shared/data`` beside the checkout (as ``configlib.data_dir``; kept
+    here so that the graph pillar does not import the config loader, which imports the trainer)."""
+    if configured:
+        return configured
+    if os.environ.get(ENV):
+        return os.environ[ENV]
+    return str(pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data")
+
 
 def data_dir(configured: Optional[str] = None) -> pathlib.Path:
     """The datasets folder: ``configured`` (config.data.data_dir) if set, else $NETLAB_DATA_DIR."""
@@ -79,8 +100,8 @@ def data_dir(configured: Optional[str] = None) -> pathlib.Path:
                         "(e.g. ../shared/data)")
     p = pathlib.Path(path).expanduser().resolve()
     if not p.is_dir():
-        raise UserError(f"graph data folder {p} does not exist; set config.data.data_dir or {ENV} to the folder "
-                        "holding planetoid/ and SHA256SUMS")
+        raise UserError(f"graph data folder {p} does not exist; set config.data.data_dir or {ENV} "
+                        "to the folder holding planetoid/ and SHA256SUMS")
     return p
 
 
@@ -120,8 +141,9 @@ def read_verified(root: pathlib.Path, rel: str) -> bytes:
     data = path.read_bytes()
     got = hashlib.sha256(data).hexdigest()
     if got != sums[rel]:
-        raise UserError(f"checksum mismatch for {path} (sha256 {got[:12]}…, expected {sums[rel][:12]}…): the file "
-                        "is corrupt or modified; restore it from the original source")
+        raise UserError(f"checksum mismatch for {path} (sha256 {got[:12]}…, expected "
+                        f"{sums[rel][:12]}…): the file is corrupt or modified; restore it from the "
+                        "original source")
     return data
 
 
@@ -177,13 +199,14 @@ def safe_unpickle(data: bytes, source: str = "pickle"):
 # ------------------------------------------------------------------------------------------------
 
 def _undirected(senders, receivers, n):
-    s, r, _, _ = G.canonical_edges(senders, receivers, n, symmetrize=True)
+    s, r, _, _ = padding.canonical_edges(senders, receivers, n, symmetrize=True)
     return s, r
 
 
 def load_planetoid(name: str, root=None) -> NodeDataset:
     """Planetoid Cora / CiteSeer with the public split (Yang et al. 2016; Kipf & Welling 2017):
-    train = the labelled ``x`` rows (20 per class), val = the next 500 ids, test = ``test.index``."""
+    train = the labelled ``x`` rows (20 per class), val = the next 500 ids,
+    test = ``test.index``."""
     name = name.lower()
     if name not in PLANETOID:
         raise UserError(f"unknown Planetoid dataset {name!r}; offline choices: {', '.join(PLANETOID)} "
@@ -270,7 +293,8 @@ def _read_geom_gcn(root, name):
 
 def load_karate(num_train_per_class: int = 1) -> NodeDataset:
     """Zachary's karate club from networkx: 34 nodes, 78 undirected edges, identity features,
-    labels = the two clubs after the split; train = the two leaders (nodes 0 and 33), test = rest."""
+    labels = the two clubs after the split; train = the two leaders (nodes 0 and 33),
+    test = rest."""
     import networkx as nx
 
     g = nx.karate_club_graph()
@@ -300,8 +324,8 @@ def load(name: str, root=None, split: int = 0) -> NodeDataset:
 
 
 def load_ogb_node(name: str, root: str) -> NodeDataset:
-    """OGB node-property dataset (e.g. ogbn-arxiv) through the ``ogb`` package, for users with network
-    access; downloads into ``root``. Not used by tests or CI."""
+    """OGB node-property dataset (e.g. ogbn-arxiv) through the ``ogb`` package, for users with
+    network access; downloads into ``root``. Not used by tests or CI."""
     try:
         from ogb.nodeproppred import NodePropPredDataset  # noqa: WPS433
     except ImportError:

@@ -24,6 +24,9 @@ import math
 
 import numpy as np
 
+from netlab.errors import UserError
+from netlab.registry import check_choice
+
 STYLES = ("path", "cyclic", "complete", "star", "multipartite")
 
 
@@ -35,7 +38,7 @@ def block_sizes(n: int, k: int, size_ratio: float = 1.0) -> np.ndarray:
     """Cluster sizes: equal (floor((i+1)n/k) - floor(in/k)), or geometric with largest/smallest =
     `size_ratio` (ratio size_ratio**(1/(k-1)) between consecutive clusters, last takes the rest)."""
     if k < 1 or n < k:
-        raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
+        raise UserError(f"need 1 <= k <= n, got n={n}, k={k}")
     if size_ratio == 1.0 or k == 1:
         return np.array([(i + 1) * n // k - i * n // k for i in range(k)], np.int64)
     r = size_ratio ** (1.0 / (k - 1))
@@ -101,15 +104,15 @@ def meta_graph(style: str, k: int, eta: float, ambient: bool = False, fill_val: 
     """The K x K DSBM meta-graph F: F[k, l] is the share of k<->l edges that point k -> l.
 
     Diagonal 0.5 (edges inside a cluster point either way). Pairs set by the style get (1-eta, eta);
-    unset pairs (and, with `ambient`, every pair touching the last cluster) get `fill_val` both ways.
+    unset pairs (and, with `ambient`, every pair touching the last cluster) get `fill_val` both
+    ways.
     Styles: path (k -> k+1), cyclic (path plus K-1 -> 0), complete (each pair a random
     orientation), star (centre c = floor((K-1)/2); even clusters point into the centre, odd ones
     out of it), multipartite (three groups split at ceil(K/9) and ceil(3K/9); group g -> g+1).
     """
-    if style not in STYLES:
-        raise ValueError(f"unknown meta-graph style {style!r}; choose one of {', '.join(STYLES)}")
+    check_choice("style", style, STYLES)
     if not 0.0 <= eta <= 0.5:
-        raise ValueError(f"eta={eta} must lie in [0, 0.5] (the fraction of edges against the flow)")
+        raise UserError(f"eta={eta} must lie in [0, 0.5] (the fraction of edges against the flow)")
     rng = _rng(rng)
     F = np.zeros((k, k))
     is_set = np.zeros((k, k), bool)

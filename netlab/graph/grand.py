@@ -1,4 +1,5 @@
-"""GRAND: Graph Neural Diffusion (Chamberlain, Rowbottom, Gorinova, Webb, Rossi & Bronstein, ICML 2021).
+"""GRAND: Graph Neural Diffusion (Chamberlain, Rowbottom, Gorinova, Webb, Rossi & Bronstein,
+ICML 2021).
 
 Node features evolve by the diffusion PDE on the graph (eq. 1-3 of the paper)
     dX(t)/dt = div(G(X(t)) ∇X(t)) = (A(X(t)) - I) X(t),
@@ -17,16 +18,21 @@ state at the last accepted time is returned (`integrate_dopri5` reports it). Dif
 backpropagation through the solver (no adjoint).
 
 Message passing uses netlab.graph.graphs (`gather`, `propagate`, `edge_softmax[_with_self]`).
+`AttentionDiffusion` is the diffusion alone as a layer (`registries.LAYERS["grand"]`); the `GRAND`
+model (`registries.MODELS["grand"]`) wraps the same functions between its encoder and decoder.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from netlab.graph import graphs as G
+from netlab.graph import layers as L
+from netlab.graph.registries import LAYERS, MODELS
+from netlab.registry import check_choice
 from netlab.sharding import axes
 
 METHODS = ("euler", "rk4", "dopri5")
@@ -122,17 +128,17 @@ def integrate_dopri5(f: Callable, x0, t1: float, rtol: float = 1e-3, atol: float
 
 
 def integrate(f, x0, t1, method="rk4", num_steps=8, rtol=1e-3, atol=1e-4, max_steps=64):
+    check_choice("method", method, METHODS)
     if method in ("euler", "rk4"):
         return integrate_fixed(f, x0, t1, num_steps, method)
-    if method == "dopri5":
-        return integrate_dopri5(f, x0, t1, rtol, atol, max_steps)[0]
-    raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(METHODS)}")
+    return integrate_dopri5(f, x0, t1, rtol, atol, max_steps)[0]
 
 
 # --------------------------------------------------------------------------------------------------
 # GRAND
 def diffusion_rhs(graph: G.Graph, x, edge_attn, self_attn=None):
-    """(A - I) x for A given by per-edge weights a_ij (edge j -> i) and an optional self weight a_ii."""
+    """(A - I) x for A given by per-edge weights a_ij (edge j -> i) and an optional self weight
+    a_ii."""
     ax = G.propagate(graph, G.gather(graph, x), edge_attn)
     if self_attn is not None:
         ax = ax + self_attn[:, None].astype(x.dtype) * x
@@ -142,8 +148,9 @@ def diffusion_rhs(graph: G.Graph, x, edge_attn, self_attn=None):
 
 def attention_weights(graph: G.Graph, x, wq, wk, self_loops: bool = False):
     """GRAND's diffusivity (eq. 9): multi-head scaled dot-product attention a_ij =
-    softmax_j((W_K x_i)·(W_Q x_j)/d_k) over each receiver i's incoming edges j -> i (and i itself when
-    `self_loops`), averaged over heads. wq, wk: [F, H, d_k]. Returns (edge_attn [E], self_attn [N] | None)."""
+    softmax_j((W_K x_i)·(W_Q x_j)/d_k) over each receiver i's incoming edges j -> i (and i itself
+    when `self_loops`), averaged over heads. wq, wk: [F, H, d_k]. Returns
+    (edge_attn [E], self_attn [N] | None)."""
     dk = wq.shape[-1]
     q = jnp.einsum("nf,fhd->nhd", x, wq.astype(x.dtype))
     k = jnp.einsum("nf,fhd->nhd", x, wk.astype(x.dtype))
@@ -154,10 +161,62 @@ def attention_weights(graph: G.Graph, x, wq, wk, self_loops: bool = False):
     return G.edge_softmax(graph, logits).mean(-1), None
 
 
+def diffuse(graph: G.Graph, x0, wq, wk, *, time, method, num_steps, rtol, atol, max_steps,
+            self_loops, nonlinear):
+    """X(T) of dX/dt = (A(X) - I) X from X(0) = x0 (eqs. 1-3): A from X(0) only (GRAND-l) or
+    recomputed at every function evaluation (GRAND-nl, `nonlinear`). wq, wk: [F, H, d_k]."""
+    if nonlinear:
+        def f(x):
+            return diffusion_rhs(graph, x, *attention_weights(graph, x, wq, wk, self_loops))
+    else:
+        ea, sa = attention_weights(graph, x0, wq, wk, self_loops)
+
+        def f(x):
+            return diffusion_rhs(graph, x, ea, sa)
+    return integrate(f, x0, time, method, num_steps, rtol, atol, max_steps)
+
+
+def _qk_init():
+    return axes.param(nn.initializers.lecun_normal(), axes.EMBED, axes.HEADS, axes.KV)
+
+
+@LAYERS.register("grand")
+class AttentionDiffusion(nn.Module):
+    """GRAND's attention diffusion as a layer: X(T) from X(0) = x (projected to `features` by a
+    bias-free linear map when the widths differ), with the query/key maps of eq. 9."""
+    features: int | None = None
+    time: float = 1.0
+    method: str = "rk4"
+    num_steps: int = 4
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    max_steps: int = 64
+    heads: int = 1
+    key_dim: int = 16
+    self_loops: bool = False
+    nonlinear: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, graph: G.Graph, x):
+        x = L.project(self, x, self.features)
+        shape = (x.shape[-1], self.heads, self.key_dim)
+        wq = self.param("query", _qk_init(), shape, self.param_dtype)
+        wk = self.param("key", _qk_init(), shape, self.param_dtype)
+        return diffuse(graph, x, wq, wk, time=self.time, method=self.method,
+                       num_steps=self.num_steps, rtol=self.rtol, atol=self.atol,
+                       max_steps=self.max_steps, self_loops=self.self_loops,
+                       nonlinear=self.nonlinear)
+
+
+@MODELS.register("grand")
 class GRAND(nn.Module):
     """GRAND node classifier: encoder -> diffusion ODE to time T -> decoder.
 
     `nonlinear=False` is GRAND-l (attention from X(0), fixed); True is GRAND-nl."""
+    TASK = "node"
+    CHOICES = {"method": METHODS}
     hidden_dim: int
     num_classes: int
     time: float = 3.0
@@ -172,15 +231,18 @@ class GRAND(nn.Module):
     nonlinear: bool = False
     input_dropout: float = 0.5
     dropout: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     def setup(self):
-        self.encoder = nn.Dense(self.hidden_dim, kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), (None, axes.EMBED)))
-        qk_init = axes.param(nn.initializers.lecun_normal(), axes.EMBED, axes.HEADS, axes.KV)
-        self.wq = self.param("query", qk_init, (self.hidden_dim, self.heads, self.key_dim))
-        self.wk = self.param("key", qk_init, (self.hidden_dim, self.heads, self.key_dim))
-        self.decoder = nn.Dense(self.num_classes, kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), (axes.EMBED, axes.VOCAB)))
+        dense = lambda f, names: nn.Dense(  # noqa: E731
+            f, dtype=self.dtype, param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names))
+        self.encoder = dense(self.hidden_dim, (None, axes.EMBED))
+        shape = (self.hidden_dim, self.heads, self.key_dim)
+        self.wq = self.param("query", _qk_init(), shape, self.param_dtype)
+        self.wk = self.param("key", _qk_init(), shape, self.param_dtype)
+        self.decoder = dense(self.num_classes, (axes.EMBED, axes.VOCAB))
         self.in_drop = nn.Dropout(self.input_dropout)
         self.drop = nn.Dropout(self.dropout)
 
@@ -188,13 +250,11 @@ class GRAND(nn.Module):
         return attention_weights(graph, x, self.wq, self.wk, self.self_loops)
 
     def diffuse(self, graph: G.Graph, x0):
-        wq, wk = self.wq, self.wk          # plain arrays: safe to close over inside lax.scan
-        if self.nonlinear:
-            f = lambda x: diffusion_rhs(graph, x, *attention_weights(graph, x, wq, wk, self.self_loops))  # noqa: E731
-        else:
-            ea, sa = attention_weights(graph, x0, wq, wk, self.self_loops)
-            f = lambda x: diffusion_rhs(graph, x, ea, sa)  # noqa: E731
-        return integrate(f, x0, self.time, self.method, self.num_steps, self.rtol, self.atol, self.max_steps)
+        # wq, wk are plain arrays here: safe to close over inside lax.scan
+        return diffuse(graph, x0, self.wq, self.wk, time=self.time, method=self.method,
+                       num_steps=self.num_steps, rtol=self.rtol, atol=self.atol,
+                       max_steps=self.max_steps, self_loops=self.self_loops,
+                       nonlinear=self.nonlinear)
 
     def __call__(self, graph: G.Graph, x, train: bool = False):
         x = self.in_drop(x, deterministic=not train)

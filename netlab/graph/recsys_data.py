@@ -80,7 +80,8 @@ def verified_path(root, rel: str) -> pathlib.Path:
     root = pathlib.Path(root)
     path = root / rel
     if not path.is_file():
-        raise UserError(f"missing data file {path}; copy {rel} into the data folder (see ../shared/data/README.md)")
+        raise UserError(f"missing data file {path}; copy {rel} into the data folder "
+                        "(see ../shared/data/README.md)")
     expected = _checksums(root).get(rel)
     if expected is None:
         raise UserError(f"{rel} has no entry in {root / 'SHA256SUMS'}; add its checksum or restore the file")
@@ -137,4 +138,5 @@ def load(name: str, data_dir=None) -> Interactions:
         return load_lastfm(data_dir)
     if name == "gowalla":
         return load_gowalla(data_dir)
-    raise UserError(f"unknown recommendation dataset {name!r}; set config.data.name to one of {', '.join(DATASETS)}")
+    raise UserError(f"unknown recommendation dataset {name!r}; set config.data.name to one of "
+                    f"{', '.join(DATASETS)}")

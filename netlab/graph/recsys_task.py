@@ -1,10 +1,12 @@
-"""Recommendation task (LightGCN / UltraGCN on LastFM or Gowalla) for the netlab trainer.
+"""Recommendation task (LightGCN / UltraGCN on LastFM or Gowalla) for the netlab trainer
+(`task = "graph.recommendation"`).
 
-Config (see configs/graph/lightgcn_lastfm.py):
+Config (see configs/graph/recsys.py):
     model.name        "lightgcn" | "ultragcn"; model.dim, model.num_layers, model.init_std,
                       model.reg (L2 on batch embeddings), UltraGCN: model.lam, model.gamma,
                       model.neg_weight, model.num_negatives, model.num_neighbors
-    data.name         "lastfm" | "gowalla";  data.data_dir ("" -> $NETLAB_DATA_DIR, else ../shared/data)
+    data.name         "lastfm" | "gowalla";
+    data.data_dir     "" -> $NETLAB_DATA_DIR, else ../shared/data
     data.k            cut-off of Recall@k / NDCG@k (20);  data.eval_users_per_chunk
                       (any other data.* key is a config error)
     train.batch_size  (user, positive, negative) triples per step
@@ -20,12 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from netlab import configlib
+from netlab.errors import UserError
+from netlab.graph import builder, lightgcn, padding, recsys, recsys_data, ultragcn
 from netlab.graph import datasets as D
 from netlab.graph import graphs as G
-from netlab.graph import recsys, recsys_data
 
 DATA_KEYS = ("name", "data_dir", "k", "eval_users_per_chunk")
+# model.* keys the task reads itself (loss weights and sampling), not model fields.
+LOSS_KEYS = ("reg", "lam", "gamma", "neg_weight", "num_negatives", "num_neighbors", "num_layers")
 
 
 def bpr_triples(seed: int, step: int, batch_size: int, indptr, indices, num_items: int,
@@ -49,29 +53,35 @@ def bpr_triples(seed: int, step: int, batch_size: int, indptr, indices, num_item
 
 
 class Recommendation:
-    def __init__(self, config, data: recsys_data.Interactions | None = None):
+    """BPR training of LightGCN or the UltraGCN objective (``model.name``); Recall@k / NDCG@k.
+    ``data=`` replaces the configured interactions (tests)."""
+
+    def __init__(self, config, policy=None, *, data: recsys_data.Interactions | None = None):
         self.config = config
+        self.policy = builder.policy_of(config, policy)
+        fdt = builder.float_dtype(self.policy)
         m, d = config.model, config.data
         D.check_data_keys(d, DATA_KEYS, "Recommendation")
-        self.data = data if data is not None else recsys_data.load(d.name, configlib.data_dir(d.get("data_dir", "")))
-        self.name = m.name
+        spec = builder.model_spec(config, self.policy, "recsys", consumed=LOSS_KEYS)
+        if not issubclass(spec.cls, (lightgcn.LightGCN, ultragcn.UltraGCN)):
+            raise UserError(f"model.name={spec.name!r}: graph.recommendation trains lightgcn or "
+                            "ultragcn (their losses live in this task)")
+        root = D.default_root(d.get("data_dir", ""))
+        self.data = data if data is not None else recsys_data.load(d.name, root)
+        self.name = "lightgcn" if issubclass(spec.cls, lightgcn.LightGCN) else "ultragcn"
         U, I = self.data.num_users, self.data.num_items
         self.k = int(d.get("k", 20))
         self.batch_size = int(config.train.batch_size)
         self.indptr, self.indices = self.data.csr("train")
+        self.model = spec(num_users=U, num_items=I)
+        users, items = self.data.train_users, self.data.train_items
         if self.name == "lightgcn":
-            self.model = recsys.LightGCN(U, I, dim=int(m.dim), num_layers=int(m.num_layers),
-                                         init_std=float(m.init_std))
-            self.graph = G.to_arrays(recsys.bipartite_graph(self.data.train_users, self.data.train_items, U, I))
+            self.graph = padding.to_arrays(lightgcn.bipartite_graph(users, items, U, I, fdt))
             self.num_negatives = 1
-        elif self.name == "ultragcn":
-            self.model = recsys.UltraGCN(U, I, dim=int(m.dim), init_std=float(m.init_std))
-            c = recsys.ultragcn_constraints(self.data.train_users, self.data.train_items, U, I,
-                                            int(m.num_neighbors))
-            self.graph = c
-            self.num_negatives = int(m.num_negatives)
         else:
-            raise ValueError(f"unknown recommendation model {self.name!r}; set model.name to lightgcn or ultragcn")
+            self.graph = ultragcn.ultragcn_constraints(users, items, U, I, int(m.num_neighbors),
+                                                       dtype=fdt)
+            self.num_negatives = int(m.num_negatives)
         self._embed = jax.jit(self._embeddings)
         self._metrics = jax.jit(self._chunk_metrics)
 
@@ -92,24 +102,23 @@ class Recommendation:
     def global_batch_size(self):
         return self.batch_size
 
-    def train_batch(self, step, process_index, process_count):
+    def train_batch(self, step):
         u, p, n = bpr_triples(self.config.seed, step, self.batch_size, self.indptr, self.indices,
                               self.data.num_items, self.num_negatives)
-        rows = self.batch_size // process_count
-        sl = slice(process_index * rows, (process_index + 1) * rows)
-        return {"users": u[sl], "pos": p[sl], "neg": n[sl], "graph": self.graph}
+        return {"users": u, "pos": p, "neg": n, "graph": self.graph}
 
     def loss_fn(self, params, model_state, batch, rng, train):
         m = self.config.model
         out = self.model.apply({"params": params}, *self._graph_args(batch["graph"]))
         u, p, n = batch["users"], batch["pos"], batch["neg"]
         if self.name == "lightgcn":
-            loss, bpr = recsys.bpr_loss(out["users"][u], out["items"][p], out["items"][n[:, 0]], float(m.reg),
-                                        out["users0"][u], out["items0"][p], out["items0"][n[:, 0]])
+            loss, bpr = lightgcn.bpr_loss(
+                out["users"][u], out["items"][p], out["items"][n[:, 0]], float(m.reg),
+                out["users0"][u], out["items0"][p], out["items0"][n[:, 0]])
             metrics = {"bpr": bpr}
         else:
             g = batch["graph"]
-            loss, metrics = recsys.ultragcn_loss(
+            loss, metrics = ultragcn.ultragcn_loss(
                 out["users"], out["items"], u, p, n, g["beta_user"], g["beta_item"],
                 g["ii_neighbors"], g["ii_weights"], lam=float(m.lam), gamma=float(m.gamma),
                 neg_weight=float(m.neg_weight), reg=float(m.reg))

@@ -11,7 +11,8 @@ the normalised Laplacian is Δ_F = D^{-1/2} L_F D^{-1/2}. With F = I_d this is t
 NSD (eq. 6 and §4) learns the maps from features, F_{v◁e} = Φ(x_v, x_u) = σ(V [vec x_v || vec x_u]),
 in three classes (§4, "Sheaf learners"): diagonal maps (d numbers), orthogonal maps O(d)
 (Householder products or the Cayley transform of a skew-symmetric matrix), and general d×d maps.
-The discrete diffusion layer (eq. 8, with the per-stalk residual weights ε of §5) on X ∈ R^{(n d)×f}:
+The discrete diffusion layer (eq. 8, with the per-stalk residual weights ε of §5) on
+X ∈ R^{(n d)×f}:
     X_{t+1} = (1 + tanh ε_t) ⊙ X_t - σ( Δ_{F(t)} (I_n ⊗ W_1^t) X_t W_2^t ),
 σ = ELU; encoder X_0 = MLP(input) reshaped to n × d × f, decoder a linear map of vec(X_T).
 `augmented=True` normalises with (D + I)^{-1/2} (as the authors' code does for stability);
@@ -21,14 +22,23 @@ Edges: an undirected graph stored with both directions (netlab.graph.graphs conv
 (receiver, sender), no self-loops, padding edges on the padding node). For directed edge e = s -> r
 the learner produces the sender-side map M_e = F_{s◁{s,r}}; the receiver-side map is M_{rev(e)},
 found with a sorted search over the (receiver, sender) keys inside jit.
+
+`NeuralSheafDiffusion` is the model (`registries.MODELS["nsd"]`); `SheafDiffusion` is one layer of
+eq. 8 on its own (`registries.LAYERS["sheaf"]`); both run the same `sheaf_step`.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from netlab.errors import UserError
 from netlab.graph import graphs as G
+from netlab.graph import layers as L
+from netlab.graph.registries import LAYERS, MODELS
+from netlab.registry import check_choice
 from netlab.sharding import axes
 
 MAP_TYPES = ("diag", "orth", "general")
@@ -38,18 +48,19 @@ ORTH_METHODS = ("householder", "cayley")
 # --------------------------------------------------------------------------------------------------
 # Restriction maps
 def num_map_params(map_type: str, d: int, orth_method: str = "householder") -> int:
+    check_choice("map_type", map_type, MAP_TYPES)
     if map_type == "diag":
         return d
     if map_type == "general":
         return d * d
-    if map_type == "orth":
-        return d * (d + 1) // 2 if orth_method == "householder" else d * (d - 1) // 2
-    raise ValueError(f"unknown restriction map type {map_type!r}; choose one of {', '.join(MAP_TYPES)}")
+    check_choice("orth_method", orth_method, ORTH_METHODS)
+    return d * (d + 1) // 2 if orth_method == "householder" else d * (d - 1) // 2
 
 
 def householder_orthogonal(params, d: int):
     """[..., d(d+1)/2] -> [..., d, d]: product of d Householder reflections I - 2 v v^T / |v|^2,
-    v_k = unit basis vector e_k plus the k-th column of the strictly-lower part filled from params."""
+    v_k = unit basis vector e_k plus the k-th column of the strictly-lower part filled from
+    params."""
     tril = jnp.zeros(params.shape[:-1] + (d, d), params.dtype)
     rows, cols = jnp.tril_indices(d)
     tril = tril.at[..., rows, cols].set(params)
@@ -63,7 +74,8 @@ def householder_orthogonal(params, d: int):
 
 
 def cayley_orthogonal(params, d: int):
-    """[..., d(d-1)/2] -> [..., d, d]: (I - S)(I + S)^{-1} for the skew-symmetric S filled from params."""
+    """[..., d(d-1)/2] -> [..., d, d]: (I - S)(I + S)^{-1} for the skew-symmetric S filled from
+    params."""
     S = jnp.zeros(params.shape[:-1] + (d, d), params.dtype)
     rows, cols = jnp.tril_indices(d, -1)
     S = S.at[..., rows, cols].set(params)
@@ -75,22 +87,23 @@ def cayley_orthogonal(params, d: int):
 
 def maps_from_params(params, map_type: str, d: int, orth_method: str = "householder"):
     """Raw learner outputs [E, k] -> maps: diag [E, d] (vector of the diagonal) or [E, d, d]."""
+    check_choice("map_type", map_type, MAP_TYPES)
     if map_type == "diag":
         return params
     if map_type == "general":
         return params.reshape(params.shape[:-1] + (d, d))
+    check_choice("orth_method", orth_method, ORTH_METHODS)
     if orth_method == "householder":
         return householder_orthogonal(params, d)
-    if orth_method == "cayley":
-        return cayley_orthogonal(params, d)
-    raise ValueError(f"unknown orthogonal parametrisation {orth_method!r}; choose one of {', '.join(ORTH_METHODS)}")
+    return cayley_orthogonal(params, d)
 
 
 # --------------------------------------------------------------------------------------------------
 # Sheaf Laplacian
 def reverse_edges(graph: G.Graph):
-    """Index of the reverse edge (r -> s) of each edge (s -> r), jittable. Needs a symmetric edge list
-    sorted by (receiver, sender); padding edges map to a padding edge. Keys r*N+s need N^2 < 2^31."""
+    """Index of the reverse edge (r -> s) of each edge (s -> r), jittable. Needs a symmetric edge
+    list sorted by (receiver, sender); padding edges map to a padding edge. Keys r*N+s need
+    N^2 < 2^31."""
     n = graph.num_nodes
     s, r = graph.senders.astype(jnp.int32), graph.receivers.astype(jnp.int32)
     keys = r * n + s
@@ -184,20 +197,78 @@ class SheafLearner(nn.Module):
     d: int
     map_type: str = "diag"
     orth_method: str = "householder"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, graph: G.Graph, x):
         k = num_map_params(self.map_type, self.d, self.orth_method)
         pair = jnp.concatenate([G.gather(graph, x, "senders"), G.gather(graph, x, "receivers")], -1)
-        raw = nn.Dense(k, use_bias=False, name="V", kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), (axes.EMBED, None)))(pair)
+        raw = nn.Dense(k, use_bias=False, name="V", dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=nn.with_logical_partitioning(
+                           nn.initializers.lecun_normal(), (axes.EMBED, None)))(pair)
         if self.map_type != "orth":
             raw = jnp.tanh(raw)
         return maps_from_params(raw, self.map_type, self.d, self.orth_method)
 
 
+def sheaf_step(mod: nn.Module, lap: SheafLaplacian, x, h, t: int):
+    """One diffusion layer, eq. 8: (1 + tanh ε_t) ⊙ x - σ(Δ (I ⊗ W_1^t) h W_2^t) on x, h [N, d, f]
+    (h: x after dropout). Creates `left_t`, `right_t`, `epsilon_t` on `mod` (inside its compact
+    call), as its `left_weights`, `right_weights`, `use_epsilons`, `use_act` fields ask."""
+    d, f = x.shape[1], x.shape[2]
+    if mod.left_weights:
+        W1 = mod.param(f"left_{t}", nn.initializers.orthogonal(), (d, d), mod.param_dtype)
+        h = jnp.einsum("ij,njf->nif", W1, h)
+    if mod.right_weights:
+        W2 = mod.param(f"right_{t}", nn.initializers.orthogonal(), (f, f), mod.param_dtype)
+        h = jnp.einsum("nif,fg->nig", h, W2)
+    h = lap.apply(h)
+    if mod.use_act:
+        h = nn.elu(h)
+    coeff = 1.0
+    if mod.use_epsilons:
+        eps = mod.param(f"epsilon_{t}", nn.initializers.zeros, (d,), mod.param_dtype)
+        coeff = 1.0 + jnp.tanh(eps)[None, :, None]
+    return coeff * x - h
+
+
+@LAYERS.register("sheaf")
+class SheafDiffusion(nn.Module):
+    """One NSD layer: x [N, F] (projected to `features` by a bias-free linear map when the widths
+    differ) is split into d stalks of features/d channels, the restriction maps are learned from
+    it, and one step of eq. 8 is taken; returns [N, features]."""
+    features: int | None = None
+    d: int = 2
+    map_type: str = "diag"
+    orth_method: str = "householder"
+    left_weights: bool = True
+    right_weights: bool = True
+    use_epsilons: bool = True
+    augmented: bool = True
+    use_act: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, graph: G.Graph, x):
+        x = L.project(self, x, self.features)
+        n, width = x.shape
+        if width % self.d:
+            raise UserError(f"sheaf layer: features={width} is not divisible by the stalk "
+                            f"dimension d={self.d}; choose features as a multiple of d")
+        maps = SheafLearner(self.d, self.map_type, self.orth_method, self.dtype, self.param_dtype,
+                            name="sheaf_learner_0")(graph, x)
+        lap = SheafLaplacian(graph, maps, self.map_type, normalised=True, augmented=self.augmented)
+        xs = x.reshape(n, self.d, width // self.d)
+        return sheaf_step(self, lap, xs, xs, 0).reshape(n, width)
+
+
+@MODELS.register("nsd")
 class NeuralSheafDiffusion(nn.Module):
     """NSD node classifier (Diag-NSD, O(d)-NSD, Gen-NSD by `map_type`)."""
+    TASK = "node"
+    CHOICES = {"map_type": MAP_TYPES, "orth_method": ORTH_METHODS}
     num_classes: int
     d: int = 3
     hidden_channels: int = 16
@@ -212,14 +283,18 @@ class NeuralSheafDiffusion(nn.Module):
     use_epsilons: bool = True
     augmented: bool = True
     use_act: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, graph: G.Graph, x, train: bool = False):
         n, d, f = x.shape[0], self.d, self.hidden_channels
         det = not train
+        dense = lambda k, name, names: nn.Dense(  # noqa: E731
+            k, name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names))
         x = nn.Dropout(self.input_dropout)(x, deterministic=det)
-        x = nn.Dense(d * f, name="encoder", kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), (None, axes.EMBED)))(x)
+        x = dense(d * f, "encoder", (None, axes.EMBED))(x)
         if self.use_act:
             x = nn.elu(x)
         x = nn.Dropout(self.dropout)(x, deterministic=det)
@@ -230,23 +305,11 @@ class NeuralSheafDiffusion(nn.Module):
                 xm = x.reshape(n, d * f)
                 if t > 0:
                     xm = nn.Dropout(self.dropout)(xm, deterministic=det)
-                maps = SheafLearner(d, self.map_type, self.orth_method, name=f"sheaf_learner_{t}")(graph, xm)
-                lap = SheafLaplacian(graph, maps, self.map_type, normalised=True, augmented=self.augmented)
+                maps = SheafLearner(d, self.map_type, self.orth_method, self.dtype,
+                                    self.param_dtype, name=f"sheaf_learner_{t}")(graph, xm)
+                lap = SheafLaplacian(graph, maps, self.map_type, normalised=True,
+                                     augmented=self.augmented)
             h = nn.Dropout(self.dropout)(x, deterministic=det)
-            if self.left_weights:
-                W1 = self.param(f"left_{t}", nn.initializers.orthogonal(), (d, d))
-                h = jnp.einsum("ij,njf->nif", W1, h)
-            if self.right_weights:
-                W2 = self.param(f"right_{t}", nn.initializers.orthogonal(), (f, f))
-                h = jnp.einsum("nif,fg->nig", h, W2)
-            h = lap.apply(h)
-            if self.use_act:
-                h = nn.elu(h)
-            coeff = 1.0
-            if self.use_epsilons:
-                eps = self.param(f"epsilon_{t}", nn.initializers.zeros, (d,))
-                coeff = 1.0 + jnp.tanh(eps)[None, :, None]
-            x = coeff * x - h
+            x = sheaf_step(self, lap, x, h, t)
         x = x.reshape(n, d * f)
-        return nn.Dense(self.num_classes, name="decoder", kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), (axes.EMBED, axes.VOCAB)))(x)
+        return dense(self.num_classes, "decoder", (axes.EMBED, axes.VOCAB))(x)

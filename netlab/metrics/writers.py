@@ -1,7 +1,15 @@
 """Metric writers: JSONL always, TensorBoard through tensorboardX, PNG images; lead process only.
 
 (clu.metric_writers imports TensorFlow, so netlab keeps its own three small writers.)
+
+`metrics.jsonl` survives kills and resumes: each record is one `os.write` of a whole line on an
+O_APPEND descriptor (no buffer that a kill could cut mid-line), and a run that resumes at step S
+first rewrites the file (atomically: temporary file + rename) without the records past S, which
+it is about to log again, and without a torn last line; so each step appears once. TensorBoard is
+told the same with `purge_step`. `read_jsonl` skips a torn last line (a record being written).
 """
+
+import errno
 import json
 import math
 import os
@@ -9,37 +17,116 @@ import os
 import numpy as np
 
 
+def read_jsonl(path) -> list:
+    """The records of a metrics.jsonl file; a torn (unterminated or unparsable) last line is
+    skipped, so a reader can follow a file that a run is writing."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 2:  # not the last line: a real corruption
+                raise
+    return out
+
+
+def truncate_jsonl(path, step: int) -> None:
+    """Keep the whole records with a step <= `step` (a resume at `step` logs the rest again)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        original = f.read()
+    kept = []
+    for line in original.split(b"\n"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn line (only the last can be torn)
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line)
+    data = b"".join(line + b"\n" for line in kept)
+    if data == original:
+        return
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+
+
 class JsonlWriter:
-    def __init__(self, path):
-        self.file = open(path, "a", buffering=1)
+    def __init__(self, path, resume_step=None):
+        self.path = path
+        if resume_step is not None:
+            truncate_jsonl(path, resume_step)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write_scalars(self, step, scalars):
-        self.file.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+        data = (json.dumps(record) + "\n").encode()
+        try:
+            while data:  # one write for any line of sane length
+                data = data[os.write(self.fd, data) :]
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self.path) from None
 
     def write_images(self, step, images):
         pass
 
     def close(self):
-        self.file.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class TensorBoardWriter:
-    def __init__(self, logdir):
+    def __init__(self, logdir, resume_step=None):
         from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(logdir)
+
+        # purge_step: TensorBoard hides the events past the resumed step written by the earlier run
+        purge = resume_step + 1 if resume_step is not None and os.path.isdir(logdir) else None
+        self.logdir = logdir
+        self.writer = SummaryWriter(logdir, purge_step=purge)
+
+    def _check(self):
+        """tensorboardX writes from a thread; if a write killed it (disk full), its bounded queue
+        would block the loop forever: stop with an OSError instead."""
+        events = getattr(self.writer.file_writer, "event_writer", None)
+        worker = getattr(events, "_worker", None)
+        if worker is not None and not worker.is_alive():
+            raise OSError(
+                errno.EIO, "the TensorBoard event writer stopped (disk full?)", self.logdir
+            )
+
+    def _flush(self):
+        try:
+            self.writer.flush()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self.logdir) from None
 
     def write_scalars(self, step, scalars):
+        self._check()
         for k, v in scalars.items():
             self.writer.add_scalar(k, float(v), int(step))
-        self.writer.flush()
+        self._flush()
 
     def write_images(self, step, images):
+        self._check()
         for k, img in images.items():
             img = np.asarray(img)
             self.writer.add_image(k, img, int(step), dataformats="HW" if img.ndim == 2 else "HWC")
-        self.writer.flush()
+        self._flush()
 
     def close(self):
+        self._check()
         self.writer.close()
 
 
@@ -54,14 +141,21 @@ class PngWriter:
 
     def write_images(self, step, images):
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         for name, img in images.items():
             folder = os.path.join(self.workdir, name)
             os.makedirs(folder, exist_ok=True)
             img = np.asarray(img)
-            plt.imsave(os.path.join(folder, f"step_{int(step)}.png"), img, cmap="gray" if img.ndim == 2 else None,
-                       vmin=0, vmax=255)
+            plt.imsave(
+                os.path.join(folder, f"step_{int(step)}.png"),
+                img,
+                cmap="gray" if img.ndim == 2 else None,
+                vmin=0,
+                vmax=255,
+            )
 
     def close(self):
         pass
@@ -70,12 +164,16 @@ class PngWriter:
 class MetricWriter:
     """Fans out to JSONL + TensorBoard + PNG on the lead process; a no-op elsewhere."""
 
-    def __init__(self, workdir, lead: bool, tensorboard: bool = True):
+    def __init__(self, workdir, lead: bool, tensorboard: bool = True, resume_step=None):
+        """`resume_step`: the step the run starts from; records past it are dropped first."""
         self.writers = []
         if lead:
-            self.writers = [JsonlWriter(os.path.join(workdir, "metrics.jsonl")), PngWriter(workdir)]
+            self.writers = [
+                JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step),
+                PngWriter(workdir),
+            ]
             if tensorboard:
-                self.writers.append(TensorBoardWriter(os.path.join(workdir, "tb")))
+                self.writers.append(TensorBoardWriter(os.path.join(workdir, "tb"), resume_step))
 
     def write_scalars(self, step, scalars):
         bad = [k for k, v in scalars.items() if not math.isfinite(float(v))]

@@ -14,15 +14,17 @@ Two implementations with the same numbers:
 
 `grouped_ffn` runs a whole expert FFN in one layout, so the padding is computed once per layer.
 """
+
 import jax
 import jax.numpy as jnp
+
+from netlab.registry import check_choice
 
 IMPLS = ("auto", "ragged_dot", "tiled")
 
 
-def resolve(impl: str) -> str:
-    if impl not in IMPLS:
-        raise ValueError(f"unknown grouped_matmul {impl!r}; choose one of {', '.join(IMPLS)}")
+def resolve(impl: str, key: str = "model.moe.grouped_matmul") -> str:
+    check_choice(key, impl, IMPLS)
     if impl == "auto":
         return "tiled" if jax.default_backend() == "cpu" else "ragged_dot"
     return impl
@@ -47,19 +49,24 @@ class TiledLayout:
     def __init__(self, sizes, rows: int, tile: int):
         groups = sizes.shape[0]
         self.rows, self.tile = rows, tile
-        self.blocks = -(-rows // tile) + groups                 # static bound on sum_e ceil(n_e / tile)
+        self.blocks = -(-rows // tile) + groups  # static bound on sum_e ceil(n_e / tile)
         padded = (sizes + tile - 1) // tile * tile
         start = jnp.cumsum(sizes) - sizes
         pstart = jnp.cumsum(padded) - padded
         group = jnp.repeat(jnp.arange(groups), sizes, total_repeat_length=rows)
-        self.dest = pstart[group] + jnp.arange(rows) - start[group]          # (rows,)
+        self.dest = pstart[group] + jnp.arange(rows) - start[group]  # (rows,)
         block_end = jnp.cumsum(padded) // tile
-        self.block_group = jnp.minimum(jnp.searchsorted(block_end, jnp.arange(self.blocks), side="right"),
-                                       groups - 1)                           # (blocks,)
+        self.block_group = jnp.minimum(
+            jnp.searchsorted(block_end, jnp.arange(self.blocks), side="right"), groups - 1
+        )  # (blocks,)
 
     def pad(self, x):
         buf = jnp.zeros((self.blocks * self.tile,) + x.shape[1:], x.dtype)
-        return buf.at[self.dest].set(x, unique_indices=True).reshape(self.blocks, self.tile, *x.shape[1:])
+        return (
+            buf.at[self.dest]
+            .set(x, unique_indices=True)
+            .reshape(self.blocks, self.tile, *x.shape[1:])
+        )
 
     def matmul(self, xb, w):
         return jnp.einsum("btd,bdf->btf", xb, w[self.block_group])
@@ -77,7 +84,8 @@ def grouped_matmul(x, w, sizes, impl: str = "auto", tile: int = 0):
 
 
 def grouped_ffn(x, w, sizes, act, impl: str = "auto", tile: int = 0):
-    """act(x W_i [, x W_g]) W_o per group; `act(h, g)` is the expert's activation (g None unless gated)."""
+    """act(x W_i [, x W_g]) W_o per group; `act(h, g)` is the expert's activation (g is None
+    unless the expert is gated)."""
     if resolve(impl) == "ragged_dot":
         h = jax.lax.ragged_dot(x, w["wi"], sizes)
         g = jax.lax.ragged_dot(x, w["wg"], sizes) if "wg" in w else None

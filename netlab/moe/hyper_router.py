@@ -5,12 +5,16 @@ ReLU -> Linear(h, E·(d+1)); logits z = x·W_rᵀ + b_r.
 
 The hypernetwork is not a parameter at all: its weights are drawn from a fixed seed at trace time
 (constants), so no optimizer, weight decay or checkpoint ever touches it; only the embedding
-`hyper_embed` trains.
+`hyper_embed` trains. The experts are then picked as by top-k (`router="hyper"`, field `hyper_dim`
+= h_e = h).
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from netlab.moe.registries import ROUTERS
+from netlab.moe.routing import F32, TopK, check_positive
 from netlab.sharding import axes
 
 
@@ -28,3 +32,16 @@ def hyper_router_weights(module: nn.Module, d: int, num_experts: int, hidden: in
     """Create the trainable embedding inside `module` and return (W_r (E, d), b_r (E,))."""
     emb = module.param("hyper_embed", axes.param(nn.initializers.normal(1.0), None), (hidden,))
     return hypernetwork(emb, d, num_experts, hidden, seed)
+
+
+@ROUTERS.register("hyper", "hyper_router")
+class HyperRouter(TopK):
+    """Top-k token choice on logits from the fixed hypernetwork."""
+
+    def check(self, layer, group_size=None):
+        super().check(layer, group_size)
+        check_positive(f"{layer.config_key}.hyper_dim", layer.hyper_dim, integer=True)
+
+    def logits(self, layer, x):
+        wr, br = hyper_router_weights(layer, x.shape[-1], layer.num_experts, layer.hyper_dim)
+        return jnp.einsum("gsd,ed->gse", x.astype(F32), wr) + br

@@ -6,6 +6,7 @@ pass `axis_name` (a mesh axis name or a tuple of them: every axis the tokens are
 counts and sums are `psum`-ed before dividing, so the value equals the one on the whole batch —
 not one shard's local value.
 """
+
 import jax
 import jax.numpy as jnp
 

@@ -1,5 +1,6 @@
 """Routing pictures as uint8 arrays (matplotlib Agg): per-layer expert-load histograms and
 token-to-expert heatmaps."""
+
 import numpy as np
 
 
@@ -46,7 +47,9 @@ def token_expert_heatmaps(gates, labels=None) -> np.ndarray:
     fig, axs = plt.subplots(n, 1, figsize=(max(4.0, 0.12 * s + 1), 1.6 * n + 0.6), squeeze=False)
     for i, g in enumerate(gates):
         ax = axs[i, 0]
-        ax.imshow(np.asarray(g, np.float64).T, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.imshow(
+            np.asarray(g, np.float64).T, aspect="auto", cmap="viridis", interpolation="nearest"
+        )
         ax.set_ylabel(f"L{i} expert", fontsize=8)
         if labels is not None and i == n - 1:
             ax.set_xticks(np.arange(len(labels)))

@@ -9,10 +9,13 @@ constant: w = π_e + stop_gradient(π_e·ω - π_e). The second pick masks the f
 This is the straight-through simplification of GRIN's custom backward written down in
 docs/reference (shared/reference/moe.md §3.8), not a port of the PyTorch autograd function.
 """
+
 import jax
 import jax.numpy as jnp
 
-F32 = jnp.float32
+from netlab.errors import UserError
+from netlab.moe.registries import ROUTERS
+from netlab.moe.routing import F32, TopK
 
 
 def _pick(z, rng, train: bool, eps: float):
@@ -39,7 +42,7 @@ def _pick(z, rng, train: bool, eps: float):
 def sparsemixer_v2_select(logits, k: int, rng, train: bool, eps: float = 0.1):
     """-> (probs (…, E), index (…, k), weight (…, k)); probs = softmax(z) for the balance loss."""
     if k not in (1, 2):
-        raise ValueError(f"sparsemixer supports k=1 or k=2, got k={k}; use router='topk' for larger k")
+        raise UserError(f"k={k}: sparsemixer supports k=1 or k=2; use router='topk' for larger k")
     z = logits.astype(F32)
     rngs = jax.random.split(rng, k) if train else [None] * k
     idx, wts = [], []
@@ -48,4 +51,26 @@ def sparsemixer_v2_select(logits, k: int, rng, train: bool, eps: float = 0.1):
         idx.append(e)
         wts.append(w)
         z = jnp.where(jax.nn.one_hot(e, z.shape[-1], dtype=bool), -jnp.inf, z)
-    return jax.nn.softmax(logits.astype(F32), -1), jnp.stack(idx, -1).astype(jnp.int32), jnp.stack(wts, -1)
+    return (
+        jax.nn.softmax(logits.astype(F32), -1),
+        jnp.stack(idx, -1).astype(jnp.int32),
+        jnp.stack(wts, -1),
+    )
+
+
+@ROUTERS.register("sparsemixer", "grin")
+class SparseMixer(TopK):
+    """Top-1 or top-2 token choice by SparseMixer-v2 (sampled in training, from the `router`
+    rng)."""
+
+    def check(self, layer, group_size=None):
+        super().check(layer, group_size)
+        if layer.k not in (1, 2):
+            raise UserError(
+                f"{layer.config_key}.k={layer.k}: sparsemixer supports k=1 or k=2; "
+                f"use router='topk' for larger k"
+            )
+
+    def select(self, layer, logits, train):
+        rng = layer.make_rng("router") if train else None
+        return sparsemixer_v2_select(logits, layer.k, rng, train)

@@ -1,8 +1,10 @@
-"""Byte-level text that ships with Python: the documentation topics in `pydoc_data.topics` (~466 kB).
+"""Byte-level text that ships with Python: the documentation topics in `pydoc_data.topics`
+(~466 kB).
 
 Topics are joined in sorted key order and UTF-8 encoded; the last `valid_fraction` of the bytes is
 the held-out validation split (a contiguous tail, so no training window overlaps it).
 """
+
 import functools
 
 import numpy as np
@@ -21,7 +23,7 @@ def load(valid_fraction: float = 0.1):
 
 def windows(data: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """(len(starts), length) int32 windows."""
-    return np.stack([data[s:s + length] for s in starts]).astype(np.int32)
+    return np.stack([data[s : s + length] for s in starts]).astype(np.int32)
 
 
 def train_windows(data: np.ndarray, batch: int, length: int, seed: int, step: int) -> np.ndarray:

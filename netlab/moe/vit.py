@@ -2,19 +2,45 @@
 
 Riquelme et al. 2021, "Scaling Vision with Sparse Mixture of Experts" (V-MoE), §2: MoE replaces
 the MLP of every other encoder block; routing groups are the images' patch tokens. Encoders are not
-causal, so expert choice (Zhou et al. 2022) and Soft MoE (Puigcerver et al. 2024) are allowed here.
-Mean-pooled tokens -> linear classifier. Returns (logits, per-MoE-layer aux dicts).
+causal, so expert choice (Zhou et al. 2022), Soft MoE (Puigcerver et al. 2024) and SMEAR are
+allowed here. Blocks are `netlab.nn.blocks.PreLNBlock`s; mean-pooled tokens -> linear classifier.
+Returns logits; the MoE layers' losses and metrics go to the `netlab.nn.aux` collections.
 """
+
+import functools
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
-from netlab.moe.layer import MoEMLP
-from netlab.moe.lm import DenseMLP
+from netlab.errors import UserError
+from netlab.moe.layer import is_moe_layer
+from netlab.moe.registries import MODELS
+from netlab.moe.shared import DenseMLP, check_transformer, mlp_factory, remat
 from netlab.nn import layers
+from netlab.nn.blocks import PreLNBlock
 from netlab.sharding import axes
 
 
+def patches(images, p: int, key: str = "model.patch"):
+    """(B, H, W, C) -> (B, H/p * W/p, p*p*C) non-overlapping patches, row-major."""
+    b, h, w, c = images.shape
+    if h % p or w % p:
+        raise UserError(
+            f"{key}={p}: image {h}x{w} is not divisible into {p}x{p} patches; choose "
+            f"a patch size dividing both"
+        )
+    return (
+        images.reshape(b, h // p, p, w // p, p, c)
+        .transpose(0, 1, 3, 2, 4, 5)
+        .reshape(b, -1, p * p * c)
+    )
+
+
+@MODELS.register("vit")
 class ViTMoE(nn.Module):
+    inputs = "images"
+
     num_classes: int = 10
     patch: int = 2
     width: int = 32
@@ -23,31 +49,40 @@ class ViTMoE(nn.Module):
     mlp_hidden: int = 64
     moe_every: int = 2
     moe: dict = None
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32
+    remat_policy: Any = None
+
+    def check(self, input_shape=None):
+        check_transformer(self, input_shape)
+
+    def num_moe_layers(self) -> int:
+        return sum(is_moe_layer(i, self.moe_every) for i in range(self.depth))
 
     @nn.compact
     def __call__(self, images, train: bool = False):
-        b, h, w, c = images.shape
-        p = self.patch
-        if h % p or w % p:
-            raise ValueError(f"image {h}x{w} is not divisible into {p}x{p} patches; choose a patch size dividing both")
-        x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
-        kernel = self.param("patch_embed", axes.param(nn.initializers.lecun_normal(), None, axes.EMBED),
-                            (p * p * c, self.width))
-        pos = self.param("pos", axes.param(nn.initializers.normal(0.02), None, axes.EMBED), (x.shape[1], self.width))
-        x = (x.astype(self.dtype) @ kernel.astype(self.dtype) + pos.astype(self.dtype))
+        x = patches(images, self.patch)
+        kernel = self.param(
+            "patch_embed",
+            axes.param(nn.initializers.lecun_normal(), None, axes.EMBED),
+            (x.shape[-1], self.width),
+        )
+        pos = self.param(
+            "pos",
+            axes.param(nn.initializers.normal(0.02), None, axes.EMBED),
+            (x.shape[1], self.width),
+        )
+        x = x.astype(self.dtype) @ kernel.astype(self.dtype) + pos.astype(self.dtype)
         x = axes.constrain(x, axes.BATCH, axes.LENGTH, axes.EMBED)
-        aux = []
+        sparse = mlp_factory(self.moe, self.dtype)
+        dense = functools.partial(DenseMLP, self.mlp_hidden, self.dtype)
+        block = remat(PreLNBlock, self.remat_policy)
         for i in range(self.depth):
-            x = x + layers.Attention(self.num_heads, self.dtype, name=f"attn_{i}")(
-                layers.layer_norm(self.dtype, name=f"ln1_{i}")(x))
-            hdn = layers.layer_norm(self.dtype, name=f"ln2_{i}")(x)
-            if i % self.moe_every == self.moe_every - 1:
-                y, a = MoEMLP(dtype=self.dtype, name=f"moe_{i}", **dict(self.moe or {}))(hdn, train)
-                aux.append(a)
-            else:
-                y = DenseMLP(self.mlp_hidden, self.dtype, name=f"mlp_{i}")(hdn)
-            x = axes.constrain(x + y, axes.BATCH, axes.LENGTH, axes.EMBED)
+            mlp = sparse if is_moe_layer(i, self.moe_every) else dense
+            x = block(self.num_heads, mlp, self.dtype, name=f"block{i}")(x, train)
         x = layers.layer_norm(self.dtype, name="ln_f")(x).mean(1)
-        head = self.param("head", axes.param(nn.initializers.zeros, axes.EMBED, axes.VOCAB), (self.width, self.num_classes))
-        return x.astype(jnp.float32) @ head, aux
+        head = self.param(
+            "head",
+            axes.param(nn.initializers.zeros, axes.EMBED, axes.VOCAB),
+            (self.width, self.num_classes),
+        )
+        return x.astype(jnp.float32) @ head

@@ -15,6 +15,8 @@ import math
 import os
 import sys
 
+from netlab.errors import UserError
+
 
 def _parse(argv):
     p = argparse.ArgumentParser(prog="python -m netlab.tools.aot", description=__doc__,
@@ -23,7 +25,12 @@ def _parse(argv):
     p.add_argument("--devices", type=int, default=0, help="compile for this many fake CPU devices")
     p.add_argument("--topology", default="", help="TPU topology, e.g. v5e:16x16 (needs libtpu)")
     args, rest = p.parse_known_args(argv)
-    overrides = dict(item[len("--config."):].split("=", 1) for item in rest if item.startswith("--config."))
+    overrides = {}
+    for item in rest:
+        key, sep, value = item[len("--config.") :].partition("=")
+        if not item.startswith("--config.") or not sep:
+            raise UserError(f"unexpected argument {item!r}; overrides look like --config.a.b=VALUE")
+        overrides[key] = value
     return args, overrides
 
 
@@ -32,7 +39,11 @@ def _gib(n):
 
 
 def main(argv=None) -> int:
-    args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+    try:
+        args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.devices:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={args.devices}")
@@ -41,11 +52,12 @@ def main(argv=None) -> int:
     import numpy as np
 
     from netlab import configlib
-    from netlab.errors import UserError
+    from netlab.train import validate
     from netlab.train.trainer import Trainer
 
     try:
         cfg = configlib.load(args.config, overrides=overrides)
+        validate.config(cfg)
         devices = None
         if args.topology:
             try:

@@ -46,6 +46,7 @@ TASKS = Registry("task", "task", example="configs/classify_digits.py:cpu", lazy=
     "diffusion.cas_dm_digits": "netlab.diffusion.cas_task:CasDMDigits",
     "moe.byte_lm": "netlab.moe.task:ByteLM",
     "moe.vit_digits": "netlab.moe.task:ViTMoEDigits",
+    "moe.digits": "netlab.moe.task:MoEDigits",
     "graph.node_classification": "netlab.graph.task:NodeClassification",
     "graph.graph_classification": "netlab.graph.task:GraphClassification",
     "graph.link_prediction": "netlab.graph.task:LinkPrediction",

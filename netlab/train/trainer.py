@@ -78,6 +78,10 @@ class Trainer:
     def _check_batch(self):
         gbs = int(self.task.global_batch_size())
         if not gbs:
+            axes = jax.tree.leaves(self.task.batch_axes(), is_leaf=_is_axes)
+            if any(a and a[0] == "batch" for a in axes):
+                raise UserError(f"train.batch_size={self.config.train.batch_size}: this task "
+                                "trains on mini-batches; expected an integer >= 1")
             return
         dp = meshlib.data_parallel_size(self.mesh, self.rules)
         accum = int(self.config.train.grad_accum)

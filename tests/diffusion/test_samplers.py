@@ -6,6 +6,7 @@ import pytest
 
 from netlab.diffusion import guidance, samplers, schedules
 from netlab.diffusion.oracle import GaussianMixture, gaussian_ode_solution
+from netlab.errors import UserError
 
 MEAN = np.array([[0.5, -1.0, 0.0]])
 STD = np.array([[0.5, 0.8, 1.2]])           # data std well above sigma at the last grid point
@@ -110,7 +111,11 @@ def test_new_grid_or_scale_does_not_recompile():
 
 
 def test_bad_sampler_inputs():
-    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
-        samplers.get("euler")
+    with pytest.raises(UserError, match="diffusion.sampler='euler': unknown sampler; choose one"):
+        samplers.check("euler")
+    with pytest.raises(UserError, match="sampler_kwargs.churn: not an option of sampler 'unipc'"):
+        samplers.check("unipc", {"churn": 1.0})
+    with pytest.raises(UserError, match="diffusion.sampler_kwargs={'num_corrector': 'two'}"):
+        samplers.check("cfg_pc", {"num_corrector": "two"}, data_shape=(2,))
     with pytest.raises(ValueError, match="must be >= 1"):
         schedules.sampling_grid(SCHED, 0)

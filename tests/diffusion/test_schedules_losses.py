@@ -4,13 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from netlab.diffusion import losses, parameterization as P, schedules
+from netlab.diffusion import losses, registries, schedules
+from netlab.diffusion import parameterization as P
 from netlab.diffusion.oracle import GaussianMixture
+from netlab.errors import UserError
 
 T = np.linspace(0.0, 1.0, 101)
 
 
-@pytest.mark.parametrize("name", schedules.SCHEDULES)
+@pytest.mark.parametrize("name", registries.SCHEDULES.names())
 def test_variance_preserving_and_monotone(name):
     sched = schedules.Schedule(name)
     logsnr = sched.logsnr(T)
@@ -53,7 +55,7 @@ def test_chen_sigmoid_endpoints_and_edm_sigmas():
     np.testing.assert_allclose(schedules.edm_sigma(edm.logsnr(np.array([1.0, 0.0]))), [80.0, 0.002], rtol=1e-10)
 
 
-@pytest.mark.parametrize("kind", P.PARAMETERIZATIONS)
+@pytest.mark.parametrize("kind", registries.PARAMETERIZATIONS.names())
 def test_parameterisation_round_trip(kind):
     """The target each parameterisation's network should output maps back to x0 exactly."""
     key = jax.random.key(0)
@@ -108,7 +110,7 @@ def test_oracle_reaches_the_bayes_loss():
     assert mse == pytest.approx(float(bayes), rel=0.03)
 
 
-@pytest.mark.parametrize("kind", losses.TIME_SAMPLING)
+@pytest.mark.parametrize("kind", registries.TIME_SAMPLINGS.names())
 def test_time_sampling_is_float32_and_in_range(kind):
     sched = schedules.Schedule("cosine")
     logsnr = losses.sample_logsnr(jax.random.key(0), 512, sched, kind)
@@ -120,9 +122,38 @@ def test_time_sampling_is_float32_and_in_range(kind):
 
 
 def test_bad_names():
-    with pytest.raises(ValueError, match="unknown schedule"):
+    with pytest.raises(UserError, match="diffusion.schedule='cosin': unknown noise_schedule"):
         schedules.Schedule("cosin")
-    with pytest.raises(ValueError, match="unknown loss weighting"):
+    with pytest.raises(UserError, match="diffusion.weighting='snr': unknown loss_weighting"):
         losses.weight(jnp.zeros(()), "snr")
-    with pytest.raises(ValueError, match="unknown parameterization"):
+    with pytest.raises(UserError, match="diffusion.parameterization='score': unknown"):
         P.denoised(0.0, 0.0, 1.0, 1.0, "score")
+    with pytest.raises(UserError, match="diffusion.grid='log'"):
+        schedules.sampling_grid(schedules.Schedule("cosine"), 4, "log")
+
+
+WEIGHT_FORMULAS = {       # numpy transcriptions of Kingma & Gao 2023, Table 1 (x0-space weights)
+    "x0": lambda l: np.ones_like(l),
+    "eps": np.exp,
+    "v": lambda l: 1 + np.exp(l),
+    "min_snr": lambda l: np.minimum(np.exp(l), 5.0),
+    "edm": lambda l: (np.exp(-l) + 0.25) / (np.exp(-l) * 0.25),
+    "sigmoid": lambda l: np.exp(l) / (1 + np.exp(l + 1.0)),        # SNR sigmoid(-1 - logsnr)
+}
+
+
+@pytest.mark.parametrize("kind", registries.WEIGHTINGS.names())
+def test_every_weighting_matches_its_formula(kind):
+    assert kind in WEIGHT_FORMULAS, f"weighting {kind!r} has no formula here"
+    logsnr = np.linspace(-8.0, 8.0, 17)
+    np.testing.assert_allclose(losses.weight(jnp.asarray(logsnr, jnp.float32), kind),
+                               WEIGHT_FORMULAS[kind](logsnr), rtol=2e-5)
+
+
+@pytest.mark.parametrize("kind", registries.GRIDS.names())
+def test_every_grid_runs_from_the_noisy_end_to_the_clean_end(kind):
+    sched = schedules.Schedule("cosine_shifted", logsnr_min=-10.0, logsnr_max=6.0)
+    grid = schedules.sampling_grid(sched, 7, kind)
+    assert grid.dtype == np.float64 and grid.shape == (8,)
+    assert np.all(np.diff(grid) > 0)                          # log-SNR rises towards the data
+    np.testing.assert_allclose(grid[[0, -1]], sched.logsnr(np.array([1.0, 0.0])), rtol=1e-12)

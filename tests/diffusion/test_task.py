@@ -1,11 +1,14 @@
 """The diffusion tasks: DiT shapes and errors, training lowers the loss, sharded steps agree."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from netlab import configlib
+from netlab import configlib, main
 from netlab.diffusion.dit import DiT, preset
+from netlab.errors import UserError
 from netlab.train.trainer import Trainer
 
 SMALL_DIT = {"model.depth": "2", "model.width": "32", "model.num_heads": "2", "train.batch_size": "16",
@@ -15,14 +18,14 @@ SMALL_DIT = {"model.depth": "2", "model.width": "32", "model.num_heads": "2", "t
 def test_dit_shapes_presets_and_zero_init():
     model = DiT(image_size=8, channels=1, patch=2, width=32, depth=2, num_heads=2, num_classes=10)
     x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
-    variables = model.init(jax.random.key(1), x, jnp.zeros(3), jnp.zeros(3, jnp.int32))
-    out = model.apply(variables, x, jnp.ones(3), jnp.array([0, 5, 10]))
+    variables = jax.jit(model.init)(jax.random.key(1), x, jnp.zeros(3), jnp.zeros(3, jnp.int32))
+    out = jax.jit(model.apply)(variables, x, jnp.ones(3), jnp.array([0, 5, 10]))
     assert out.shape == x.shape and out.dtype == jnp.float32
     np.testing.assert_array_equal(out, 0.0)           # adaLN-Zero: the final layer starts at zero
     assert preset("XL/2") == dict(depth=28, width=1152, num_heads=16, patch=2)
-    with pytest.raises(ValueError, match="unknown DiT preset"):
+    with pytest.raises(UserError, match="unknown DiT preset"):
         preset("M/3")
-    with pytest.raises(ValueError, match="not divisible by the patch size 3"):
+    with pytest.raises(UserError, match="model.patch=3 does not divide the image size 8"):
         DiT(image_size=8, channels=1, patch=3, width=32, depth=1, num_heads=2).init(
             jax.random.key(0), x, jnp.zeros(3))
 
@@ -30,10 +33,11 @@ def test_dit_shapes_presets_and_zero_init():
 def test_bf16_compute_keeps_float32_time_embedding():
     model = DiT(image_size=8, channels=1, patch=4, width=32, depth=1, num_heads=2, dtype=jnp.bfloat16)
     x = jnp.ones((2, 8, 8, 1))
-    variables = model.init(jax.random.key(0), x, jnp.zeros(2))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x, jnp.zeros(2))
     p = jax.tree.leaves(variables)
     assert all(leaf.dtype == jnp.float32 for leaf in p)
-    _, inter = model.apply(variables, x, jnp.array([937.3, 998.39]), capture_intermediates=True)
+    apply = functools.partial(model.apply, capture_intermediates=True)
+    _, inter = jax.eval_shape(apply, variables, x, jnp.array([937.3, 998.39]))
     t_emb = inter["intermediates"]["t_embed"]["__call__"][0]
     assert t_emb.dtype == jnp.float32
 
@@ -59,18 +63,25 @@ def test_toy_training_lowers_the_loss_and_samples_the_modes(tmp_path):
     assert images["samples"].dtype == np.uint8
 
 
+def _two_steps(devices, **mesh):
+    over = dict(SMALL_DIT, **{f"mesh.{k}": str(v) for k, v in mesh.items()})
+    cfg = configlib.load("configs/diffusion/digits_dit.py:cpu", overrides=over)
+    trainer = Trainer(cfg, devices=devices)
+    state = trainer.init_state()
+    for step in range(2):
+        state, metrics = trainer.train_step(state, trainer.global_batch(step))
+    return trainer, jax.device_get(state.params), float(metrics["loss"])
+
+
+@functools.lru_cache(maxsize=1)
+def _single_device_reference():
+    return _two_steps(jax.devices()[:1], data=1)[1:]
+
+
 @pytest.mark.parametrize("mesh", [dict(data=2, fsdp=4), dict(data=8)])
 def test_sharded_dit_step_equals_single_device(mesh):
-    def run(devices, **m):
-        over = dict(SMALL_DIT, **{f"mesh.{k}": str(v) for k, v in m.items()})
-        trainer = Trainer(configlib.load("configs/diffusion/digits_dit.py:cpu", overrides=over), devices=devices)
-        state = trainer.init_state()
-        for step in range(2):
-            state, metrics = trainer.train_step(state, trainer.global_batch(step))
-        return trainer, jax.device_get(state.params), float(metrics["loss"])
-
-    _, ref, ref_loss = run(jax.devices()[:1], data=1)
-    trainer, params, loss = run(jax.devices(), **mesh)
+    ref, ref_loss = _single_device_reference()
+    trainer, params, loss = _two_steps(jax.devices(), **mesh)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, ref)
     if mesh.get("fsdp", 1) > 1:
@@ -87,10 +98,38 @@ def test_digits_evaluation_reports_fd_and_a_grid(tmp_path):
     assert images["samples"].ndim == 2 and images["samples"].dtype == np.uint8
 
 
-def test_bad_diffusion_config():
-    with pytest.raises(ValueError, match="unknown sampler"):
-        Trainer(configlib.load("configs/diffusion/digits_dit.py:cpu", overrides={"diffusion.sampler": "plms"}))
-    with pytest.raises(ValueError, match="NFE must be >= 1"):
-        Trainer(configlib.load("configs/diffusion/digits_dit.py:cpu", overrides={"diffusion.sample_steps": "0"}))
-    with pytest.raises(ValueError, match="not divisible by the patch size"):
-        Trainer(configlib.load("configs/diffusion/digits_dit.py:cpu", overrides={"model.patch": "3"}))
+@pytest.mark.parametrize("overrides,match", [
+    ({"diffusion.sampler": "plms"}, "diffusion.sampler='plms': unknown sampler; choose one of"),
+    ({"model.backbone": "vit"}, "model.backbone='vit': unknown backbone"),
+    ({"diffusion.schedule": "cosin"}, "did you mean 'cosine'"),
+    ({"diffusion.parameterization": "score"}, "diffusion.parameterization='score'"),
+    ({"diffusion.weighting": "snr"}, "diffusion.weighting='snr'"),
+    ({"diffusion.time_sampling": "beta"}, "diffusion.time_sampling='beta'"),
+    ({"diffusion.grid": "log"}, "diffusion.grid='log'"),
+    ({"diffusion.sampler": "ddim", "diffusion.sampler_kwargs": {"etta": 1.0}},
+     "diffusion.sampler_kwargs.etta: not an option of sampler 'ddim'; choose from eta; did"),
+    ({"diffusion.sampler": "dc_solver", "diffusion.sampler_kwargs": {"ratios": (1.0, 1.0)}},
+     "2 ratios for 20 sampling steps"),
+    ({"diffusion.sample_steps": "0"}, "diffusion.sample_steps=0: expected an integer >= 1"),
+    ({"model.patch": "3"}, "model.patch=3 does not divide the image size 8; choose one of 1, 2, 4"),
+    ({"model.num_heads": "3"}, "model.num_heads=3"),
+    ({"model.variant": "M/3"}, "model.variant='M/3'"),
+    ({"model.backbone": "mlp"}, "model.backbone='mlp' needs vector data"),
+    ({"model.backbone": "unet", "model.width": "48"}, "multiple of 32"),
+    ({"model.mlp": "sparse"}, "model.mlp='sparse': unknown mlp"),
+    ({"model.mlp": "moe"}, "model.mlp='moe' needs model.mlp_kwargs.num_experts"),
+])
+def test_bad_diffusion_config_is_one_line_at_construction(overrides, match):
+    cfg = configlib.load("configs/diffusion/digits_dit.py:cpu", overrides=overrides)
+    with pytest.raises(UserError, match=match) as err:
+        Trainer(cfg, devices=jax.devices()[:1])
+    assert "\n" not in str(err.value)
+
+
+def test_cli_bad_sampler_exits_2_and_writes_nothing(tmp_path, capsys):
+    work = tmp_path / "run"
+    code = main.main(["--config", "configs/diffusion/digits_dit.py:cpu", "--workdir", str(work),
+                      "--config.diffusion.sampler=dc_solvr"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "did you mean 'dc_solver'" in err, err
+    assert not work.exists()

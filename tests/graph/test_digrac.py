@@ -1,4 +1,5 @@
-"""DIGRAC: flow-imbalance loss vs numpy, ARI vs scikit-learn, DIMPA operators, learning on a DSBM."""
+"""DIGRAC: flow-imbalance loss vs numpy, ARI vs scikit-learn, DIMPA operators, learning on a
+DSBM."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,8 @@ import optax
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from netlab.graph import digrac
+from netlab.graph import digrac, padding
 from netlab.graph import generators as gen
-from netlab.graph import graphs as G
 
 
 def _dsbm(n=150, k=3, p=0.2, eta=0.05, seed=0, style="cyclic"):
@@ -34,7 +34,7 @@ def _numpy_ci(P, A, norm):
 def test_flow_imbalance_loss_matches_numpy(norm):
     s, r, y = _dsbm(n=60, k=4, p=0.3, eta=0.2, seed=1)
     n = len(y)
-    src = G.to_device(digrac.dimpa_graphs(s, r, n)["source"])
+    src = padding.to_device(digrac.dimpa_graphs(s, r, n)["source"])
     rng = np.random.default_rng(2)
     P = np.zeros((src.num_nodes, 4), np.float32)
     P[:n] = rng.dirichlet(np.ones(4), n)
@@ -58,7 +58,7 @@ def test_flow_imbalance_loss_matches_numpy(norm):
 def test_planted_clustering_has_lower_loss_than_random():
     s, r, y = _dsbm(n=120, k=3, p=0.2, eta=0.1, seed=3)
     n = len(y)
-    src = G.to_device(digrac.dimpa_graphs(s, r, n)["source"])
+    src = padding.to_device(digrac.dimpa_graphs(s, r, n)["source"])
     deg = digrac.total_degree(src)
 
     def loss_of(labels):
@@ -70,7 +70,8 @@ def test_planted_clustering_has_lower_loss_than_random():
     planted = loss_of(y)
     rng = np.random.default_rng(4)
     randoms = [loss_of(rng.integers(0, 3, n)) for _ in range(20)]
-    # Expected planted value: clusters of m nodes, cut k->l has ~0.9 p m^2 edges and l->k ~0.1 p m^2;
+    # Expected planted value: clusters of m nodes, cut k->l has ~0.9 p m^2 edges and
+    # l->k ~0.1 p m^2;
     # each volume ~ p m^2 (inside, 0.5 p both ways, counted in + out) + 2 p m^2 (two neighbours)
     # = 3 p m^2, so CI^vol_sum = 2 * 0.8 / 6 for every pair and the loss is 1 - 0.8/3.
     assert abs(planted - (1 - 0.8 / 3)) < 0.04
@@ -125,6 +126,7 @@ def test_digrac_permutation_equivariant():
 @pytest.mark.slow
 def test_digraph_clustering_task_trains_and_reports_ari():
     import ml_collections
+
     from netlab.graph.digrac_task import DigraphClustering
     cfg = ml_collections.ConfigDict(dict(
         seed=0, model=dict(hidden=16, hops=2, dropout=0.5, tau=0.5),

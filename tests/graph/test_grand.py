@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from netlab.graph import grand
-from netlab.graph import graphs as G
+from netlab.graph import grand, padding
 
 
 def _graph(n=12, p=0.3, seed=0, feats=5):
@@ -16,7 +15,7 @@ def _graph(n=12, p=0.3, seed=0, feats=5):
     a[np.arange(n - 1), np.arange(1, n)] = True           # a path keeps it connected
     s, r = np.nonzero(a)
     x = rng.standard_normal((n, feats)).astype(np.float32)
-    return G.from_edges(s, r, n, nodes=x, symmetrize=True), x
+    return padding.from_edges(s, r, n, nodes=x, symmetrize=True), x
 
 
 def _dense(graph, edge_w, self_w=None):
@@ -86,8 +85,8 @@ def test_grand_linear_equals_expm_of_its_attention():
 
 @pytest.mark.parametrize("nonlinear,method", [(True, "rk4"), (False, "dopri5")])
 def test_grand_permutation_equivariant_and_differentiable(nonlinear, method):
-    """One forward pass on the disjoint union of a graph and its relabelled copy: node i of the first
-    copy and node n + perm[i] of the second must get the same output."""
+    """One forward pass on the disjoint union of a graph and its relabelled copy: node i of the
+    first copy and node n + perm[i] of the second must get the same output."""
     g, x = _graph(seed=2)
     n = x.shape[0]
     m = np.asarray(g.edge_mask)
@@ -95,7 +94,7 @@ def test_grand_permutation_equivariant_and_differentiable(nonlinear, method):
     perm = np.random.default_rng(3).permutation(n)
     xp = np.zeros_like(x)
     xp[perm] = x
-    union = G.from_edges(np.concatenate([s, n + perm[s]]), np.concatenate([r, n + perm[r]]), 2 * n,
+    union = padding.from_edges(np.concatenate([s, n + perm[s]]), np.concatenate([r, n + perm[r]]), 2 * n,
                          nodes=np.concatenate([x, xp]))
     model = grand.GRAND(hidden_dim=8, num_classes=3, time=1.0, method=method, num_steps=4, max_steps=16,
                         nonlinear=nonlinear, input_dropout=0.0)
@@ -114,6 +113,7 @@ def test_grand_permutation_equivariant_and_differentiable(nonlinear, method):
 def test_grand_node_classification_task_on_csbm():
     import ml_collections
     import optax
+
     from netlab.graph import datasets as D
     from netlab.graph import generators
     from netlab.graph.continuous_task import DiffusionNodeClassification
@@ -125,7 +125,7 @@ def test_grand_node_classification_task_on_csbm():
                            self_loops=True, nonlinear=False, input_dropout=0.0, dropout=0.0),
         data=dict(name="csbm", data_dir="", split=0, row_normalize=False),
         loss=dict(weight_decay=5e-3, weight_decay_scope=""), train=dict(compute_dtype="float32")))
-    task = DiffusionNodeClassification(cfg, ds)
+    task = DiffusionNodeClassification(cfg, dataset=ds)
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
     arrays = jax.tree.map(jnp.asarray, task.arrays)
     tx = optax.adam(0.02)
@@ -142,5 +142,6 @@ def test_grand_node_classification_task_on_csbm():
     (params, _), losses = train(params)
     acc = task.evaluate(params, {}, 60, "")[0]
     assert float(losses[-1]) < 0.5 * float(losses[0])
-    # weak features (class means ~1.4 apart, unit noise) + homophilous graph: diffusion averages the noise
+    # weak features (class means ~1.4 apart, unit noise) + homophilous graph: diffusion averages
+    # the noise
     assert acc["test_accuracy"] > 0.8

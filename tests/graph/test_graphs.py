@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 import pytest
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from netlab.graph import graphs as G
+from netlab.graph import padding
 
 
 def random_graph(rng, n, e, f=5):
@@ -17,7 +19,7 @@ def random_graph(rng, n, e, f=5):
 
 
 def test_canonical_edges_sorted_dedup_no_self_loops():
-    s, r, w, _ = G.canonical_edges([0, 1, 1, 2, 2, 0], [1, 0, 0, 2, 0, 1], 3, symmetrize=True)
+    s, r, w, _ = padding.canonical_edges([0, 1, 1, 2, 2, 0], [1, 0, 0, 2, 0, 1], 3, symmetrize=True)
     assert np.all(s != r)
     assert np.all(np.diff(r.astype(np.int64) * 3 + s) > 0)  # strictly sorted by (receiver, sender)
     assert {(int(a), int(b)) for a, b in zip(s, r)} == {(0, 1), (1, 0), (2, 0), (0, 2)}
@@ -26,10 +28,10 @@ def test_canonical_edges_sorted_dedup_no_self_loops():
 def test_gcn_propagation_equals_dense_matrix():
     rng = np.random.default_rng(0)
     s, r, x = random_graph(rng, 12, 40)
-    g = G.from_edges(s, r, 12, nodes=x, symmetrize=False)
-    out = G.normalized_adjacency_matmul(G.to_device(g), jnp.asarray(g.nodes))
-    cs, cr, cw, _ = G.canonical_edges(s, r, 12)
-    dense = G.dense_gcn_matrix(cs, cr, cw, 12) @ x.astype(np.float64)
+    g = padding.from_edges(s, r, 12, nodes=x, symmetrize=False)
+    out = G.normalized_adjacency_matmul(padding.to_device(g), jnp.asarray(g.nodes))
+    cs, cr, cw, _ = padding.canonical_edges(s, r, 12)
+    dense = padding.dense_gcn_matrix(cs, cr, cw, 12) @ x.astype(np.float64)
     np.testing.assert_allclose(np.asarray(out)[:12], dense, rtol=1e-5, atol=1e-5)
     # padding rows hold the padding node only: its features are zero, so its output is zero
     assert np.all(np.asarray(out)[12:] == 0)
@@ -38,7 +40,7 @@ def test_gcn_propagation_equals_dense_matrix():
 def test_host_norm_equals_device_norm():
     rng = np.random.default_rng(1)
     s, r, _ = random_graph(rng, 9, 30)
-    g = G.from_edges(s, r, 9, symmetrize=True)
+    g = padding.from_edges(s, r, 9, symmetrize=True)
     e_host, s_host = g.norm["gcn_edge"], g.norm["gcn_self"]
     e_dev, s_dev = G.gcn_norm(jnp.asarray(g.senders), jnp.asarray(g.receivers), jnp.asarray(g.edge_weight), g.num_nodes, xp=jnp)
     np.testing.assert_allclose(e_host, e_dev, rtol=1e-6)
@@ -50,10 +52,10 @@ def test_padding_keeps_sortedness_and_isolates_padding():
     graphs = []
     rng = np.random.default_rng(2)
     for n in (4, 7, 3):
-        s, r, w, _ = G.canonical_edges(rng.integers(0, n, 10), rng.integers(0, n, 10), n, symmetrize=True)
+        s, r, w, _ = padding.canonical_edges(rng.integers(0, n, 10), rng.integers(0, n, 10), n, symmetrize=True)
         graphs.append(jraph.GraphsTuple(nodes=rng.normal(size=(n, 3)).astype(np.float32), edges=None, senders=s,
                                         receivers=r, globals=None, n_node=np.array([n]), n_edge=np.array([len(s)])))
-    g = G.batch(graphs, G.Budget(32, 64, 8))
+    g = padding.batch(graphs, padding.Budget(32, 64, 8))
     n_real = 14
     assert g.sorted_receivers and np.all(np.diff(g.receivers) >= 0)
     pad_edges = ~g.edge_mask
@@ -67,8 +69,8 @@ def test_padding_keeps_sortedness_and_isolates_padding():
 def test_propagate_aggregations_match_numpy():
     rng = np.random.default_rng(3)
     s, r, x = random_graph(rng, 10, 35, f=3)
-    g = G.from_edges(s, r, 10, nodes=x)
-    gd = G.to_device(g)
+    g = padding.from_edges(s, r, 10, nodes=x)
+    gd = padding.to_device(g)
     msgs = G.gather(gd, jnp.asarray(g.nodes))
     cs, cr = g.senders[g.edge_mask], g.receivers[g.edge_mask]
     for aggr in G.AGGREGATIONS:
@@ -92,11 +94,11 @@ def test_segment_softmax_normalises_per_receiver_and_ignores_masked():
 
 
 def test_pool_ignores_padding():
-    g = G.batch([jraph.GraphsTuple(nodes=np.ones((n, 2), np.float32) * (k + 1), edges=None,
+    g = padding.batch([jraph.GraphsTuple(nodes=np.ones((n, 2), np.float32) * (k + 1), edges=None,
                                    senders=np.zeros(0, np.int32), receivers=np.zeros(0, np.int32), globals=None,
                                    n_node=np.array([n]), n_edge=np.array([0])) for k, n in enumerate((2, 3))],
-                G.Budget(8, 8, 4))
-    gd = G.to_device(g)
+                padding.Budget(8, 8, 4))
+    gd = padding.to_device(g)
     x = jnp.asarray(g.nodes) + jnp.asarray(~g.node_mask, jnp.float32)[:, None] * 100.0  # poison padding rows
     np.testing.assert_allclose(np.asarray(G.pool(gd, x, "sum"))[:2], [[2, 2], [6, 6]])
     np.testing.assert_allclose(np.asarray(G.pool(gd, x, "mean"))[:2], [[1, 1], [2, 2]])
@@ -104,24 +106,24 @@ def test_pool_ignores_padding():
 
 
 def test_bucket_ladder_picks_smallest_and_errors_in_one_line():
-    ladder = G.BucketLadder.from_max(256, 1024, 9, num_buckets=3)
+    ladder = padding.BucketLadder.from_max(256, 1024, 9, num_buckets=3)
     assert [b.n_node for b in ladder.budgets] == [64, 128, 256]
     assert ladder.fit(63, 200, 8).n_node == 64
     assert ladder.fit(64, 200, 8).n_node == 128
     assert ladder.fit(10, 300, 2).n_edge == 512
-    with pytest.raises(G.GraphBudgetError) as err:
+    with pytest.raises(padding.GraphBudgetError) as err:
         ladder.fit(300, 10, 2)
     msg = str(err.value)
     assert "\n" not in msg and "data.max_nodes" in msg and "300" in msg
-    with pytest.raises(G.GraphBudgetError):
+    with pytest.raises(padding.GraphBudgetError):
         ladder.fit(10, 10, 9)  # no room for the padding graph
 
 
 def test_edge_sharded_propagate_equals_single_device():
     rng = np.random.default_rng(4)
     s, r, x = random_graph(rng, 50, 300, f=4)
-    g = G.from_edges(s, r, 50, nodes=x, symmetrize=True, budget=G.Budget(56, 640, 2))
-    gd = G.to_device(g)
+    g = padding.from_edges(s, r, 50, nodes=x, symmetrize=True, budget=padding.Budget(56, 640, 2))
+    gd = padding.to_device(g)
 
     def f(graph):
         return G.normalized_adjacency_matmul(graph, graph.nodes)

@@ -1,13 +1,13 @@
-"""Layers against dense numpy oracles; permutation equivariance; padding never changes real nodes."""
+"""Layers against dense numpy oracles; permutation equivariance; padding never changes real
+nodes."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from netlab.graph import graphs as G
+from netlab.graph import appnp, deepergcn, gat, gatv2, gcn, gin, padding, sgc
 from netlab.graph import layers as L
-from netlab.graph import models as M
 
 N, E, F = 11, 36, 6
 
@@ -22,7 +22,7 @@ def make(seed=0, n=N, e=E, budget=None, perm=None, x=None):
         x2 = np.empty_like(x)
         x2[perm] = x
         x = x2
-    g = G.from_edges(s, r, n, nodes=x, symmetrize=True, budget=budget)
+    g = padding.from_edges(s, r, n, nodes=x, symmetrize=True, budget=budget)
     return g, x
 
 
@@ -34,14 +34,14 @@ def dense_adj(g):
 
 
 def init_apply(layer, g, x, seed=0, **kw):
-    gd = G.to_device(g)
+    gd = padding.to_device(g)
     params = nn.unbox(layer.init(jax.random.key(seed), gd, jnp.asarray(x), **kw))
-    return params, lambda p, gg, xx: layer.apply(p, G.to_device(gg), jnp.asarray(xx), **kw)
+    return params, lambda p, gg, xx: layer.apply(p, padding.to_device(gg), jnp.asarray(xx), **kw)
 
 
 def test_gcn_equals_dense_formula():
     g, x = make()
-    layer = L.GCNConv(4)
+    layer = gcn.GCNConv(4)
     params, f = init_apply(layer, g, g.nodes)
     params = jax.tree.map(lambda v: v + 0.3, params)  # non-zero bias
     out = np.asarray(f(params, g, g.nodes))[:N]
@@ -54,7 +54,7 @@ def test_gcn_equals_dense_formula():
 
 def test_sgc_equals_k_dense_propagations_then_linear():
     g, x = make(1)
-    params, f = init_apply(L.SGConv(3, k=3), g, g.nodes)
+    params, f = init_apply(sgc.SGConv(3, k=3), g, g.nodes)
     params = jax.tree.map(lambda v: v + 0.1, params)
     a = dense_adj(g) + np.eye(N)
     d = a.sum(1) ** -0.5
@@ -87,7 +87,7 @@ def numpy_gat(x, adj, w, att_src, att_dst, bias, heads, ch, concat, v2=False, wr
 @pytest.mark.parametrize("concat", [True, False])
 def test_gat_attention_matches_numpy(concat):
     g, x = make(2)
-    params, f = init_apply(L.GATConv(3, heads=2, concat=concat), g, g.nodes)
+    params, f = init_apply(gat.GATConv(3, heads=2, concat=concat), g, g.nodes)
     params = jax.tree.map(lambda v: v + 0.05, params)
     p = {k: np.asarray(v) for k, v in params["params"].items() if k != "lin"}
     expect = numpy_gat(x, dense_adj(g), np.asarray(params["params"]["lin"]["kernel"]), p["att_src"], p["att_dst"],
@@ -97,7 +97,7 @@ def test_gat_attention_matches_numpy(concat):
 
 def test_gatv2_attention_matches_numpy():
     g, x = make(3)
-    params, f = init_apply(L.GATv2Conv(3, heads=2), g, g.nodes)
+    params, f = init_apply(gatv2.GATv2Conv(3, heads=2), g, g.nodes)
     params = jax.tree.map(lambda v: v + 0.05, params)
     pp = params["params"]
     expect = numpy_gat(x, dense_adj(g), np.asarray(pp["lin_l"]["kernel"]), np.asarray(pp["att"]), None,
@@ -108,7 +108,7 @@ def test_gatv2_attention_matches_numpy():
 
 def test_gin_equals_mlp_of_self_plus_neighbour_sum():
     g, x = make(4)
-    params, f = init_apply(L.GINConv((5, 4), eps=0.25), g, g.nodes)
+    params, f = init_apply(gin.GINConv((5, 4), eps=0.25), g, g.nodes)
     mlp = L.MLP((5, 4))
     expect = mlp.apply({"params": params["params"]["mlp"]}, jnp.asarray(1.25 * x + dense_adj(g) @ x, jnp.float32))
     np.testing.assert_allclose(np.asarray(f(params, g, g.nodes))[:N], np.asarray(expect), rtol=1e-4, atol=1e-5)
@@ -121,10 +121,10 @@ def test_genconv_softmax_aggregation_interpolates_mean_and_max():
     msg_of = lambda xx: np.maximum(xx, 0) + 1e-7
     outs = {}
     for t in (1e-6, 200.0):
-        layer = L.GENConv(F, t=t, num_mlp_layers=1)
-        params = nn.unbox(layer.init(jax.random.key(0), G.to_device(g), jnp.asarray(g.nodes)))
+        layer = deepergcn.GENConv(F, t=t, num_mlp_layers=1)
+        params = nn.unbox(layer.init(jax.random.key(0), padding.to_device(g), jnp.asarray(g.nodes)))
         # capture the aggregated message m_v via the MLP input: out = MLP(x + m)
-        _, inter = layer.apply(params, G.to_device(g), jnp.asarray(g.nodes), capture_intermediates=True,
+        _, inter = layer.apply(params, padding.to_device(g), jnp.asarray(g.nodes), capture_intermediates=True,
                                mutable=["intermediates"])
         outs[t] = np.asarray(inter["intermediates"]["mlp"]["lin0"]["__call__"][0])  # MLP(norm-free) output
         lin = params["params"]["mlp"]["lin0"]
@@ -137,22 +137,22 @@ def test_genconv_softmax_aggregation_interpolates_mean_and_max():
     assert not np.allclose(mean[has_nb], mx[has_nb], atol=1e-2)
 
 
-LAYERS = {
-    "gcn": lambda: L.GCNConv(4),
-    "sgc": lambda: L.SGConv(4, k=2),
-    "gat": lambda: L.GATConv(3, heads=2),
-    "gatv2": lambda: L.GATv2Conv(3, heads=2),
-    "gin": lambda: L.GINConv((5, 4)),
-    "genconv": lambda: L.GENConv(F, msg_norm=True, learn_t=True),
-    "appnp": lambda: L.APPNP(k=5, alpha=0.2),
-    "deepergcn": lambda: M.DeeperGCN(hidden=8, num_classes=3, num_layers=3),
-    "gcn_model": lambda: M.GCN(hidden=8, num_classes=3),
+CASES = {
+    "gcn": lambda: gcn.GCNConv(4),
+    "sgc": lambda: sgc.SGConv(4, k=2),
+    "gat": lambda: gat.GATConv(3, heads=2),
+    "gatv2": lambda: gatv2.GATv2Conv(3, heads=2),
+    "gin": lambda: gin.GINConv((5, 4)),
+    "genconv": lambda: deepergcn.GENConv(F, msg_norm=True, learn_t=True),
+    "appnp": lambda: appnp.APPNP(k=5, alpha=0.2),
+    "deepergcn": lambda: deepergcn.DeeperGCN(hidden=8, num_classes=3, num_layers=3),
+    "gcn_model": lambda: gcn.GCN(hidden=8, num_classes=3),
 }
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_permutation_equivariance(name):
-    layer = LAYERS[name]()
+    layer = CASES[name]()
     g, x = make(6)
     params, f = init_apply(layer, g, g.nodes)
     perm = np.random.default_rng(7).permutation(N)
@@ -162,12 +162,12 @@ def test_permutation_equivariance(name):
     assert not np.allclose(out_p, out, atol=1e-3)  # the permutation actually moved rows
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_padding_does_not_change_real_nodes(name):
-    layer = LAYERS[name]()
+    layer = CASES[name]()
     g, x = make(8)
     params, f = init_apply(layer, g, g.nodes)
-    big = make(8, budget=G.Budget(N + 13, 160, 5))[0]
+    big = make(8, budget=padding.Budget(N + 13, 160, 5))[0]
     rng = np.random.default_rng(9)
     poisoned = np.asarray(big.nodes).copy()
     poisoned[N:] = rng.normal(size=poisoned[N:].shape) * 10  # padding rows carry garbage

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from netlab.errors import UserError
-from netlab.graph import recsys, recsys_data, recsys_task
+from netlab.graph import lightgcn, recsys, recsys_data, recsys_task, ultragcn
 
 
 def _random_interactions(U, I, n, seed):
@@ -30,8 +30,8 @@ def _random_interactions(U, I, n, seed):
 def test_lightgcn_equals_mean_of_dense_normalised_powers():
     U, I, L = 6, 9, 3
     u, i = _random_interactions(U, I, 15, 0)
-    g = recsys.bipartite_graph(u, i, U, I)
-    model = recsys.LightGCN(U, I, dim=5, num_layers=L, init_std=1.0)
+    g = lightgcn.bipartite_graph(u, i, U, I)
+    model = lightgcn.LightGCN(U, I, dim=5, num_layers=L, init_std=1.0)
     params = model.init(jax.random.key(0), g)
     out = model.apply(params, g)
     # numpy oracle
@@ -51,12 +51,12 @@ def test_lightgcn_permutation_equivariant():
     U, I = 5, 8
     u, i = _random_interactions(U, I, 12, 1)
     pu, pi = np.random.default_rng(2).permutation(U), np.random.default_rng(3).permutation(I)
-    model = recsys.LightGCN(U, I, dim=4, num_layers=2, init_std=1.0)
-    g = recsys.bipartite_graph(u, i, U, I)
+    model = lightgcn.LightGCN(U, I, dim=4, num_layers=2, init_std=1.0)
+    g = lightgcn.bipartite_graph(u, i, U, I)
     params = model.init(jax.random.key(1), g)
     out = model.apply(params, g)
     # relabel user a -> pu[a], item b -> pi[b]; permute the embedding tables the same way
-    g2 = recsys.bipartite_graph(pu[u], pi[i], U, I)
+    g2 = lightgcn.bipartite_graph(pu[u], pi[i], U, I)
     p = nn.unbox(params)["params"]
     ue, ie = np.empty_like(p["user_embedding"]), np.empty_like(p["item_embedding"])
     ue[pu], ie[pi] = p["user_embedding"], p["item_embedding"]
@@ -68,7 +68,7 @@ def test_lightgcn_permutation_equivariant():
 def test_bpr_loss_matches_numpy():
     rng = np.random.default_rng(0)
     eu, ep, en = (rng.standard_normal((7, 4)).astype(np.float32) for _ in range(3))
-    loss, bpr = recsys.bpr_loss(eu, ep, en, 0.1, eu, ep, en)
+    loss, bpr = lightgcn.bpr_loss(eu, ep, en, 0.1, eu, ep, en)
     x = (eu * ep).sum(1) - (eu * en).sum(1)
     ref = np.mean(-np.log(1.0 / (1.0 + np.exp(-x))))
     l2 = ((eu ** 2).sum() + (ep ** 2).sum() + (en ** 2).sum()) / 2 / 7
@@ -128,7 +128,7 @@ def test_recall_ndcg_at_20_matches_numpy():
 def test_ultragcn_constraint_weights_match_numpy():
     U, I = 7, 10
     u, i = _random_interactions(U, I, 20, 5)
-    c = recsys.ultragcn_constraints(u, i, U, I, num_neighbors=3)
+    c = ultragcn.ultragcn_constraints(u, i, U, I, num_neighbors=3)
     R = np.zeros((U, I))
     R[u, i] = 1
     du, di = R.sum(1), R.sum(0)
@@ -150,7 +150,7 @@ def test_ultragcn_loss_matches_numpy():
     users, pos, negs = np.array([0, 1, 3]), np.array([2, 5, 0]), np.array([[1, 3], [0, 4], [2, 5]])
     bu, bi = rng.random(4), rng.random(6)
     nb, nw = rng.integers(0, 6, (6, 2)), rng.random((6, 2))
-    loss, _ = recsys.ultragcn_loss(ue, ie, users, pos, negs, bu, bi, nb, nw, lam=0.7, gamma=0.3, neg_weight=2.0)
+    loss, _ = ultragcn.ultragcn_loss(ue, ie, users, pos, negs, bu, bi, nb, nw, lam=0.7, gamma=0.3, neg_weight=2.0)
     ls = lambda x: -np.log1p(np.exp(-x))  # noqa: E731  log sigmoid
     tot = 0.0
     for b in range(3):
@@ -279,7 +279,7 @@ def test_task_training_improves_recall(name):
     before = task.rank_metrics(params)
     losses = []
     for s in range(60):
-        params, opt, loss = step(params, opt, task.train_batch(s, 0, 1))
+        params, opt, loss = step(params, opt, task.train_batch(s))
         losses.append(float(loss))
     after = task.rank_metrics(params)
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])

@@ -1,4 +1,5 @@
-"""Neural Sheaf Diffusion: the sheaf Laplacian against its definition, its spectrum, special cases."""
+"""Neural Sheaf Diffusion: the sheaf Laplacian against its definition, its spectrum, special
+cases."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -6,8 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from netlab.graph import graphs as G
-from netlab.graph import sheaf
+from netlab.graph import padding, sheaf
 
 
 def _graph(n=7, seed=0):
@@ -15,7 +15,7 @@ def _graph(n=7, seed=0):
     a = np.triu(rng.random((n, n)) < 0.4, 1)
     a[np.arange(n - 1), np.arange(1, n)] = True
     s, r = np.nonzero(a)
-    return G.to_device(G.from_edges(s, r, n, nodes=rng.standard_normal((n, 4)).astype(np.float32), symmetrize=True)), n
+    return padding.to_device(padding.from_edges(s, r, n, nodes=rng.standard_normal((n, 4)).astype(np.float32), symmetrize=True)), n
 
 
 def _dense_laplacian(g, maps, map_type, normalised, augmented, n, d):
@@ -124,7 +124,7 @@ def test_nsd_permutation_equivariant(map_type):
     perm = np.random.default_rng(6).permutation(n)
     xp = np.zeros_like(x)
     xp[perm] = x
-    union = G.from_edges(np.concatenate([s, n + perm[s]]), np.concatenate([r, n + perm[r]]), 2 * n,
+    union = padding.from_edges(np.concatenate([s, n + perm[s]]), np.concatenate([r, n + perm[r]]), 2 * n,
                          nodes=np.concatenate([x, xp]))
     model = sheaf.NeuralSheafDiffusion(num_classes=3, d=3, hidden_channels=4, num_layers=2, map_type=map_type,
                                        nonlinear=True)
@@ -160,6 +160,7 @@ def _train_task(task, steps, lr):
 @pytest.mark.slow
 def test_nsd_node_classification_task_on_csbm():
     import ml_collections
+
     from netlab.graph import datasets as D
     from netlab.graph import generators
     from netlab.graph.continuous_task import DiffusionNodeClassification
@@ -171,7 +172,7 @@ def test_nsd_node_classification_task_on_csbm():
         seed=0, model=dict(name="nsd", d=2, hidden_channels=4, num_layers=2, map_type="orth", dropout=0.0),
         data=dict(name="csbm", data_dir="", split=0, row_normalize=False),
         loss=dict(weight_decay=0.0, weight_decay_scope=""), train=dict(compute_dtype="float32")))
-    task = DiffusionNodeClassification(cfg, ds)
+    task = DiffusionNodeClassification(cfg, dataset=ds)
     params, losses = _train_task(task, 60, 0.02)
     after = task.evaluate(params, {}, 60, "")[0]
     assert float(losses[-1]) < 0.3 * float(losses[0])

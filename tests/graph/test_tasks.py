@@ -1,4 +1,5 @@
-"""Graph tasks through the Task protocol: optax steps, evaluation, edge sharding, buckets, budgets."""
+"""Graph tasks through the Task protocol: optax steps, evaluation, edge sharding, buckets,
+budgets; graph configs, their variants, and config errors."""
 import pathlib
 
 import flax.linen as nn
@@ -11,14 +12,15 @@ import pytest
 
 from configs import common
 from netlab.graph import datasets as D
-from netlab.graph import graphs as G
 from netlab.graph import layers as L
+from netlab.graph import padding
 from netlab.graph import task as T
+from netlab.train.trainer import process_rows
 
 
 def node_config(model, **data):
     c = common.base_config()
-    c.task = "netlab.graph.task:NodeClassification"
+    c.task = "graph.node_classification"
     c.model = ml_collections.ConfigDict(model)
     c.data = ml_collections.ConfigDict(dict(dict(name="karate", data_dir="", split=0, row_normalize=True,
                                                  edge_sharded=False, precompute=True), **data))
@@ -32,7 +34,7 @@ def optax_steps(task, n, lr=0.05, seed=0):
     params = nn.unbox(task.init_variables(jax.random.key(seed)))["params"]
     tx = optax.adam(lr)
     opt = tx.init(params)
-    batch = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
+    batch = jax.tree.map(jnp.asarray, task.train_batch(0))
 
     @jax.jit
     def step(params, opt, rng):
@@ -54,7 +56,7 @@ def test_node_classification_protocol_and_training(model):
     task = T.NodeClassification(node_config(model))
     axes = task.batch_axes()
     assert task.global_batch_size() == 0 and all(a is None for a in axes.values())
-    batch = task.train_batch(5, 0, 1)
+    batch = task.train_batch(5)
     assert batch["x" if "x" in batch else "nodes"].shape[0] == 35  # 34 nodes + 1 padding node
     params, losses = optax_steps(task, 40)
     # single dropout draws are noisy: compare the mean of the last steps with the first
@@ -67,10 +69,10 @@ def test_node_classification_protocol_and_training(model):
 def test_sgc_precomputes_propagation_once():
     task = T.NodeClassification(node_config(dict(name="sgc", k=2)))
     assert task.model.k == 0  # S^K X is cached on the host: the trained model is a linear map
-    g = G.from_edges(task.dataset.senders, task.dataset.receivers, 34, nodes=D.normalize_features(task.dataset.x))
-    s = G.dense_gcn_matrix(g.senders, g.receivers, g.edge_weight, g.num_nodes)[:34, :34]
+    g = padding.from_edges(task.dataset.senders, task.dataset.receivers, 34, nodes=D.normalize_features(task.dataset.x))
+    s = padding.dense_gcn_matrix(g.senders, g.receivers, g.edge_weight, g.num_nodes)[:34, :34]
     np.testing.assert_allclose(task.arrays["nodes"][:34], s @ s @ D.normalize_features(task.dataset.x), rtol=1e-5, atol=1e-6)
-    assert task.train_batch(0, 0, 1)["nodes"].shape[0] == 8  # the two labelled rows, padded to 8
+    assert task.train_batch(0)["nodes"].shape[0] == 8  # the two labelled rows, padded to 8
     assert set(task.batch_axes()) == {"nodes", "y", "train_mask"}
     params, losses = optax_steps(task, 30, lr=0.2)
     # single dropout draws are noisy: compare the mean of the last steps with the first
@@ -114,7 +116,7 @@ def test_edge_sharded_training_equals_single_device():
 
 def graph_config(**data):
     c = common.base_config()
-    c.task = "netlab.graph.task:GraphClassification"
+    c.task = "graph.graph_classification"
     c.model = ml_collections.ConfigDict(dict(name="graph_classifier", hidden=16, num_layers=2, conv="gin"))
     c.data = ml_collections.ConfigDict(dict(dict(num_graphs=96, graphs_per_batch=4, max_nodes=160, max_edges=800,
                                                  num_buckets=4, test_fraction=0.25), **data))
@@ -136,7 +138,7 @@ def test_graph_classification_compiles_once_per_bucket():
     steps_per_epoch = len(task.train_idx) // (task.rows * task.per_row)
     shapes = set()
     for step in range(steps_per_epoch):
-        b = task.train_batch(step, 0, 1)
+        b = task.train_batch(step)
         assert b["senders"].shape[0] == 2
         shapes.add((b["nodes"].shape[1], b["senders"].shape[1]))
         f(params, b)
@@ -148,8 +150,10 @@ def test_graph_classification_compiles_once_per_bucket():
 def test_graph_classification_learns_and_shards_rows():
     task = T.GraphClassification(graph_config())
     assert task.batch_axes()["senders"] == ("batch", None) and task.global_batch_size() == 2
-    half = task.train_batch(0, 1, 2)
-    assert half["senders"].shape[0] == 1
+    full = task.train_batch(0)
+    assert full["senders"].shape[0] == 2  # the whole global batch; the trainer cuts process rows
+    half = {k: process_rows(v, 1, 2) for k, v in full.items()}
+    assert half["senders"].shape[0] == 1 and np.array_equal(half["label"], full["label"][1:])
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
     tx = optax.adam(0.01)
     opt = tx.init(params)
@@ -162,16 +166,23 @@ def test_graph_classification_learns_and_shards_rows():
 
     before = task.evaluate(params, {}, 0, "/tmp")[0]["train_accuracy"]
     for s in range(40):
-        params, opt, _ = step(params, opt, task.train_batch(s, 0, 1))
+        params, opt, _ = step(params, opt, task.train_batch(s))
     scalars = task.evaluate(params, {}, 40, "/tmp")[0]
     assert scalars["train_accuracy"] > max(before, 0.8) and scalars["test_accuracy"] > 0.7
 
 
-def test_over_budget_batch_is_a_one_line_error():
-    task = T.GraphClassification(graph_config(max_nodes=40, max_edges=800, num_buckets=2))
-    with pytest.raises(G.GraphBudgetError) as err:
-        task.train_batch(0, 0, 1)
-    assert "\n" not in str(err.value) and "data.max_nodes" in str(err.value)
+def test_over_budget_batch_is_a_one_line_error_at_construction():
+    with pytest.raises(padding.GraphBudgetError) as err:
+        T.GraphClassification(graph_config(max_nodes=40, max_edges=800, num_buckets=2))
+    msg = str(err.value)
+    assert "\n" not in msg and "data.max_nodes to >= " in msg and "data.graphs_per_batch=4" in msg
+    # the bound is the sum of the 4 largest graphs: a budget below it fails, one above it builds
+    graphs = T.synthetic_graph_dataset(96, 0)
+    need = sum(sorted((int(g.n_node[0]) for g, _ in graphs), reverse=True)[:4]) + 1
+    with pytest.raises(padding.GraphBudgetError):
+        T.GraphClassification(graph_config(max_nodes=need - 8, num_buckets=1), graphs=graphs)
+    T.GraphClassification(graph_config(max_nodes=padding.round_up(need, 8), num_buckets=1),
+                          graphs=graphs)
 
 
 @pytest.mark.slow
@@ -196,55 +207,107 @@ def test_roc_auc_matches_pair_counting():
     assert T.roc_auc(s, y) == pytest.approx(np.mean(pairs))
 
 
-MY_CONFIGS = ["gcn_cora", "gcn_citeseer", "sgc_cora", "sgc_citeseer", "gat_cora", "gat_citeseer", "appnp_cora",
-              "appnp_citeseer", "gcn_karate", "gin_synthetic", "gae_cora", "deepergcn_cora", "gcn_texas"]
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph"
+# (config file, argument) whose task is built: every Planetoid variant and one of each other file.
+BUILT = [("planetoid.py", f"model={m},data={d}") for m in ("gcn", "sgc", "gat", "gatv2", "appnp")
+         for d in ("cora", "citeseer")] + [
+    ("sheaf.py", "data=texas"), ("recsys.py", "model=lightgcn,data=lastfm"),
+    ("recsys.py", "model=ultragcn,data=lastfm"), ("gcn_karate.py", "cpu"),
+    ("gin_synthetic.py", "cpu"), ("gae_cora.py", "cpu"), ("deepergcn_cora.py", "cpu"),
+    ("gcn_texas.py", "cpu"), ("grand_cora.py", "cpu"), ("digrac_dsbm.py", "cpu")]
 
 
-@pytest.mark.parametrize("name", MY_CONFIGS)
-def test_config_builds_its_task(name, shared_data_dir, monkeypatch):
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("*.py")))
+def test_every_declared_variant_and_preset_loads_with_a_short_task_name(name):
+    from netlab import configlib
+    from netlab.train.task import TASKS
+
+    path = CONFIG_DIR / name
+    args = configlib.presets(path)
+    assert {"cpu", "gpu", "pod"} <= set(args)
+    for arg in args:
+        cfg = configlib.load(str(path), arg)
+        assert cfg.task.startswith("graph.") and TASKS.get(cfg.task) is not None
+    doc = configlib._import_config_module(path).__doc__
+    assert f"configs/graph/{name}" in doc and "python -m netlab.main" in doc
+
+
+@pytest.mark.parametrize("name,arg", BUILT, ids=[f"{n}:{a}" for n, a in BUILT])
+def test_config_builds_its_task(name, arg, shared_data_dir, monkeypatch):
     from netlab import configlib
 
     monkeypatch.setenv("NETLAB_DATA_DIR", str(shared_data_dir))
-    for preset in ("cpu", "gpu", "pod"):
-        cfg = configlib.load(str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph" / f"{name}.py"), preset)
-    cfg = configlib.load(str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph" / f"{name}.py"), "cpu")
+    cfg = configlib.load(str(CONFIG_DIR / name), arg)
     if "num_graphs" in cfg.data:
         cfg.data.num_graphs = 40
+    if name == "digrac_dsbm.py":
+        cfg.data.n = 200
     task = configlib.import_task(cfg)
     shapes = jax.eval_shape(task.init_variables, jax.random.key(0))
     assert jax.tree.leaves(shapes)
     axes = task.batch_axes()
-    batch = task.train_batch(0, 0, 1)
+    batch = task.train_batch(0)
     assert set(axes) == set(batch)
+
+
+def test_planetoid_variants_keep_the_papers_settings():
+    """A few values of the table, as the eight files it replaced had them."""
+    from netlab import configlib
+
+    def load(arg):
+        return configlib.load(str(CONFIG_DIR / "planetoid.py"), arg)
+
+    gcn, sgc, gat, appnp = (load(f"model={m},data=citeseer") for m in ("gcn", "sgc", "gat", "appnp"))
+    assert (gcn.model.hidden, gcn.loss.weight_decay_scope, gcn.train.steps) == (16, "conv0", 200)
+    assert sgc.loss.weight_decay == 1e-4 and load("model=sgc,data=cora").loss.weight_decay == 3e-5
+    assert (gat.model.heads, gat.optimizer.lr, gat.train.steps) == (8, 0.005, 1000)
+    assert (appnp.loss.weight_decay, appnp.loss.weight_decay_scope) == (5e-3, "lin0")
+    pod = load("model=gat,data=cora,pod")
+    assert pod.data.edge_sharded and pod.mesh.data == -1
+
+
+def test_bad_variant_is_a_one_line_error():
+    from netlab import configlib
+    from netlab.errors import UserError
+
+    for path, arg, word in (("planetoid.py", "model=gin,data=cora", "gcn"),
+                            ("planetoid.py", "model=gcn,data=pubmed", "citeseer"),
+                            ("sheaf.py", "data=texas,maps=full", "orth"),
+                            ("recsys.py", "model=ultragcn,data=gowalla", "lightgcn")):
+        with pytest.raises(UserError, match=word) as e:
+            configlib.load(str(CONFIG_DIR / path), arg)
+        assert "\n" not in str(e.value)
 
 
 # -- config keys -----------------------------------------------------------------------------------
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph"
-TASK_OF = {"grand_cora": "netlab.graph.continuous_task:DiffusionNodeClassification",
-           "sheaf_texas": "netlab.graph.continuous_task:DiffusionNodeClassification",
-           "sheaf_film": "netlab.graph.continuous_task:DiffusionNodeClassification",
-           "digrac_dsbm": "netlab.graph.digrac_task:DigraphClustering",
-           "lightgcn_lastfm": "netlab.graph.recsys_task:Recommendation"}
+TASK_OF = {"grand_cora.py:cpu": "graph.continuous_node_classification",
+           "sheaf.py:data=texas": "graph.continuous_node_classification",
+           "sheaf.py:data=film": "graph.continuous_node_classification",
+           "digrac_dsbm.py:cpu": "graph.digraph_clustering",
+           "recsys.py:model=lightgcn,data=lastfm": "graph.recommendation",
+           "gin_synthetic.py:cpu": "graph.graph_classification",
+           "gae_cora.py:cpu": "graph.link_prediction"}
 
 
 @pytest.mark.parametrize("name", sorted(TASK_OF))
-def test_task_paths_of_moved_tasks(name):
-    import importlib
-
+def test_task_names_of_graph_configs(name):
     from netlab import configlib
-    cfg = configlib.load(str(CONFIG_DIR / f"{name}.py"), "cpu")
+    from netlab.train.task import TASKS
+
+    path, arg = name.split(":")
+    cfg = configlib.load(str(CONFIG_DIR / path), arg)
     assert cfg.task == TASK_OF[name]
-    module, cls = cfg.task.split(":")
-    assert hasattr(importlib.import_module(module), cls)
-    assert "data_dir" in cfg.data or name == "digrac_dsbm"
+    assert TASKS.get(cfg.task).__module__.startswith("netlab.graph.")
+    assert "data_dir" in cfg.data or path in ("digrac_dsbm.py", "gin_synthetic.py")
 
 
 def test_data_dir_override_spelled_dir_is_a_config_error():
     from netlab import configlib
     from netlab.errors import UserError
+
     with pytest.raises(UserError, match="data.data_dir"):
-        configlib.load(str(CONFIG_DIR / "gcn_cora.py"), "cpu", {"data.dir": "/tmp"})
+        configlib.load(str(CONFIG_DIR / "planetoid.py"), "model=gcn,data=cora", {"data.dir": "/tmp"})
 
 
 def _with_data_dir_key(cfg):
@@ -278,3 +341,45 @@ def test_unknown_data_key_is_refused_by_every_task(shared_data_dir):
     cfg = _with_data_dir_key(graph_config())
     with pytest.raises(UserError, match="data.dir"):
         T.GraphClassification(cfg)
+
+
+# -- model choice errors and the precision policy -------------------------------------------------
+
+@pytest.mark.parametrize("model,key,match", [
+    (dict(name="lightgcn"), "model.name", "graph.recommendation.*choose one of .*gcn"),
+    (dict(name="gcnn"), "model.name", "did you mean 'gcn'"),
+    (dict(name="gcn", hiden=4), "model.hiden", "did you mean 'model.hidden'"),
+    (dict(name="gat", heads=0), "model.heads", ">= 1"),
+    (dict(name="nsd", map_type="diagonal"), "model.map_type", "did you mean 'diag'"),
+    (dict(name="grand", hidden_dim=4, method="rk45"), "model.method", "euler, rk4, dopri5"),
+])
+def test_bad_model_values_are_one_line_errors_before_data_loads(model, key, match):
+    from netlab.errors import UserError
+
+    cfg = node_config(model, name="no_such_dataset")   # the model is checked before the data
+    with pytest.raises(UserError, match=match) as e:
+        T.NodeClassification(cfg)
+    assert "\n" not in str(e.value) and key in str(e.value)
+
+
+@pytest.mark.slow
+def test_remat_is_refused_for_models_without_it_and_exact_for_the_others():
+    from netlab.errors import UserError
+    from netlab.nn import precision
+
+    with pytest.raises(UserError, match="train.remat='full'.*model.name='sgc'.*gcn"):
+        T.NodeClassification(node_config(dict(name="sgc", k=2)),
+                             precision.Policy(remat="full"))
+    grads = {}
+    for remat in ("none", "full"):
+        task = T.NodeClassification(node_config(dict(name="gat", hidden=4, heads=2, dropout=0.3)),
+                                    precision.Policy(remat=remat))
+        assert (task.model.remat_policy is None) == (remat == "none")
+        params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+        batch = jax.tree.map(jnp.asarray, task.train_batch(0))
+        fn = jax.jit(jax.grad(lambda p: task.loss_fn(p, {}, batch, jax.random.key(1), True)[0]))
+        grads[remat] = fn(params)
+        if remat == "full":
+            assert "remat" in str(jax.make_jaxpr(fn)(params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 grads["none"], grads["full"])

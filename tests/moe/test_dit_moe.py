@@ -1,5 +1,7 @@
-"""DiT-MoE: adaLN-Zero identity block with shared SwiGLU experts and un-renormalised top-2 gates;
-the digits task trains through the diffusion loss + balance loss and keeps the DiT interface."""
+"""DiT-MoE = the diffusion pillar's DiT with the MoE pillar's `dit_moe` MLP: an adaLN-Zero block
+that starts as the identity, shared SwiGLU experts, un-renormalised top-2 gates, the balance loss
+sown per layer; the digits config trains through the diffusion task and keeps the DiT interface."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,53 +10,87 @@ import optax
 import pytest
 
 from netlab import configlib
-from netlab.moe.dit_moe import DiTMoEBlock
+from netlab.moe import losses
+from netlab.moe.dit_moe_mlp import DiTMoEMLP
+from netlab.nn import aux
+from netlab.nn.blocks import AdaLNZeroBlock
+from netlab.nn.registries import MLPS
 from tests.conftest import ROOT
 
 
-@pytest.mark.slow
 def test_dit_moe_block_identity_at_init_then_moe_with_shared_experts():
-    block = DiTMoEBlock(width=16, num_heads=2, num_experts=4, hidden=8, num_shared=2)
+    assert MLPS.get("dit_moe") is DiTMoEMLP
+    block = AdaLNZeroBlock(16, 2, lambda name: DiTMoEMLP(num_experts=4, hidden=8, name=name))
     x = jax.random.normal(jax.random.key(0), (2, 6, 16))
     c = jax.random.normal(jax.random.key(1), (2, 16))
     params = nn.unbox(jax.jit(block.init)(jax.random.key(2), x, c))["params"]
-    apply = jax.jit(lambda p, x, c: block.apply({"params": p}, x, c, mutable=["intermediates"]))
-    (y, aux), inter = apply(params, x, c)
-    np.testing.assert_allclose(y, x, atol=1e-6)                    # adaLN-Zero: the block starts as identity
-    assert params["moe"]["shared_wi"].shape == (16, 16) and params["moe"]["wg"].shape == (4, 16, 8)
-    gates = np.asarray(inter["intermediates"]["moe"]["gates"][0])  # (G, S, E)
-    assert ((gates > 0).sum(-1) == 2).all()                        # top-2
-    assert (gates.sum(-1) < 1.0 - 1e-3).all()                      # softmax weights, not renormalised
-    assert 0.99 <= float(aux["load_balance"]) and "dropped_fraction" in aux
+    apply = jax.jit(
+        lambda p, x, c: block.apply(
+            {"params": p}, x, c, True, mutable=["intermediates", *aux.COLLECTIONS]
+        )
+    )
+    y, cols = apply(params, x, c)
+    np.testing.assert_allclose(y, x, atol=1e-6)  # adaLN-Zero: the block starts as identity
+    mlp = params["mlp"]
+    assert mlp["shared"]["wi"].shape == (16, 16) and mlp["shared"]["wg"].shape == (16, 16)
+    assert mlp["routed"]["wg"].shape == (4, 16, 8)  # SwiGLU experts, 2 shared of width 8
+    gates = np.asarray(cols["intermediates"]["mlp"]["routed"]["gates"][0])  # (G, S, E)
+    assert ((gates > 0).sum(-1) == 2).all()  # top-2
+    assert (gates.sum(-1) < 1.0 - 1e-3).all()  # softmax weights, not renormalised
+    lb = float(cols[aux.METRICS]["mlp"]["routed"]["load_balance"])
+    assert lb >= 0.99 and set(aux.loss_terms(cols)) == {"load_balance"}  # no z-loss
+    np.testing.assert_allclose(aux.total_loss(cols), 0.01 * lb, rtol=1e-6)  # alpha per layer
     params["adaLN"] = dict(params["adaLN"], bias=params["adaLN"]["bias"] + 0.5)
-    (y2, _), _ = apply(params, x, c)
-    assert float(jnp.abs(y2 - x).max()) > 1e-2                     # the MoE branch now contributes
+    y2, _ = apply(params, x, c)
+    assert float(jnp.abs(y2 - x).max()) > 1e-2  # the MoE branch now contributes
+
+
+def test_dit_moe_balance_loss_is_the_k_normalised_switch_loss():
+    probs = jax.nn.softmax(jax.random.normal(jax.random.key(0), (2, 5, 4)), -1)
+    index = jax.lax.top_k(probs, 2)[1]
+    ce = np.bincount(np.asarray(index).reshape(-1), minlength=4) / index.size
+    expect = np.sum(np.asarray(probs).reshape(-1, 4).mean(0) * 4 * ce)  # sum_e P_e (E ce_e)
+    np.testing.assert_allclose(losses.dit_moe_balance(probs, index), expect, rtol=1e-6)
 
 
 @pytest.mark.slow
-def test_dit_moe_digits_task_trains_and_samples():
-    from netlab.moe.dit_task import DiTMoEDigits
+def test_dit_moe_digits_config_trains_through_the_diffusion_task():
+    from netlab.train.trainer import build_task
 
-    cfg = configlib.load(str(ROOT / "configs" / "moe" / "dit_moe_digits.py"), "cpu",
-                         {"model.width": 16, "model.depth": 2, "model.num_heads": 2, "model.moe.hidden": 16,
-                          "train.batch_size": 16, "diffusion.sample_steps": 2})
-    task = DiTMoEDigits(cfg)
+    cfg = configlib.load(
+        str(ROOT / "configs" / "moe" / "dit_moe_digits.py"),
+        "cpu",
+        {
+            "model.width": 8,
+            "model.depth": 2,
+            "model.num_heads": 2,
+            "model.mlp_kwargs.hidden": 8,
+            "model.mlp_kwargs.num_experts": 4,
+            "train.batch_size": 8,
+            "diffusion.sample_steps": 2,
+        },
+    )
+    task = build_task(cfg)
     params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
-    assert params["block1"]["moe"]["wi"].shape == (8, 16, 16) and "mlp" in params["block0"]
-    batch = jax.tree.map(jnp.asarray, task.train_batch(0, 0, 1))
+    assert params["block1"]["mlp"]["routed"]["wi"].shape == (4, 8, 8)
+    assert "fc1" in params["block0"]["mlp"]  # block 0 keeps the dense MLP
+    batch = jax.tree.map(jnp.asarray, task.train_batch(0))
     grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True), static_argnums=4)
     opt = optax.adam(3e-3)
     opt_state = opt.init(params)
-    losses = []
-    for i in range(5):
+    losses_seen = []
+    for i in range(4):
         (loss, (metrics, _)), grads = grad_fn(params, {}, batch, jax.random.key(0), True)
-        losses.append(float(loss))
+        losses_seen.append(float(loss))
         updates, opt_state = opt.update(grads, opt_state)
         params = optax.apply_updates(params, updates)
-    assert {"load_balance", "dropped_fraction", "x0_mse"} <= set(metrics)
-    assert float(jnp.abs(grads["block1"]["moe"]["router"]).max()) > 0
+    assert {"aux/load_balance", "aux/dropped_fraction", "x0_mse"} <= set(metrics), set(metrics)
+    # one MoE layer (depth 2, every 2nd block): its weight times its balance loss (>= 1)
+    w = cfg.model.mlp_kwargs.load_balance_weight
+    assert 0.99 * w < float(metrics["aux/load_balance"]) < 5 * w
+    assert float(jnp.abs(grads["block1"]["mlp"]["routed"]["router"]).max()) > 0
     assert float(jnp.abs(grads["block1"]["adaLN"]["kernel"]).max()) > 0
-    assert losses[-1] < losses[0]
-    # the sampling model (eval capacity, no aux returned) has the DiT interface the samplers call
+    assert losses_seen[-1] < losses_seen[0]
+    # the sampling model (eval capacity, no aux collections) has the DiT interface
     out = jax.jit(task.model.apply)({"params": params}, batch["x"][:4], jnp.zeros(4), jnp.arange(4))
     assert out.shape == (4, 8, 8, 1) and np.isfinite(np.asarray(out)).all()

@@ -1,8 +1,10 @@
 """Checkpoints restore onto other meshes and device counts; params-only init; wrong-model guard."""
+
 import jax
 import numpy as np
 import pytest
 
+from netlab.checkpoint import compat, resume
 from netlab.checkpoint import manager as ckptlib
 from netlab.errors import UserError
 from netlab.train.trainer import Trainer
@@ -44,10 +46,28 @@ def test_restore_on_another_mesh(saved, mesh, ndev):
 
 def test_check_compatible(saved):
     directory, _, trainer = saved
-    assert ckptlib.check_compatible(directory, trainer.config.task, trainer.param_summary()) == 2
+    assert resume.check_compatible(directory, trainer.config.task, trainer.abstract_state) == 2
     other = Trainer(tiny_config(**{"model.hidden": "24"}), devices=jax.devices()[:1])
-    with pytest.raises(UserError, match="different model"):
-        ckptlib.check_compatible(directory, other.config.task, other.param_summary())
+    with pytest.raises(UserError, match="different model") as e:
+        resume.check_compatible(directory, other.config.task, other.abstract_state)
+    assert "params/head/kernel saved [16, 10] float32 vs config [24, 10] float32" in str(e.value)
+    with pytest.raises(UserError, match="different model .task"):
+        resume.check_compatible(directory, "diffusion.digits", trainer.abstract_state)
+
+
+def test_state_summary_matches_the_saved_metadata(saved):
+    """The whole train state (not only the parameters) is compared, key by key."""
+    directory, _, trainer = saved
+    ours = compat.state_summary(trainer.abstract_state)
+    with ckptlib._reader(str(directory), metadata=True) as mngr:
+        assert resume._saved_summary(mngr, 2) == ours
+    assert {k.split("/")[0] for k in ours} == {"params", "opt_state", "step"}
+    assert compat.describe_difference(ours, ours) is None
+    ema = dict(
+        ours,
+        **{"ema/ema/" + k[len("params/") :]: v for k, v in ours.items() if k.startswith("params/")},
+    )
+    assert compat.describe_difference(ours, ema).startswith("other EMA slots")
 
 
 def test_params_only_init(saved):

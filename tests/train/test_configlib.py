@@ -5,6 +5,7 @@ import pytest
 
 from netlab import configlib
 from netlab.errors import UserError
+from netlab.train import validate
 from netlab.train.task import TASKS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ def test_every_config_loads_with_every_preset(path):
         cfg = configlib.load(path, preset)
         assert callable(TASKS.get(cfg.task)), f"{path}:{preset} names no task"
         assert cfg.is_locked
+        validate.config(cfg)                    # every shipped setting is within the ranges
 
 
 def test_override_is_coerced_to_the_field_type():
@@ -40,6 +42,7 @@ def test_override_is_coerced_to_the_field_type():
     ("train.steps", "abc", "expected int"),
     ("train.steps", "1.5", "expected an int"),
     ("optimizer.lr", "fast", "expected float"),
+    ("optimizer.lr", "1e999", "expected a finite float"),
     ("train.progress", "maybe", "expected a bool"),
     ("train", "3", "names a group"),
 ])
