@@ -13,7 +13,8 @@ On CPU it also times bare float32 matmuls of DiT's shapes in XLA and in torch: o
 XLA's dot is 1.2-1.3x slower than torch's oneDNN sgemm (XLA_FLAGS onednn/xnnpack options changed
 nothing), which bounds the DiT ratio from below there.
 Writes bench/results/diffusion_<host>_<platform>.json and prints a markdown table.
-"""
+"""  # noqa: E501
+
 import argparse
 import json
 import os
@@ -22,10 +23,13 @@ import platform
 import sys
 import time
 
-if "--threads" in sys.argv:                     # pin both libraries to the same thread count
+if "--threads" in sys.argv:  # pin both libraries to the same thread count
     _n = int(sys.argv[sys.argv.index("--threads") + 1])
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
-                               + ("false intra_op_parallelism_threads=1" if _n == 1 else "true")).strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen="
+        + ("false intra_op_parallelism_threads=1" if _n == 1 else "true")
+    ).strip()
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,7 +59,9 @@ def netlab_step(size, args):
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     model = DiT(image_size=args.image_size, channels=4, num_classes=1000, dtype=dtype, **cfg)
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((args.batch, args.image_size, args.image_size, 4)), jnp.float32)
+    x = jnp.asarray(
+        rng.standard_normal((args.batch, args.image_size, args.image_size, 4)), jnp.float32
+    )
     t = jnp.asarray(rng.uniform(0, 999, args.batch), jnp.float32)
     y = jnp.asarray(rng.integers(0, 1000, args.batch), jnp.int32)
     eps = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
@@ -86,7 +92,7 @@ def netlab_step(size, args):
         holder["state"], loss = compiled(holder["state"])
         jax.block_until_ready(loss)
 
-    def run_grad():                                      # forward + backward only, no optimizer
+    def run_grad():  # forward + backward only, no optimizer
         jax.block_until_ready(grad_fn(holder["state"][0]))
 
     return run, run_grad, dict(compile_s=compile_s, flops_per_step=flops, params=n_params)
@@ -100,9 +106,15 @@ def torch_step(size, args):
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = preset(size)
-    model = DiTTransformer2DModel(num_attention_heads=cfg["num_heads"], attention_head_dim=cfg["width"] // cfg["num_heads"],
-                                  in_channels=4, num_layers=cfg["depth"], sample_size=args.image_size,
-                                  patch_size=cfg["patch"], num_embeds_ada_norm=1000)
+    model = DiTTransformer2DModel(
+        num_attention_heads=cfg["num_heads"],
+        attention_head_dim=cfg["width"] // cfg["num_heads"],
+        in_channels=4,
+        num_layers=cfg["depth"],
+        sample_size=args.image_size,
+        patch_size=cfg["patch"],
+        num_embeds_ada_norm=1000,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     x = torch.randn(args.batch, 4, args.image_size, args.image_size)
     t = torch.randint(0, 1000, (args.batch,))
@@ -126,6 +138,7 @@ def matmul_probe(shapes=((512, 384, 1536), (512, 1536, 384), (2048, 768, 3072)),
     """Float32 (m, k) @ (k, n) time in XLA vs torch on this machine: the floor under any DiT ratio,
     since a DiT step is mostly these matmuls."""
     import torch
+
     rows = []
     for m, k, nn_ in shapes:
         a, b = jnp.ones((m, k)), jnp.ones((k, nn_))
@@ -135,7 +148,10 @@ def matmul_probe(shapes=((512, 384, 1536), (512, 1536, 384), (2048, 768, 3072)),
         jt = float(np.median(timed(lambda: jax.block_until_ready(f(a, b)), n)))
         tt = float(np.median(timed(lambda: ta @ tb, n)))
         rows.append(dict(m=m, k=k, n=nn_, xla_ms=1e3 * jt, torch_ms=1e3 * tt, ratio=jt / tt))
-        print(f"matmul {m}x{k} @ {k}x{nn_}: XLA {1e3*jt:.2f} ms, torch {1e3*tt:.2f} ms, ratio {jt/tt:.2f}", flush=True)
+        print(
+            f"matmul {m}x{k} @ {k}x{nn_}: XLA {1e3 * jt:.2f} ms, torch {1e3 * tt:.2f} ms, ratio {jt / tt:.2f}",  # noqa: E501
+            flush=True,
+        )
     return rows
 
 
@@ -165,48 +181,74 @@ def main():
     rows = []
     for size in args.sizes:
         jrun, jgrad, info = netlab_step(size, args)
-        jrun()                                               # warm-up
+        jrun()  # warm-up
         jgrad()
         trun, tgrad, tinfo = (None, None, {}) if args.no_torch else torch_step(size, args)
         if trun:
             trun()
         jt, tt, jg, tg = [], [], [], []
-        for _ in range(args.rounds):                         # alternate so both see the same load
+        for _ in range(args.rounds):  # alternate so both see the same load
             jt += timed(jrun, args.steps)
             jg += timed(jgrad, 1)
             if trun:
                 tt += timed(trun, args.steps)
                 tg += timed(tgrad, 1)
         j_med = float(np.median(jt))
-        row = dict(size=size, image_size=args.image_size, batch=args.batch, dtype=args.dtype,
-                   netlab_step_s=j_med, netlab_steps_per_s=1 / j_med, netlab_images_per_s=args.batch / j_med,
-                   netlab_params=info["params"], compile_s=info["compile_s"],
-                   netlab_fwd_bwd_s=float(np.median(jg)),
-                   flops_per_step=info["flops_per_step"],
-                   achieved_tflops=info["flops_per_step"] / j_med / 1e12,
-                   mfu=(info["flops_per_step"] / j_med / 1e12 / peak) if peak else None)
+        row = dict(
+            size=size,
+            image_size=args.image_size,
+            batch=args.batch,
+            dtype=args.dtype,
+            netlab_step_s=j_med,
+            netlab_steps_per_s=1 / j_med,
+            netlab_images_per_s=args.batch / j_med,
+            netlab_params=info["params"],
+            compile_s=info["compile_s"],
+            netlab_fwd_bwd_s=float(np.median(jg)),
+            flops_per_step=info["flops_per_step"],
+            achieved_tflops=info["flops_per_step"] / j_med / 1e12,
+            mfu=(info["flops_per_step"] / j_med / 1e12 / peak) if peak else None,
+        )
         if trun:
             t_med = float(np.median(tt))
-            row.update(torch_step_s=t_med, torch_fwd_bwd_s=float(np.median(tg)), torch_params=tinfo["params"], torch_threads=tinfo["torch_threads"],
-                       ratio_netlab_over_torch=j_med / t_med)
+            row.update(
+                torch_step_s=t_med,
+                torch_fwd_bwd_s=float(np.median(tg)),
+                torch_params=tinfo["params"],
+                torch_threads=tinfo["torch_threads"],
+                ratio_netlab_over_torch=j_med / t_med,
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
     dev = jax.devices()[0]
-    result = dict(device=dev.device_kind, platform=dev.platform, host=platform.node(), jax=jax.__version__,
-                  cpu_count=os.cpu_count(), peak_tflops=peak, rows=rows)
+    result = dict(
+        device=dev.device_kind,
+        platform=dev.platform,
+        host=platform.node(),
+        jax=jax.__version__,
+        cpu_count=os.cpu_count(),
+        peak_tflops=peak,
+        rows=rows,
+    )
     if not args.no_torch and dev.platform == "cpu":
         result["matmul_probe"] = matmul_probe()
-    out = pathlib.Path(args.out or ROOT / "bench" / "results" / f"diffusion_{platform.node()}_{dev.platform}.json")
+    out = pathlib.Path(
+        args.out or ROOT / "bench" / "results" / f"diffusion_{platform.node()}_{dev.platform}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"\n| size | batch x side | dtype | netlab s/step | img/s | compile s | TFLOP/s | MFU | torch s/step | ratio |")
+    print(
+        "\n| size | batch x side | dtype | netlab s/step | img/s | compile s | TFLOP/s | MFU | torch s/step | ratio |"  # noqa: E501
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         ts = f"{r['torch_step_s']:.3f}" if "torch_step_s" in r else "n/a"
         ratio = f"{r['ratio_netlab_over_torch']:.2f}" if "ratio_netlab_over_torch" in r else "n/a"
-        print(f"| {r['size']} | {r['batch']} x {r['image_size']} | {r['dtype']} | {r['netlab_step_s']:.3f} | "
-              f"{r['netlab_images_per_s']:.1f} | {r['compile_s']:.1f} | {r['achieved_tflops']:.3f} | {mfu} | {ts} | {ratio} |")
+        print(
+            f"| {r['size']} | {r['batch']} x {r['image_size']} | {r['dtype']} | {r['netlab_step_s']:.3f} | "  # noqa: E501
+            f"{r['netlab_images_per_s']:.1f} | {r['compile_s']:.1f} | {r['achieved_tflops']:.3f} | {mfu} | {ts} | {ratio} |"  # noqa: E501
+        )
     print(f"wrote {out}")
 
 

@@ -10,6 +10,7 @@ netlab / PyG (target on CPU: <= 0.7). Prints a table and saves JSON under bench/
     .venv/bin/pip install torch==2.13.0 torch-geometric     # the `bench` extra (CPU wheel)
     .venv/bin/python bench/graph.py [--rounds 3] [--only cora]
 """
+
 import argparse
 import json
 import os
@@ -55,7 +56,9 @@ def synthetic(n=100_000, e=1_000_000, f=128, c=10, seed=0):
 def netlab_step(ds, model, lr):
     c = common.base_config()
     c.model = ml_collections.ConfigDict(model)
-    c.data = ml_collections.ConfigDict(dict(name=ds.name, row_normalize=False, precompute=True, edge_sharded=False))
+    c.data = ml_collections.ConfigDict(
+        dict(name=ds.name, row_normalize=False, precompute=True, edge_sharded=False)
+    )
     c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))
     task = NodeClassification(c, dataset=ds)
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
@@ -75,7 +78,9 @@ def netlab_step(ds, model, lr):
     compile_s = time.perf_counter() - t0
 
     def run():
-        state["p"], state["o"], loss = step(state["p"], state["o"], batch, jax.random.key(state["i"]))
+        state["p"], state["o"], loss = step(
+            state["p"], state["o"], batch, jax.random.key(state["i"])
+        )
         state["i"] += 1
         jax.block_until_ready(loss)
 
@@ -94,6 +99,7 @@ def pyg_step(ds, model, lr):
     c, f = ds.num_classes, ds.x.shape[1]
     name = model["name"]
     if name == "gcn":
+
         class Net(torch.nn.Module):
             def __init__(self):
                 super().__init__()
@@ -104,6 +110,7 @@ def pyg_step(ds, model, lr):
                 x = F.relu(self.c1(x, ei))
                 return self.c2(F.dropout(x, 0.5, self.training), ei)
     elif name == "gat":
+
         class Net(torch.nn.Module):
             def __init__(self):
                 super().__init__()
@@ -115,6 +122,7 @@ def pyg_step(ds, model, lr):
                 x = F.elu(self.c1(x, ei))
                 return self.c2(F.dropout(x, 0.6, self.training), ei)
     else:
+
         class Net(torch.nn.Module):
             def __init__(self):
                 super().__init__()
@@ -122,6 +130,7 @@ def pyg_step(ds, model, lr):
 
             def forward(self, x, ei):
                 return self.c1(x, ei)
+
     net = Net()
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=5e-4)
     net.train()
@@ -155,13 +164,19 @@ def main():
     args = ap.parse_args()
     import torch
     import torch_geometric
+
     default_threads = torch.get_num_threads()
 
-    graphs = {"cora": lambda: D.load_planetoid("cora", configlib.data_dir("")),
-              "synthetic_100k_1M": synthetic}
+    graphs = {
+        "cora": lambda: D.load_planetoid("cora", configlib.data_dir("")),
+        "synthetic_100k_1M": synthetic,
+    }
     steps = {"cora": 20, "synthetic_100k_1M": 3}
     rows = []
-    print(f"{'graph':18s} {'model':5s} {'netlab ms':>10s} {'PyG ms':>10s} {'ratio':>6s}  (compile s)", flush=True)
+    print(
+        f"{'graph':18s} {'model':5s} {'netlab ms':>10s} {'PyG ms':>10s} {'ratio':>6s}  (compile s)",
+        flush=True,
+    )
     for gname, make in graphs.items():
         if args.only and gname not in args.only.split(","):
             continue
@@ -176,24 +191,49 @@ def main():
             t_ours, t_pyg = [], {1: [], 2: []}
             for _ in range(args.rounds):  # alternate so both see the same machine load
                 t_ours += time_steps(ours, steps[gname])
-                for threads in (2, 1):    # PyG at its better thread count (OpenMP suffers on a loaded host)
+                for threads in (
+                    2,
+                    1,
+                ):  # PyG at its better thread count (OpenMP suffers on a loaded host)
                     torch.set_num_threads(threads)
                     t_pyg[threads] += time_steps(theirs, steps[gname])
             torch.set_num_threads(default_threads)
             mo = 1e3 * np.median(t_ours)
             mp2, mp1 = 1e3 * np.median(t_pyg[2]), 1e3 * np.median(t_pyg[1])
             mp = min(mp1, mp2)
-            rows.append(dict(graph=gname, model=mname, nodes=ds.num_nodes, edges=ds.num_edges,
-                             features=int(ds.x.shape[1]), netlab_ms=mo, pyg_ms=mp, pyg_ms_2threads=mp2,
-                             pyg_ms_1thread=mp1, ratio=mo / mp, netlab_compile_s=compile_s, steps=len(t_ours),
-                             load_avg=os.getloadavg()[0]))
-            print(f"{gname:18s} {mname:5s} {mo:10.2f} {mp:10.2f} {mo / mp:6.2f}  ({compile_s:.1f})  "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
-    meta = dict(device=str(jax.devices()[0]), cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                jax=jax.__version__, torch=torch.__version__, torch_geometric=torch_geometric.__version__,
-                torch_threads=default_threads,
-                note="median step time, forward+backward+Adam, dropout on; PyG at the faster of 1 "
-                     "or 2 threads; load_avg = 1-minute load of this shared host")
+            rows.append(
+                dict(
+                    graph=gname,
+                    model=mname,
+                    nodes=ds.num_nodes,
+                    edges=ds.num_edges,
+                    features=int(ds.x.shape[1]),
+                    netlab_ms=mo,
+                    pyg_ms=mp,
+                    pyg_ms_2threads=mp2,
+                    pyg_ms_1thread=mp1,
+                    ratio=mo / mp,
+                    netlab_compile_s=compile_s,
+                    steps=len(t_ours),
+                    load_avg=os.getloadavg()[0],
+                )
+            )
+            print(
+                f"{gname:18s} {mname:5s} {mo:10.2f} {mp:10.2f} {mo / mp:6.2f}  ({compile_s:.1f})  "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    meta = dict(
+        device=str(jax.devices()[0]),
+        cpu=platform.processor() or platform.machine(),
+        cores=os.cpu_count(),
+        jax=jax.__version__,
+        torch=torch.__version__,
+        torch_geometric=torch_geometric.__version__,
+        torch_threads=default_threads,
+        note="median step time, forward+backward+Adam, dropout on; PyG at the faster of 1 "
+        "or 2 threads; load_avg = 1-minute load of this shared host",
+    )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     if os.path.exists(args.out):  # keep rows of graphs/models not rerun this time
         with open(args.out) as f:

@@ -17,6 +17,7 @@ Early stopping per row:
     .venv/bin/python bench/graph_reproduce.py --only gcn_cora --seeds 3
     .venv/bin/python bench/graph_reproduce.py --tune-sgc      # SGC weight decay by val accuracy
 """
+
 import argparse
 import json
 import os
@@ -46,13 +47,21 @@ ROWS = [
     ("sgc_citeseer", 71.9, "Wu et al. 2019, Table 2", "fixed", 0),
     ("gat_cora", 83.0, "Velickovic et al. 2018, Table 2", "gat", 100),
     ("gat_citeseer", 72.5, "Velickovic et al. 2018, Table 2", "gat", 100),
-    ("appnp_cora", 83.3, "PyG citation benchmark (Planetoid split); paper used its own splits", "pyg", 10),
+    (
+        "appnp_cora",
+        83.3,
+        "PyG citation benchmark (Planetoid split); paper used its own splits",
+        "pyg",
+        10,
+    ),
 ]
-RULES = {"pyg": "test acc at lowest val loss; stop past half the epochs when val loss > mean of "
-                "last window",
-         "gat": "patience on val loss and val acc (either improving resets it); model of the last "
-                "epoch where both were best",
-         "fixed": "final model after train.steps epochs"}
+RULES = {
+    "pyg": "test acc at lowest val loss; stop past half the epochs when val loss > mean of "
+    "last window",
+    "gat": "patience on val loss and val acc (either improving resets it); model of the last "
+    "epoch where both were best",
+    "fixed": "final model after train.steps epochs",
+}
 
 
 class GATStopping:
@@ -64,7 +73,13 @@ class GATStopping:
     """
 
     def __init__(self, patience: int):
-        self.patience, self.best_acc, self.best_loss, self.since, self.kept = patience, -np.inf, np.inf, 0, None
+        self.patience, self.best_acc, self.best_loss, self.since, self.kept = (
+            patience,
+            -np.inf,
+            np.inf,
+            0,
+            None,
+        )
 
     def update(self, val_loss, val_acc, record) -> bool:
         """Feed one epoch; `record` is what to keep if this epoch is selected. True = stop now."""
@@ -72,7 +87,10 @@ class GATStopping:
         if acc_ok or loss_ok:
             if acc_ok and loss_ok:
                 self.kept = record
-            self.best_acc, self.best_loss = max(self.best_acc, val_acc), min(self.best_loss, val_loss)
+            self.best_acc, self.best_loss = (
+                max(self.best_acc, val_acc),
+                min(self.best_loss, val_loss),
+            )
             self.since = 0
             return False
         self.since += 1
@@ -96,22 +114,38 @@ def run(cfg, seed, dataset, rule, window, max_epochs=0):
     opt = tx.init(params)
     arrays = jax.tree.map(jnp.asarray, task.arrays)
     train_arrays = jax.tree.map(jnp.asarray, task.train_batch(0))
-    y, val, test = arrays["y"], jnp.asarray(task.eval_masks["val"]), jnp.asarray(task.eval_masks["test"])
+    y, val, test = (
+        arrays["y"],
+        jnp.asarray(task.eval_masks["val"]),
+        jnp.asarray(task.eval_masks["test"]),
+    )
 
     @jax.jit
-    def step(params, opt, train_arrays, arrays, rng):  # the graph is an argument, not a folded constant
-        (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, train_arrays, rng, True)
+    def step(
+        params, opt, train_arrays, arrays, rng
+    ):  # the graph is an argument, not a folded constant
+        (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(
+            params, {}, train_arrays, rng, True
+        )
         upd, opt = tx.update(g, opt, params)
         logits = task.logits(optax.apply_updates(params, upd), {}, arrays)
         acc = lambda m: ((logits.argmax(-1) == y) * m).sum() / m.sum()
-        return optax.apply_updates(params, upd), opt, masked_cross_entropy(logits, y, val), acc(val), acc(test)
+        return (
+            optax.apply_updates(params, upd),
+            opt,
+            masked_cross_entropy(logits, y, val),
+            acc(val),
+            acc(test),
+        )
 
     key = jax.random.key(seed + 1000)
     best, history, out = np.inf, [], None
     epochs = int(max_epochs or cfg.train.steps) if rule == "gat" else int(cfg.train.steps)
     stopper = GATStopping(window) if rule == "gat" else None
     for epoch in range(epochs):
-        params, opt, vl, va, ta = step(params, opt, train_arrays, arrays, jax.random.fold_in(key, epoch))
+        params, opt, vl, va, ta = step(
+            params, opt, train_arrays, arrays, jax.random.fold_in(key, epoch)
+        )
         vl = float(vl)
         if rule == "gat":
             va = float(va)
@@ -120,7 +154,12 @@ def run(cfg, seed, dataset, rule, window, max_epochs=0):
             continue
         if vl < best:
             best, out = vl, (float(va), float(ta), epoch)
-        if rule == "pyg" and epoch > epochs // 2 and len(history) >= window and vl > np.mean(history[-window:]):
+        if (
+            rule == "pyg"
+            and epoch > epochs // 2
+            and len(history) >= window
+            and vl > np.mean(history[-window:])
+        ):
             break
         history.append(vl)
     if rule == "gat":
@@ -136,9 +175,14 @@ def main():
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--only", default="")
     ap.add_argument("--tune-sgc", action="store_true")
-    ap.add_argument("--max-epochs", type=int, default=5000, help="cap for the GAT rule (patience 100)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "graph_reproduce.json"),
-                    help="JSON file; rows already in it for configs not run now are kept")
+    ap.add_argument(
+        "--max-epochs", type=int, default=5000, help="cap for the GAT rule (patience 100)"
+    )
+    ap.add_argument(
+        "--out",
+        default=str(ROOT / "bench" / "results" / "graph_reproduce.json"),
+        help="JSON file; rows already in it for configs not run now are kept",
+    )
     args = ap.parse_args()
     root = configlib.data_dir("")
     cache = {}
@@ -149,10 +193,15 @@ def main():
             for wd in (0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3):
                 cfg.loss.weight_decay = wd
                 r = [run(cfg, s, data, "fixed", 0) for s in range(3)]
-                print(f"sgc {ds} wd={wd:g}: val {100*np.mean([v for v, *_ in r]):.2f}", flush=True)
+                print(
+                    f"sgc {ds} wd={wd:g}: val {100 * np.mean([v for v, *_ in r]):.2f}", flush=True
+                )
         return
     results = []
-    print(f"{'config':14s} {'ours (mean±std over seeds)':>28s} {'paper':>6s} {'diff':>6s}  source", flush=True)
+    print(
+        f"{'config':14s} {'ours (mean±std over seeds)':>28s} {'paper':>6s} {'diff':>6s}  source",
+        flush=True,
+    )
     for name, paper, source, rule, window in ROWS:
         if args.only and name not in args.only.split(","):
             continue
@@ -163,16 +212,32 @@ def main():
         t0 = time.time()
         runs = [run(cfg, s, cache[ds], rule, window, args.max_epochs) for s in range(args.seeds)]
         test = 100 * np.array([r[1] for r in runs])
-        row = dict(config=name, dataset=ds, paper=paper, source=source, seeds=args.seeds,
-                   test_mean=float(test.mean()), test_std=float(test.std()), test_runs=test.tolist(),
-                   val_mean=float(100 * np.mean([r[0] for r in runs])),
-                   epochs=[r[2] for r in runs], epochs_run=[r[3] for r in runs], rule=rule, rule_text=RULES[rule],
-                   window=window, seconds=time.time() - t0, device=str(jax.devices()[0]),
-                   date=time.strftime("%Y-%m-%d %H:%M"), within_1pt=bool(abs(test.mean() - paper) <= 1.0))
+        row = dict(
+            config=name,
+            dataset=ds,
+            paper=paper,
+            source=source,
+            seeds=args.seeds,
+            test_mean=float(test.mean()),
+            test_std=float(test.std()),
+            test_runs=test.tolist(),
+            val_mean=float(100 * np.mean([r[0] for r in runs])),
+            epochs=[r[2] for r in runs],
+            epochs_run=[r[3] for r in runs],
+            rule=rule,
+            rule_text=RULES[rule],
+            window=window,
+            seconds=time.time() - t0,
+            device=str(jax.devices()[0]),
+            date=time.strftime("%Y-%m-%d %H:%M"),
+            within_1pt=bool(abs(test.mean() - paper) <= 1.0),
+        )
         results.append(row)
-        print(f"{name:14s} {test.mean():22.2f} ± {test.std():4.2f} {paper:6.1f} "
-              f"{test.mean() - paper:+6.2f}  {source}",
-              flush=True)
+        print(
+            f"{name:14s} {test.mean():22.2f} ± {test.std():4.2f} {paper:6.1f} "
+            f"{test.mean() - paper:+6.2f}  {source}",
+            flush=True,
+        )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     # Rows of configs not run now are kept (a partial run, e.g. --only gat_cora, updates its rows
     # only).
@@ -182,8 +247,12 @@ def main():
             old = {r["config"]: r for r in json.load(f).get("rows", [])}
     new = {r["config"]: r for r in results}
     rows = [new.get(n, old.get(n)) for n, *_ in ROWS if n in new or n in old]
-    meta = dict(device=str(jax.devices()[0]), jax=jax.__version__, rules=RULES,
-                rule="per row ('rule'): PyG's for GCN/APPNP, the GAT paper's for GAT, fixed epochs for SGC")
+    meta = dict(
+        device=str(jax.devices()[0]),
+        jax=jax.__version__,
+        rules=RULES,
+        rule="per row ('rule'): PyG's for GCN/APPNP, the GAT paper's for GAT, fixed epochs for SGC",
+    )
     with open(args.out, "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     print("saved", args.out)

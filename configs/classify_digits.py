@@ -5,6 +5,7 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m netlab.main \
         --config configs/classify_digits.py:cpu --workdir runs/digits8 --config.mesh.fsdp=4
 """
+
 import ml_collections
 
 from configs import common

@@ -12,6 +12,7 @@ A config file does::
         ...
         return c
 """
+
 import ml_collections
 
 # Logical axis name -> mesh axes. The first matching rule wins (flax semantics); a name mapped to
@@ -19,7 +20,10 @@ import ml_collections
 # outside MoE layers the expert axis is data parallelism.
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp", "expert")),
-    ("expert_group", ("data", "fsdp")),   # MoE buffers (G, E, C, d): moving E onto 'expert' = all-to-all
+    (
+        "expert_group",
+        ("data", "fsdp"),
+    ),  # MoE buffers (G, E, C, d): moving E onto 'expert' = all-to-all
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
@@ -40,7 +44,9 @@ def parse_preset(arg, presets, default="cpu"):
     """The text after ':' in `--config file.py:arg`; one of `presets`, or empty for the default."""
     preset = (arg or default).strip()
     if preset not in presets:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)} (e.g. file.py:{presets[0]})")
+        raise ValueError(
+            f"unknown preset {preset!r}; choose one of {', '.join(presets)} (e.g. file.py:{presets[0]})"  # noqa: E501
+        )
     return preset
 
 
@@ -63,55 +69,69 @@ def parse_arg(arg, presets=("cpu", "gpu", "pod"), **defaults):
             raise ValueError(f"unknown config argument {key!r}; choose from {', '.join(defaults)}")
         old = defaults[key]
         try:
-            out[key] = type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true")
+            out[key] = (
+                type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true")
+            )
         except ValueError:
-            raise ValueError(f"config argument {key}={value!r}: expected {type(old).__name__}") from None
+            raise ValueError(
+                f"config argument {key}={value!r}: expected {type(old).__name__}"
+            ) from None
     return out
 
 
 def base_config():
     c = ml_collections.ConfigDict()
-    c.task = ""                      # "package.module:TaskClass", imported lazily by the trainer
-    c.seed = 0                       # 0 .. 2**32 - 1 (train.validate checks every range below)
+    c.task = ""  # "package.module:TaskClass", imported lazily by the trainer
+    c.seed = 0  # 0 .. 2**32 - 1 (train.validate checks every range below)
     c.model = ml_collections.ConfigDict()
     c.data = ml_collections.ConfigDict()
 
-    c.train = ml_collections.ConfigDict(dict(
-        steps=1000,                  # >= 1, and >= the step of the workdir's newest checkpoint
-        batch_size=64,               # global batch (rows of the `batch` axis); 0: full batch
-        grad_accum=1,                # micro-batches per optimizer step
-        log_every=50,                # 0: log the last step only
-        eval_every=500,              # 0: evaluate only at the end
-        compute_dtype="float32",     # float32 | bfloat16 (parameters stay float32)
-        remat="none",                # none | full | dots (checkpoint policy for model blocks)
-        profile_start=-1,            # first step of a profiler trace (-1: no trace)
-        profile_steps=5,
-        compile_cache="",            # "" -> <workdir parent>/.jax_cache ; "none" disables
-        progress=True,               # tqdm progress bar on the lead process
-    ))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw",                # adamw | adam | sgd | lion
-        lr=1e-3,
-        schedule="cosine",           # cosine | linear | constant (after warmup)
-        warmup_steps=0,
-        end_lr_factor=0.0,           # final lr / peak lr for cosine and linear decay
-        b1=0.9, b2=0.999, eps=1e-8,
-        momentum=0.9,                # sgd
-        weight_decay=0.0,
-        wd_mask="matrices",          # matrices (ndim >= 2 only) | all | none
-        clip_norm=0.0,               # 0: no clipping
-        ema_decay=0.0,               # fixed-decay EMA of params (0: off)
-        ema_stds=(),                 # EDM2 power-function EMAs, by relative std (e.g. (0.05, 0.1))
-    ))
+    c.train = ml_collections.ConfigDict(
+        dict(
+            steps=1000,  # >= 1, and >= the step of the workdir's newest checkpoint
+            batch_size=64,  # global batch (rows of the `batch` axis); 0: full batch
+            grad_accum=1,  # micro-batches per optimizer step
+            log_every=50,  # 0: log the last step only
+            eval_every=500,  # 0: evaluate only at the end
+            compute_dtype="float32",  # float32 | bfloat16 (parameters stay float32)
+            remat="none",  # none | full | dots (checkpoint policy for model blocks)
+            profile_start=-1,  # first step of a profiler trace (-1: no trace)
+            profile_steps=5,
+            compile_cache="",  # "" -> <workdir parent>/.jax_cache ; "none" disables
+            progress=True,  # tqdm progress bar on the lead process
+        )
+    )
+    c.optimizer = ml_collections.ConfigDict(
+        dict(
+            name="adamw",  # adamw | adam | sgd | lion
+            lr=1e-3,
+            schedule="cosine",  # cosine | linear | constant (after warmup)
+            warmup_steps=0,
+            end_lr_factor=0.0,  # final lr / peak lr for cosine and linear decay
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            momentum=0.9,  # sgd
+            weight_decay=0.0,
+            wd_mask="matrices",  # matrices (ndim >= 2 only) | all | none
+            clip_norm=0.0,  # 0: no clipping
+            ema_decay=0.0,  # fixed-decay EMA of params (0: off)
+            ema_stds=(),  # EDM2 power-function EMAs, by relative std (e.g. (0.05, 0.1))
+        )
+    )
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, expert=1, tensor=1))
-    c.sharding = ml_collections.ConfigDict(dict(
-        rules=DEFAULT_RULES,
-        fsdp_min_bytes=4 * 2**20,    # unannotated leaves above this are sharded over fsdp
-    ))
-    c.checkpoint = ml_collections.ConfigDict(dict(
-        every=500,                   # 0: save only at the end and when stopped (SIGTERM/SIGINT)
-        max_to_keep=2,               # 0: keep all
-        async_save=True,
-        init_from="",                # workdir or checkpoint dir to take params from (not opt state)
-    ))
+    c.sharding = ml_collections.ConfigDict(
+        dict(
+            rules=DEFAULT_RULES,
+            fsdp_min_bytes=4 * 2**20,  # unannotated leaves above this are sharded over fsdp
+        )
+    )
+    c.checkpoint = ml_collections.ConfigDict(
+        dict(
+            every=500,  # 0: save only at the end and when stopped (SIGTERM/SIGINT)
+            max_to_keep=2,  # 0: keep all
+            async_save=True,
+            init_from="",  # workdir or checkpoint dir to take params from (not opt state)
+        )
+    )
     return c

@@ -4,6 +4,7 @@ The same function serves the CLI (`--config file.py:preset --config.a.b=v`), not
 Overrides are coerced to the type of the field they replace; unknown keys and wrong types fail with
 a one-line `UserError` that names the closest valid key.
 """
+
 import ast
 import difflib
 import importlib.util
@@ -20,7 +21,9 @@ from netlab.errors import UserError
 
 def _import_config_module(path: pathlib.Path):
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found; pass an existing configs/<family>/<name>.py")
+        raise UserError(
+            f"config file {str(path)!r} not found; pass an existing configs/<family>/<name>.py"
+        )
     # Config files import `configs.common`: make the folder holding `configs/` importable.
     for parent in path.resolve().parents:
         if parent.name == "configs":
@@ -37,7 +40,7 @@ def _import_config_module(path: pathlib.Path):
 
 
 def presets(path) -> tuple:
-    """Every argument a config file declares: its PRESETS, then its VARIANTS (e.g. "model=gat,data=cora")."""
+    """Every argument a config file declares: its PRESETS, then its VARIANTS (e.g. "model=gat,data=cora")."""  # noqa: E501
     module = _import_config_module(pathlib.Path(path))
     return tuple(getattr(module, "PRESETS", ())) + tuple(getattr(module, "VARIANTS", ()))
 
@@ -62,12 +65,16 @@ def _coerce(key, text, old):
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise UserError(f"--config.{key}={text}: expected {type(old).__name__}, e.g. --config.{key}={old!r}") from None
+            raise UserError(
+                f"--config.{key}={text}: expected {type(old).__name__}, e.g. --config.{key}={old!r}"
+            ) from None
     elif isinstance(old, (tuple, list)):
         try:
             value = ast.literal_eval(text) if text.strip() else ()
         except (ValueError, SyntaxError):
-            raise UserError(f"--config.{key}={text}: expected a tuple literal, e.g. --config.{key}='(1, 2)'") from None
+            raise UserError(
+                f"--config.{key}={text}: expected a tuple literal, e.g. --config.{key}='(1, 2)'"
+            ) from None
         if not isinstance(value, (tuple, list)):
             value = (value,)
         return tuple(value)
@@ -88,8 +95,9 @@ def _coerce(key, text, old):
     if isinstance(old, float):
         value = float(value)
         if not math.isfinite(value) and math.isfinite(old):
-            raise UserError(f"--config.{key}={text}: expected a finite float, e.g. "
-                            f"--config.{key}={old}")
+            raise UserError(
+                f"--config.{key}={text}: expected a finite float, e.g. --config.{key}={old}"
+            )
     return value
 
 
@@ -99,7 +107,11 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict) -> None:
     for key, text in overrides.items():
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid top-level keys: {', '.join(cfg.keys())}"
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else f"; valid top-level keys: {', '.join(cfg.keys())}"
+            )
             raise UserError(f"unknown config key {key!r}{hint}")
         *parents, leaf = key.split(".")
         node = cfg
@@ -107,7 +119,9 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict) -> None:
             node = node[p]
         old = node[leaf]
         if isinstance(old, ml_collections.ConfigDict):
-            raise UserError(f"--config.{key} names a group; set one of its fields, e.g. --config.{key}.{next(iter(old.keys()))}=...")
+            raise UserError(
+                f"--config.{key} names a group; set one of its fields, e.g. --config.{key}.{next(iter(old.keys()))}=..."  # noqa: E501
+            )
         value = _coerce(key, text, old)
         try:
             node[leaf] = value
@@ -122,7 +136,7 @@ def load(path, preset=None, overrides=None) -> ml_collections.ConfigDict:
         path, preset = path.rsplit(":", 1)
     module = _import_config_module(pathlib.Path(path))
     declared = tuple(getattr(module, "PRESETS", ()))
-    variants = hasattr(module, "VARIANTS")   # variant configs parse "k=v,...,preset" themselves
+    variants = hasattr(module, "VARIANTS")  # variant configs parse "k=v,...,preset" themselves
     if preset and declared and not variants and preset not in declared:
         raise UserError(f"{path} has no preset {preset!r}; choose one of: {', '.join(declared)}")
     try:
@@ -149,7 +163,7 @@ def import_task(cfg, policy=None):
 
 
 def data_dir(cfg_value: str = "") -> str:
-    """Where offline datasets live: the config's value, else $NETLAB_DATA_DIR, else ../shared/data."""
+    """Where offline datasets live: the config's value, else $NETLAB_DATA_DIR, else ../shared/data."""  # noqa: E501
     if cfg_value:
         return cfg_value
     if os.environ.get("NETLAB_DATA_DIR"):

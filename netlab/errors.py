@@ -1,4 +1,4 @@
-"""User-facing errors: each message is one line that names the fix. The CLI prints it and exits 2."""
+"""User-facing errors: each message is one line that names the fix. The CLI prints it and exits 2."""  # noqa: E501
 
 
 class UserError(ValueError):

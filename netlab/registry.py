@@ -14,7 +14,8 @@ Entries come from three places, looked up in this order:
 3. `module:attr` import paths written directly in the config.
 
 Every registry is listed in `ALL` (a test walks them and builds each entry from a config).
-"""
+"""  # noqa: E501
+
 from __future__ import annotations
 
 import difflib
@@ -52,13 +53,15 @@ class Registry:
     `@register` decorators run. lazy: {name: "module:attr"} entries imported on use. example: a
     config (`path:preset`) in which `key` names an entry; the test suite sets `key` to a bad value
     there and expects exit status 2 with one line.
-    """
+    """  # noqa: E501
 
-    def __init__(self, kind: str, key: str, packages=(), lazy: dict | None = None, example: str = ""):
+    def __init__(
+        self, kind: str, key: str, packages=(), lazy: dict | None = None, example: str = ""
+    ):
         if kind in ALL:
             raise ValueError(f"a registry of kind {kind!r} already exists")
         self.kind, self.key = kind, key
-        self.example = example          # "configs/<f>.py:preset" whose `key` names an entry (for tests)
+        self.example = example  # "configs/<f>.py:preset" whose `key` names an entry (for tests)
         self.packages = tuple(packages)
         self._lazy = dict(lazy or {})
         self._entries: dict[str, Any] = {}
@@ -72,7 +75,9 @@ class Registry:
         def decorate(obj):
             old = self._entries.get(name)
             if old is not None and old is not obj and _qualname(old) != _qualname(obj):
-                raise ValueError(f"{self.kind} {name!r} registered twice: {_qualname(old)} and {_qualname(obj)}")
+                raise ValueError(
+                    f"{self.kind} {name!r} registered twice: {_qualname(old)} and {_qualname(obj)}"
+                )
             self._entries[name] = obj
             for a in aliases:
                 self._aliases[a] = name
@@ -104,7 +109,9 @@ class Registry:
         """The entry called `name` (a short name or 'module:attr'); UserError naming the choices."""
         key = key or self.key
         if not isinstance(name, str) or not name:
-            raise UserError(f"{key}={name!r}: name a {self.kind}; choose one of {', '.join(self.names())}")
+            raise UserError(
+                f"{key}={name!r}: name a {self.kind}; choose one of {', '.join(self.names())}"
+            )
         if ":" in name:
             return import_path(name, key)
         self._scan()
@@ -115,11 +122,13 @@ class Registry:
             return import_path(self._lazy[name], key)
         close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"{key}={name!r}: unknown {self.kind}; choose one of {', '.join(self.names())}"
-                        f" or 'package.module:Name'{hint}")
+        raise UserError(
+            f"{key}={name!r}: unknown {self.kind}; choose one of {', '.join(self.names())}"
+            f" or 'package.module:Name'{hint}"
+        )
 
     def build(self, name: str, *args, key: str | None = None, **kwargs) -> Any:
-        """`get(name)(*args, **kwargs)`; a TypeError from bad keyword arguments becomes a UserError."""
+        """`get(name)(*args, **kwargs)`; a TypeError from bad keyword arguments becomes a UserError."""  # noqa: E501
         factory = self.get(name, key)
         try:
             return factory(*args, **kwargs)
@@ -134,7 +143,7 @@ def _qualname(obj) -> str:
 
 
 def check_choice(key: str, value, choices) -> Any:
-    """A plain (non-registry) config choice: `value` if it is in `choices`, else a one-line UserError."""
+    """A plain (non-registry) config choice: `value` if it is in `choices`, else a one-line UserError."""  # noqa: E501
     choices = tuple(choices)
     if value in choices:
         return value
@@ -152,5 +161,7 @@ def check_range(key: str, value, lo=None, hi=None, *, integer=False) -> Any:
         bad = True
     if bad:
         span = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"in [{lo}, {hi}]")
-        raise UserError(f"{key}={value!r}: expected {'an integer' if integer else 'a number'} {span}")
+        raise UserError(
+            f"{key}={value!r}: expected {'an integer' if integer else 'a number'} {span}"
+        )
     return value

@@ -1,5 +1,6 @@
 """The README's paper index cannot go stale: every row's file, config and test exist, every part it
 names resolves in its registry, and every registered part appears in some row."""
+
 import importlib
 import pathlib
 import re
@@ -9,8 +10,11 @@ import pytest
 from netlab import configlib, registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-for _p in ["netlab/train/task.py", "netlab/nn/registries.py", *sorted(
-        str(p.relative_to(ROOT)) for p in (ROOT / "netlab").glob("*/registries.py"))]:
+for _p in [
+    "netlab/train/task.py",
+    "netlab/nn/registries.py",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "netlab").glob("*/registries.py")),
+]:
     importlib.import_module(_p[:-3].replace("/", "."))
 
 

@@ -3,6 +3,7 @@ and through the CLI a bad value of every registry-backed key exits 2 with one li
 
 The per-pillar walk tests (tests/<pillar>/test_registry_walk.py) build and step every entry.
 """
+
 import importlib
 import pathlib
 
@@ -13,8 +14,10 @@ from netlab.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REGISTRY_MODULES = ["netlab.train.task", "netlab.nn.registries"] + sorted(
-    f"netlab.{p.parent.name}.registries" for p in (ROOT / "netlab").glob("*/registries.py")
-    if p.parent.name != "nn")
+    f"netlab.{p.parent.name}.registries"
+    for p in (ROOT / "netlab").glob("*/registries.py")
+    if p.parent.name != "nn"
+)
 for _name in REGISTRY_MODULES:
     importlib.import_module(_name)
 KINDS = sorted(registry.ALL)
@@ -22,7 +25,9 @@ KINDS = sorted(registry.ALL)
 
 def test_every_pillar_has_registries():
     assert {"task", "mlp", "sampler", "backbone", "router", "backend"} <= set(KINDS), KINDS
-    assert any(k.startswith("graph") or k in ("gnn_layer", "graph_model", "layer") for k in KINDS), KINDS
+    assert any(
+        k.startswith("graph") or k in ("gnn_layer", "graph_model", "layer") for k in KINDS
+    ), KINDS
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -58,8 +63,9 @@ def test_bad_value_of_every_registry_key_exits_2_in_one_line(kind, tmp_path, cap
     reg = registry.ALL[kind]
     assert reg.example, f"registry {kind} names no example config"
     workdir = tmp_path / "run"
-    rc = main.main(["--config", reg.example, "--workdir", str(workdir),
-                    f"--config.{reg.key}=no_such_{kind}"])
+    rc = main.main(
+        ["--config", reg.example, "--workdir", str(workdir), f"--config.{reg.key}=no_such_{kind}"]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and reg.key in err and f"no_such_{kind}" in err, err

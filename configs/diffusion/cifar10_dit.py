@@ -4,7 +4,8 @@
     python -m netlab.main --config configs/diffusion/cifar10_dit.py:gpu --workdir runs/cifar10_dit
     # ADM U-Net instead of the DiT:  --config.model.backbone=unet --config.model.width=128
 Needs the `data` extra (tensorflow-datasets, array-record). cpu is a smoke-test size.
-"""
+"""  # noqa: E501
+
 import ml_collections
 
 from configs import common
@@ -16,19 +17,56 @@ def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "diffusion.image"
-    c.data = ml_collections.ConfigDict(dict(
-        source="tfds", name="cifar10", split="train", data_dir="", image_key="image", label_key="label",
-        path="", latent_scale=1.0, image_size=32, channels=3, num_classes=10))
-    c.model = ml_collections.ConfigDict(dict(
-        backbone="dit",        # or "unet": the ADM U-Net below (width, channel_mult, ...)
-        variant="", depth=4, width=128, num_heads=4, patch=4, label_dropout=0.1, learn_logvar=False,
-        channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolutions=(16,)))
-    c.diffusion = ml_collections.ConfigDict(dict(
-        schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
-        time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5,
-        sampler_kwargs=None))   # sampler options, a dict literal on the command line
-    c.eval = ml_collections.ConfigDict(dict(num_samples=100, inception_weights=""))   # FID .npz, inception.py
+    c.data = ml_collections.ConfigDict(
+        dict(
+            source="tfds",
+            name="cifar10",
+            split="train",
+            data_dir="",
+            image_key="image",
+            label_key="label",
+            path="",
+            latent_scale=1.0,
+            image_size=32,
+            channels=3,
+            num_classes=10,
+        )
+    )
+    c.model = ml_collections.ConfigDict(
+        dict(
+            backbone="dit",  # or "unet": the ADM U-Net below (width, channel_mult, ...)
+            variant="",
+            depth=4,
+            width=128,
+            num_heads=4,
+            patch=4,
+            label_dropout=0.1,
+            learn_logvar=False,
+            channel_mult=(1, 2, 2),
+            num_res_blocks=2,
+            attention_resolutions=(16,),
+        )
+    )
+    c.diffusion = ml_collections.ConfigDict(
+        dict(
+            schedule="cosine_shifted",
+            shift=0.0,
+            parameterization="v",
+            weighting="v",
+            time_sampling="antithetic",
+            p_mean=-1.2,
+            p_std=1.2,
+            min_snr_gamma=5.0,
+            sampler="dpmpp_2m",
+            sample_steps=25,
+            grid="uniform_logsnr",
+            guidance=1.5,
+            sampler_kwargs=None,
+        )
+    )  # sampler options, a dict literal on the command line
+    c.eval = ml_collections.ConfigDict(
+        dict(num_samples=100, inception_weights="")
+    )  # FID .npz, inception.py
     c.train.steps = 200
     c.train.batch_size = 32
     c.train.eval_every = 200

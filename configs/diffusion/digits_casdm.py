@@ -7,7 +7,8 @@
 
 Evaluations write eval/digits_fd (Cas-DM DDIM: x0-module for the data estimate) beside
 eval/digits_fd_eps_only (DDIM from the eps-module alone) and the sample grid.
-"""
+"""  # noqa: E501
+
 import ml_collections
 
 from configs import common
@@ -20,12 +21,14 @@ def get_config(arg=None):
     common.parse_preset(arg, PRESETS)
     c = digits_dit.get_config(arg)
     c.task = "diffusion.cas_dm_digits"
-    c.diffusion.parameterization = "eps"          # the eps-module; the x0-module is Cas-DM's own head
-    c.diffusion.sampler = "ddim"                  # Cas-DM's DDIM with (eps_hat, x0_hat)
-    c.cas_dm = ml_collections.ConfigDict(dict(
-        metric="ssim",          # ssim | lpips | none
-        metric_weight=0.1,      # 1.0 gave FD 51 vs 31 at 0.1 (x0_depth 2 vs 0; digits, 1500 steps)
-        lpips_weights="",       # .npz for metric=lpips (netlab/diffusion/lpips.py names the keys)
-        x0_depth=0,             # blocks of the x0-module (0: same as the eps-module, as in the paper)
-    ))
+    c.diffusion.parameterization = "eps"  # the eps-module; the x0-module is Cas-DM's own head
+    c.diffusion.sampler = "ddim"  # Cas-DM's DDIM with (eps_hat, x0_hat)
+    c.cas_dm = ml_collections.ConfigDict(
+        dict(
+            metric="ssim",  # ssim | lpips | none
+            metric_weight=0.1,  # 1.0 gave FD 51 vs 31 at 0.1 (x0_depth 2 vs 0; digits, 1500 steps)
+            lpips_weights="",  # .npz for metric=lpips (netlab/diffusion/lpips.py names the keys)
+            x0_depth=0,  # blocks of the x0-module (0: same as the eps-module, as in the paper)
+        )
+    )
     return c

@@ -9,6 +9,7 @@
     python -m netlab.main --config configs/diffusion/digits_dit.py:cpu --workdir runs/digits_pcg \
         --config.diffusion.sampler=cfg_pc --config.diffusion.sampler_kwargs="{'num_corrector': 2}"
 """
+
 import ml_collections
 
 from configs import common
@@ -20,19 +21,39 @@ def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "diffusion.digits"
-    c.model = ml_collections.ConfigDict(dict(
-        backbone="dit",        # netlab/diffusion/registries.py BACKBONES: dit | unet | mlp
-        variant="",            # "S/2", "B/4", ... overrides the four sizes below
-        depth=4, width=128, num_heads=4, patch=2,
-        mlp="dense",           # the blocks' MLP (MLPS); DiT-MoE: configs/moe/dit_moe_digits.py
-        label_dropout=0.1, learn_logvar=False))
-    c.diffusion = ml_collections.ConfigDict(dict(
-        schedule="cosine_shifted", shift=0.0, parameterization="v", weighting="v",
-        time_sampling="antithetic", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=20, grid="uniform_logsnr",
-        sampler_kwargs=None,   # options: --config.diffusion.sampler_kwargs="{'eta': 1.0}"
-        guidance=1.0))   # FD at 1500 steps: 5.8 at 1.0, 17.9 at 1.5, 42 at 2.5 (guidance trades diversity away)
-    c.eval = ml_collections.ConfigDict(dict(num_samples=1000))   # FD needs ~1000: at 200 its bias hides progress
+    c.model = ml_collections.ConfigDict(
+        dict(
+            backbone="dit",  # netlab/diffusion/registries.py BACKBONES: dit | unet | mlp
+            variant="",  # "S/2", "B/4", ... overrides the four sizes below
+            depth=4,
+            width=128,
+            num_heads=4,
+            patch=2,
+            mlp="dense",  # the blocks' MLP (MLPS); DiT-MoE: configs/moe/dit_moe_digits.py
+            label_dropout=0.1,
+            learn_logvar=False,
+        )
+    )
+    c.diffusion = ml_collections.ConfigDict(
+        dict(
+            schedule="cosine_shifted",
+            shift=0.0,
+            parameterization="v",
+            weighting="v",
+            time_sampling="antithetic",
+            p_mean=-1.2,
+            p_std=1.2,
+            min_snr_gamma=5.0,
+            sampler="dpmpp_2m",
+            sample_steps=20,
+            grid="uniform_logsnr",
+            sampler_kwargs=None,  # options: --config.diffusion.sampler_kwargs="{'eta': 1.0}"
+            guidance=1.0,
+        )
+    )  # FD at 1500 steps: 5.8 at 1.0, 17.9 at 1.5, 42 at 2.5 (guidance trades diversity away)
+    c.eval = ml_collections.ConfigDict(
+        dict(num_samples=1000)
+    )  # FD needs ~1000: at 200 its bias hides progress
     c.train.steps = 1500
     c.train.batch_size = 128
     c.train.log_every = 100
@@ -42,7 +63,7 @@ def get_config(arg=None):
     c.optimizer.warmup_steps = 200
     c.optimizer.weight_decay = 0.0
     c.optimizer.clip_norm = 1.0
-    c.optimizer.ema_stds = (0.1,)      # EDM2 power-function EMA: tracks the last ~10% of training
+    c.optimizer.ema_stds = (0.1,)  # EDM2 power-function EMA: tracks the last ~10% of training
     if preset == "gpu":
         c.train.compute_dtype = "bfloat16"
         c.model.variant = "S/2"

@@ -4,7 +4,8 @@ classes, label dropout 0.1, CFG). The latents come from a file the user encodes 
 
     python -m netlab.main --config configs/diffusion/imagenet_latent_dit.py:gpu --workdir runs/in_dit \\
         --config.data.path=/data/imagenet256_latents.npz
-"""
+"""  # noqa: E501
+
 import ml_collections
 
 from configs import common
@@ -16,18 +17,53 @@ def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "diffusion.image"
-    c.data = ml_collections.ConfigDict(dict(
-        source="npz", path="", name="", split="train", data_dir="", image_key="image", label_key="label",
-        latent_scale=0.18215, image_size=32, channels=4, num_classes=1000))
-    c.model = ml_collections.ConfigDict(dict(
-        backbone="dit", variant="", depth=2, width=64, num_heads=2, patch=4, label_dropout=0.1,
-        learn_logvar=False))
-    c.diffusion = ml_collections.ConfigDict(dict(
-        schedule="linear", shift=0.0, parameterization="eps", weighting="eps",
-        time_sampling="uniform", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.5,
-        sampler_kwargs=None))   # sampler options, a dict literal on the command line
-    c.eval = ml_collections.ConfigDict(dict(num_samples=20, inception_weights=""))   # FID needs decoded RGB
+    c.data = ml_collections.ConfigDict(
+        dict(
+            source="npz",
+            path="",
+            name="",
+            split="train",
+            data_dir="",
+            image_key="image",
+            label_key="label",
+            latent_scale=0.18215,
+            image_size=32,
+            channels=4,
+            num_classes=1000,
+        )
+    )
+    c.model = ml_collections.ConfigDict(
+        dict(
+            backbone="dit",
+            variant="",
+            depth=2,
+            width=64,
+            num_heads=2,
+            patch=4,
+            label_dropout=0.1,
+            learn_logvar=False,
+        )
+    )
+    c.diffusion = ml_collections.ConfigDict(
+        dict(
+            schedule="linear",
+            shift=0.0,
+            parameterization="eps",
+            weighting="eps",
+            time_sampling="uniform",
+            p_mean=-1.2,
+            p_std=1.2,
+            min_snr_gamma=5.0,
+            sampler="dpmpp_2m",
+            sample_steps=25,
+            grid="uniform_logsnr",
+            guidance=1.5,
+            sampler_kwargs=None,
+        )
+    )  # sampler options, a dict literal on the command line
+    c.eval = ml_collections.ConfigDict(
+        dict(num_samples=20, inception_weights="")
+    )  # FID needs decoded RGB
     c.train.steps = 20
     c.train.batch_size = 8
     c.train.eval_every = 20

@@ -1,8 +1,9 @@
 """Diffusion on a 2-D Gaussian mixture (8 modes on a circle) with an MLP denoiser.
 
-    python -m netlab.main --config configs/diffusion/toy2d.py:cpu --workdir runs/toy2d
-    # about a minute on 2 cores; eval/sliced_wasserstein falls, samples/step_<n>.png shows the modes.
+python -m netlab.main --config configs/diffusion/toy2d.py:cpu --workdir runs/toy2d
+# about a minute on 2 cores; eval/sliced_wasserstein falls, samples/step_<n>.png shows the modes.
 """
+
 import ml_collections
 
 from configs import common
@@ -16,11 +17,23 @@ def get_config(arg=None):
     c.task = "diffusion.toy2d"
     c.model = ml_collections.ConfigDict(dict(backbone="mlp", width=128, depth=3))
     c.data = ml_collections.ConfigDict(dict(mode_std=0.15))
-    c.diffusion = ml_collections.ConfigDict(dict(
-        schedule="cosine", shift=0.0, parameterization="v", weighting="v",
-        time_sampling="uniform", p_mean=-1.2, p_std=1.2, min_snr_gamma=5.0,
-        sampler="dpmpp_2m", sample_steps=25, grid="uniform_logsnr", guidance=1.0,
-        sampler_kwargs=None))  # e.g. --config.diffusion.sampler_kwargs="{'fit_iters': 20}"
+    c.diffusion = ml_collections.ConfigDict(
+        dict(
+            schedule="cosine",
+            shift=0.0,
+            parameterization="v",
+            weighting="v",
+            time_sampling="uniform",
+            p_mean=-1.2,
+            p_std=1.2,
+            min_snr_gamma=5.0,
+            sampler="dpmpp_2m",
+            sample_steps=25,
+            grid="uniform_logsnr",
+            guidance=1.0,
+            sampler_kwargs=None,
+        )
+    )  # e.g. --config.diffusion.sampler_kwargs="{'fit_iters': 20}"
     c.eval = ml_collections.ConfigDict(dict(num_samples=2000))
     c.train.steps = 2000
     c.train.batch_size = 256

@@ -5,6 +5,7 @@ offline).
     python -m netlab.main --config configs/graph/deepergcn_cora.py:cpu \
         --workdir runs/deepergcn_cora
 """
+
 import ml_collections
 
 from configs import common
@@ -16,10 +17,27 @@ def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "graph.node_classification"
-    c.model = ml_collections.ConfigDict(dict(name="deepergcn", hidden=64, num_layers=4, dropout=0.5,
-                                             t=1.0, learn_t=True, msg_norm=False))
-    c.data = ml_collections.ConfigDict(dict(name="cora", data_dir="", split=0, row_normalize=True,
-                                            edge_sharded=False, precompute=True))
+    c.model = ml_collections.ConfigDict(
+        dict(
+            name="deepergcn",
+            hidden=64,
+            num_layers=4,
+            dropout=0.5,
+            t=1.0,
+            learn_t=True,
+            msg_norm=False,
+        )
+    )
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name="cora",
+            data_dir="",
+            split=0,
+            row_normalize=True,
+            edge_sharded=False,
+            precompute=True,
+        )
+    )
     c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))
     c.train.steps = 300
     c.train.batch_size = 0

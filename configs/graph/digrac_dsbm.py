@@ -5,6 +5,7 @@ eta = 0.1.
     # unsupervised flow-imbalance training; evaluation prints the ARI against the planted
     # clusters. model.name=digrac (registries.MODELS); model.tau is DIMPA's self-loop weight.
 """
+
 import ml_collections
 
 from configs import common
@@ -16,10 +17,21 @@ def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "graph.digraph_clustering"
-    c.model = ml_collections.ConfigDict(dict(name="digrac", hidden=32, hops=2, dropout=0.5,
-                                             tau=0.5))
-    c.data = ml_collections.ConfigDict(dict(n=1000, k=5, p=0.05, eta=0.1, style="cyclic",
-                                            ambient=False, size_ratio=1.0, graph_seed=0))
+    c.model = ml_collections.ConfigDict(
+        dict(name="digrac", hidden=32, hops=2, dropout=0.5, tau=0.5)
+    )
+    c.data = ml_collections.ConfigDict(
+        dict(
+            n=1000,
+            k=5,
+            p=0.05,
+            eta=0.1,
+            style="cyclic",
+            ambient=False,
+            size_ratio=1.0,
+            graph_seed=0,
+        )
+    )
     # beta: the number of cluster pairs with a planted flow
     c.loss = ml_collections.ConfigDict(dict(beta=5, normalisation="vol_sum"))
     c.train.steps = 1000

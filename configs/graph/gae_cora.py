@@ -3,6 +3,7 @@ edge split, one random negative per positive each step; val/test ROC-AUC.
 
     python -m netlab.main --config configs/graph/gae_cora.py:cpu --workdir runs/gae_cora
 """
+
 import ml_collections
 
 from configs import common
@@ -15,8 +16,9 @@ def get_config(arg=None):
     c = common.base_config()
     c.task = "graph.link_prediction"
     c.model = ml_collections.ConfigDict(dict(name="link_predictor", hidden=32, out=16, dropout=0.0))
-    c.data = ml_collections.ConfigDict(dict(name="cora", data_dir="", val_fraction=0.05,
-                                            test_fraction=0.1, edge_sharded=False))
+    c.data = ml_collections.ConfigDict(
+        dict(name="cora", data_dir="", val_fraction=0.05, test_fraction=0.1, edge_sharded=False)
+    )
     c.train.steps = 200
     c.train.batch_size = 0
     c.train.log_every = 20

@@ -4,6 +4,7 @@
     python -m netlab.main --config configs/graph/gcn_texas.py:cpu --workdir runs/gcn_texas \
         --config.data.split=3
 """
+
 import ml_collections
 
 from configs import common
@@ -16,8 +17,16 @@ def get_config(arg=None):
     c = common.base_config()
     c.task = "graph.node_classification"
     c.model = ml_collections.ConfigDict(dict(name="gcn", hidden=64, num_layers=2, dropout=0.5))
-    c.data = ml_collections.ConfigDict(dict(name="texas", data_dir="", split=0, row_normalize=True,
-                                            edge_sharded=False, precompute=True))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name="texas",
+            data_dir="",
+            split=0,
+            row_normalize=True,
+            edge_sharded=False,
+            precompute=True,
+        )
+    )
     c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))
     c.train.steps = 300
     c.train.batch_size = 0

@@ -7,6 +7,7 @@ bucket).
     # data.graphs_per_batch graphs in each; raise data.max_nodes / max_edges if a batch does not
     # fit. model.conv picks the layer from registries.LAYERS (gin, gcn, gat, genconv, ...).
 """
+
 import ml_collections
 
 from configs import common
@@ -18,10 +19,21 @@ def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "graph.graph_classification"
-    c.model = ml_collections.ConfigDict(dict(name="graph_classifier", hidden=32, num_layers=3,
-                                             conv="gin", readout="sum", dropout=0.0))
-    c.data = ml_collections.ConfigDict(dict(num_graphs=600, graphs_per_batch=16, max_nodes=640,
-                                            max_edges=2560, num_buckets=4, test_fraction=0.2))
+    c.model = ml_collections.ConfigDict(
+        dict(
+            name="graph_classifier", hidden=32, num_layers=3, conv="gin", readout="sum", dropout=0.0
+        )
+    )
+    c.data = ml_collections.ConfigDict(
+        dict(
+            num_graphs=600,
+            graphs_per_batch=16,
+            max_nodes=640,
+            max_edges=2560,
+            num_buckets=4,
+            test_fraction=0.2,
+        )
+    )
     c.train.steps = 300
     c.train.batch_size = 2
     c.train.log_every = 50

@@ -18,29 +18,52 @@ splits the edge arrays over all devices, data.edge_sharded). Hyperparameters (th
 - appnp (Klicpera et al., ICLR 2019): MLP 64 hidden, dropout 0.5, K = 10, alpha = 0.1, Adam 0.01,
   L2 5e-3 on the first layer's weights.
 """
+
 import ml_collections
 
 from configs import common
 
 PRESETS = ("cpu", "gpu", "pod")
 DATASETS = ("cora", "citeseer")
-VARIANTS = tuple(f"model={m},data={d}" for m in ("gcn", "sgc", "gat", "gatv2", "appnp")
-                 for d in DATASETS)
+VARIANTS = tuple(
+    f"model={m},data={d}" for m in ("gcn", "sgc", "gat", "gatv2", "appnp") for d in DATASETS
+)
 
-_GAT = dict(model=dict(hidden=8, heads=8, out_heads=1, dropout=0.6), weight_decay=5e-4, scope="",
-            steps=1000, log_every=100, eval_every=200, lr=0.005)
+_GAT = dict(
+    model=dict(hidden=8, heads=8, out_heads=1, dropout=0.6),
+    weight_decay=5e-4,
+    scope="",
+    steps=1000,
+    log_every=100,
+    eval_every=200,
+    lr=0.005,
+)
 # Per model: model fields, L2 (weight_decay on parameters whose path starts with `scope`),
 # epochs, logging, Adam learning rate. Per (model, dataset): overrides.
 TABLE = {
-    "gcn": dict(model=dict(hidden=16, num_layers=2, dropout=0.5), weight_decay=5e-4,
-                scope="conv0", steps=200, log_every=20, eval_every=40, lr=0.01),
-    "sgc": dict(model=dict(k=2), weight_decay=None, scope="", steps=100, log_every=10,
-                eval_every=20, lr=0.2),
+    "gcn": dict(
+        model=dict(hidden=16, num_layers=2, dropout=0.5),
+        weight_decay=5e-4,
+        scope="conv0",
+        steps=200,
+        log_every=20,
+        eval_every=40,
+        lr=0.01,
+    ),
+    "sgc": dict(
+        model=dict(k=2), weight_decay=None, scope="", steps=100, log_every=10, eval_every=20, lr=0.2
+    ),
     "gat": _GAT,
     "gatv2": _GAT,
-    "appnp": dict(model=dict(hidden=64, dropout=0.5, k=10, alpha=0.1, edge_dropout=0.0),
-                  weight_decay=5e-3, scope="lin0", steps=500, log_every=50, eval_every=100,
-                  lr=0.01),
+    "appnp": dict(
+        model=dict(hidden=64, dropout=0.5, k=10, alpha=0.1, edge_dropout=0.0),
+        weight_decay=5e-3,
+        scope="lin0",
+        steps=500,
+        log_every=50,
+        eval_every=100,
+        lr=0.01,
+    ),
 }
 OVERRIDES = {
     ("sgc", "cora"): dict(weight_decay=3e-5),
@@ -58,20 +81,29 @@ def get_config(arg=None):
     c = common.base_config()
     c.task = "graph.node_classification"
     c.model = ml_collections.ConfigDict(dict(name=a.model, **hp["model"]))
-    c.data = ml_collections.ConfigDict(dict(name=a.data, data_dir="", split=0, row_normalize=True,
-                                            edge_sharded=False, precompute=True))
-    c.loss = ml_collections.ConfigDict(dict(weight_decay=hp["weight_decay"],
-                                            weight_decay_scope=hp["scope"]))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name=a.data,
+            data_dir="",
+            split=0,
+            row_normalize=True,
+            edge_sharded=False,
+            precompute=True,
+        )
+    )
+    c.loss = ml_collections.ConfigDict(
+        dict(weight_decay=hp["weight_decay"], weight_decay_scope=hp["scope"])
+    )
     c.train.steps = hp["steps"]
-    c.train.batch_size = 0             # full batch: the whole graph every step
+    c.train.batch_size = 0  # full batch: the whole graph every step
     c.train.log_every = hp["log_every"]
     c.train.eval_every = hp["eval_every"]
     c.checkpoint.every = hp["steps"]
     c.optimizer.name = "adam"
     c.optimizer.lr = hp["lr"]
     c.optimizer.schedule = "constant"
-    c.optimizer.weight_decay = 0.0     # L2 is in the loss (loss.weight_decay), as in the papers
-    c.mesh.data = 1                    # one replica; pod: data=-1 with data.edge_sharded=True
+    c.optimizer.weight_decay = 0.0  # L2 is in the loss (loss.weight_decay), as in the papers
+    c.mesh.data = 1  # one replica; pod: data=-1 with data.edge_sharded=True
     if a.preset in ("gpu", "pod"):
         c.data.edge_sharded = a.preset == "pod"
         c.mesh.data = -1 if a.preset == "pod" else 1

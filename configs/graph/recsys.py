@@ -16,33 +16,63 @@ Argument: model=lightgcn|ultragcn, data=lastfm|gowalla (settings below) and a pr
 - ultragcn, lastfm: lam 1.0 (beta-weighted constraint loss L_C), gamma 2.5 (item-item constraint
   L_I), 50 negatives of weight 50, 10 item neighbours, batch 1024, 3000 steps (gpu/pod: 20000).
 """
+
 import ml_collections
 
 from configs import common
 
 PRESETS = ("cpu", "gpu", "pod")
-VARIANTS = ("model=lightgcn,data=lastfm", "model=lightgcn,data=gowalla",
-            "model=ultragcn,data=lastfm")
+VARIANTS = (
+    "model=lightgcn,data=lastfm",
+    "model=lightgcn,data=gowalla",
+    "model=ultragcn,data=lastfm",
+)
 
-_LIGHTGCN = dict(name="lightgcn", dim=64, num_layers=3, init_std=0.1, reg=1e-4, lam=0.0,
-                 gamma=0.0, neg_weight=1.0, num_negatives=1, num_neighbors=10)
-_ULTRAGCN = dict(name="ultragcn", dim=64, num_layers=0, init_std=1e-4, reg=1e-4, lam=1.0,
-                 gamma=2.5, neg_weight=50.0, num_negatives=50, num_neighbors=10)
+_LIGHTGCN = dict(
+    name="lightgcn",
+    dim=64,
+    num_layers=3,
+    init_std=0.1,
+    reg=1e-4,
+    lam=0.0,
+    gamma=0.0,
+    neg_weight=1.0,
+    num_negatives=1,
+    num_neighbors=10,
+)
+_ULTRAGCN = dict(
+    name="ultragcn",
+    dim=64,
+    num_layers=0,
+    init_std=1e-4,
+    reg=1e-4,
+    lam=1.0,
+    gamma=2.5,
+    neg_weight=50.0,
+    num_negatives=50,
+    num_neighbors=10,
+)
 # Per (model, dataset): model fields, batch, and train/log/eval/checkpoint steps on cpu and on
 # gpu/pod (the gpu entry overrides the cpu one).
 TABLE = {
     ("lightgcn", "lastfm"): dict(
-        model=_LIGHTGCN, batch_size=2048,
+        model=_LIGHTGCN,
+        batch_size=2048,
         cpu=dict(steps=3000, log_every=100, eval_every=1000, ckpt=1000),
-        gpu=dict(steps=20000, eval_every=2000, ckpt=2000)),
+        gpu=dict(steps=20000, eval_every=2000, ckpt=2000),
+    ),
     ("lightgcn", "gowalla"): dict(
-        model=_LIGHTGCN, batch_size=2048,
+        model=_LIGHTGCN,
+        batch_size=2048,
         cpu=dict(steps=400, log_every=50, eval_every=0, ckpt=400),
-        gpu=dict(steps=400000, log_every=1000, eval_every=20000, ckpt=20000)),
+        gpu=dict(steps=400000, log_every=1000, eval_every=20000, ckpt=20000),
+    ),
     ("ultragcn", "lastfm"): dict(
-        model=_ULTRAGCN, batch_size=1024,
+        model=_ULTRAGCN,
+        batch_size=1024,
         cpu=dict(steps=3000, log_every=100, eval_every=1000, ckpt=1000),
-        gpu=dict(steps=20000, eval_every=2000)),
+        gpu=dict(steps=20000, eval_every=2000),
+    ),
 }
 
 
@@ -56,8 +86,9 @@ def get_config(arg=None):
     c = common.base_config()
     c.task = "graph.recommendation"
     c.model = ml_collections.ConfigDict(dict(hp["model"]))
-    c.data = ml_collections.ConfigDict(dict(name=a.data, data_dir="", k=20,
-                                            eval_users_per_chunk=1024))
+    c.data = ml_collections.ConfigDict(
+        dict(name=a.data, data_dir="", k=20, eval_users_per_chunk=1024)
+    )
     c.train.batch_size = hp["batch_size"]
     c.train.steps = run["steps"]
     c.train.log_every = run["log_every"]

@@ -1,4 +1,5 @@
-"""Classify the digits images: cross-entropy training, held-out test accuracy, a confusion picture."""
+"""Classify the digits images: cross-entropy training, held-out test accuracy, a confusion picture."""  # noqa: E501
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,8 +16,13 @@ class DigitsClassification:
         self.config = config
         policy = policy or precision.from_config(config.train)
         m = config.model
-        self.model = ConvNet(channels=tuple(m.channels), hidden=m.hidden, num_classes=10,
-                             dtype=policy.compute_dtype, remat_policy=policy.remat_policy)
+        self.model = ConvNet(
+            channels=tuple(m.channels),
+            hidden=m.hidden,
+            num_classes=10,
+            dtype=policy.compute_dtype,
+            remat_policy=policy.remat_policy,
+        )
         self.data = digits.load(config.data.test_fraction)
         self.batch_size = int(config.train.batch_size)
         self._eval = jax.jit(self._predict)
@@ -31,7 +37,9 @@ class DigitsClassification:
         return self.batch_size
 
     def train_batch(self, step):
-        idx = digits.epoch_batch_indices(len(self.data["train_y"]), self.batch_size, self.config.seed, step)
+        idx = digits.epoch_batch_indices(
+            len(self.data["train_y"]), self.batch_size, self.config.seed, step
+        )
         return {"image": self.data["train_x"][idx], "label": self.data["train_y"][idx]}
 
     def loss_fn(self, params, model_state, batch, rng, train):
@@ -45,7 +53,9 @@ class DigitsClassification:
 
     def evaluate(self, params, model_state, step, workdir):
         # The parameters may span several processes: gather the predictions everywhere.
-        pred = np.asarray(multihost_utils.process_allgather(self._eval(params, self.data["test_x"]), tiled=True))
+        pred = np.asarray(
+            multihost_utils.process_allgather(self._eval(params, self.data["test_x"]), tiled=True)
+        )
         truth = self.data["test_y"]
         confusion = np.zeros((10, 10), np.int64)
         np.add.at(confusion, (truth, pred), 1)

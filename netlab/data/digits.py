@@ -3,6 +3,7 @@
 A fixed stratified split (independent of the training seed) holds out `test_fraction` of the images.
 Pixels are scaled from 0..16 to [-1, 1].
 """
+
 import functools
 
 import numpy as np
@@ -18,7 +19,8 @@ def load(test_fraction: float = 0.2, split_seed: int = 0):
     x = (digits.images.astype(np.float32) / 8.0 - 1.0)[..., None]
     y = digits.target.astype(np.int32)
     tr_x, te_x, tr_y, te_y = train_test_split(
-        x, y, test_size=test_fraction, random_state=split_seed, stratify=y)
+        x, y, test_size=test_fraction, random_state=split_seed, stratify=y
+    )
     return dict(train_x=tr_x, train_y=tr_y, test_x=te_x, test_y=te_y)
 
 
@@ -31,10 +33,10 @@ def epoch_batch_indices(num_examples: int, batch_size: int, seed: int, step: int
         return rng.choice(num_examples, batch_size, replace=True)
     epoch, offset = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    return perm[offset * batch_size:(offset + 1) * batch_size]
+    return perm[offset * batch_size : (offset + 1) * batch_size]
 
 
 def process_rows(global_indices: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
     """This process's contiguous slice of the global batch rows."""
     local = len(global_indices) // process_count
-    return global_indices[process_index * local:(process_index + 1) * local]
+    return global_indices[process_index * local : (process_index + 1) * local]

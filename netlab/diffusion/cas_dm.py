@@ -11,7 +11,8 @@ in the paper) uses eps_hat for the noise direction and x0_hat for the data estim
 
 The metric is pluggable: `image_metrics.ssim_distance` (no weights) by default, or LPIPS with
 weights from a user-supplied file (`lpips.py`).
-"""
+"""  # noqa: E501
+
 from typing import Optional
 
 import flax.linen as nn
@@ -24,9 +25,10 @@ from netlab.diffusion.image_metrics import ssim_distance
 
 class CasDM(nn.Module):
     """Both modules share the backbone signature `(x, noise_cond, labels) -> output`."""
+
     eps_module: nn.Module
     x0_module: nn.Module
-    stop_gradient: bool = True       # False only to show in tests what the stop-gradient prevents
+    stop_gradient: bool = True  # False only to show in tests what the stop-gradient prevents
     x0_clip: Optional[float] = None  # clip x0_eps to [-c, c] (data range): at alpha ~ 0 it explodes
 
     def __call__(self, x_t, alpha, sigma, noise_cond, labels=None):
@@ -45,7 +47,7 @@ def cas_dm_loss(eps_hat, x0_hat, eps, x0, metric=ssim_distance, metric_weight: f
     """Returns (total, parts) with parts = {eps_mse, x0_mse, metric} (float32 means over the batch,
     float64 for float64 data).
     `metric(x0_hat, x0) -> per-example distance`; None drops the metric term."""
-    dt = jnp.promote_types(x0.dtype, jnp.float32)             # float64 in float64 runs
+    dt = jnp.promote_types(x0.dtype, jnp.float32)  # float64 in float64 runs
     eps_mse = jnp.mean((eps_hat.astype(dt) - eps) ** 2)
     x0_mse = jnp.mean((x0_hat.astype(dt) - x0) ** 2)
     m = jnp.mean(metric(x0_hat.astype(dt), x0)) if metric is not None else jnp.zeros((), dt)
@@ -61,6 +63,7 @@ def sample_ddim(model, x, grid):
     """Deterministic DDIM over a log-SNR grid (noisy -> clean) with Cas-DM's pair of predictions:
     `model(x, logsnr) -> (eps_hat, x0_hat)`, each step x_s = alpha_s x0_hat + sigma_s eps_hat, and
     the result is x0_hat at the last grid point."""
+
     def step(x, pair):
         eps_hat, x0_hat = model(x, pair[0])
         alpha_s, sigma_s = schedules.alpha_sigma(pair[1])

@@ -11,6 +11,7 @@ what the cascaded x0-module adds.
 Both modules are `model.backbone` (a DiT by default); the x0-module has `cas_dm.x0_depth` blocks
 (0: as many as the eps-module) and sees the two images stacked on the channel axis.
 """
+
 import functools
 import os
 
@@ -32,23 +33,27 @@ def metric_fn(cfg):
         return image_metrics.ssim_distance
     if cfg.metric == "lpips":
         if not cfg.lpips_weights or not os.path.isfile(cfg.lpips_weights):
-            raise UserError(f"cas_dm.metric='lpips' needs its AlexNet/LPIPS weights: set "
-                            f"--config.cas_dm.lpips_weights=PATH.npz (see netlab/diffusion/lpips.py); "
-                            f"got {cfg.lpips_weights!r}")
+            raise UserError(
+                f"cas_dm.metric='lpips' needs its AlexNet/LPIPS weights: set "
+                f"--config.cas_dm.lpips_weights=PATH.npz (see netlab/diffusion/lpips.py); "
+                f"got {cfg.lpips_weights!r}"
+            )
         return lpips.metric_from_file(cfg.lpips_weights)
     return None
 
 
 class CasDMDigits(DigitsDiffusion):
     def __init__(self, config, policy=None):
-        check_choice("diffusion.sampler", config.diffusion.sampler, ("ddim",))   # Cas-DM's DDIM
+        check_choice("diffusion.sampler", config.diffusion.sampler, ("ddim",))  # Cas-DM's DDIM
         self.metric = metric_fn(config.cas_dm)
         super().__init__(config, policy)
 
     def build_model(self):
         if self.config.model.get("mlp", "dense") != "dense":
-            raise UserError(f"model.mlp={self.config.model.mlp!r}: Cas-DM's loss has no auxiliary "
-                            f"losses; use model.mlp='dense'")
+            raise UserError(
+                f"model.mlp={self.config.model.mlp!r}: Cas-DM's loss has no auxiliary "
+                f"losses; use model.mlp='dense'"
+            )
         eps_module = super().build_model()
         depth = check_range("cas_dm.x0_depth", int(self.config.cas_dm.x0_depth), 0, integer=True)
         if depth and not hasattr(eps_module, "depth"):
@@ -58,17 +63,28 @@ class CasDMDigits(DigitsDiffusion):
 
     def init_variables(self, rng):
         f = self.float_dtype
-        return self.model.init(rng, jnp.zeros((1, 8, 8, 1), f), jnp.ones((1, 1, 1, 1), f),
-                               jnp.zeros((1, 1, 1, 1), f), jnp.zeros((1,), f),
-                               jnp.zeros((1,), jnp.int32))
+        return self.model.init(
+            rng,
+            jnp.zeros((1, 8, 8, 1), f),
+            jnp.ones((1, 1, 1, 1), f),
+            jnp.zeros((1, 1, 1, 1), f),
+            jnp.zeros((1,), f),
+            jnp.zeros((1,), jnp.int32),
+        )
 
     def _pair(self, params, x, logsnr, labels):
         """(eps_hat, x0_hat) at a scalar or per-row log-SNR."""
         logsnr = jnp.broadcast_to(logsnr, (x.shape[0],))
         alpha, sigma = schedules.alpha_sigma(logsnr)
         shape = (-1,) + (1,) * (x.ndim - 1)
-        return self.model.apply({"params": params}, x, alpha.reshape(shape), sigma.reshape(shape),
-                                _noise_cond(logsnr), labels)
+        return self.model.apply(
+            {"params": params},
+            x,
+            alpha.reshape(shape),
+            sigma.reshape(shape),
+            _noise_cond(logsnr),
+            labels,
+        )
 
     def loss_fn(self, params, model_state, batch, rng, train):
         x0, x_t, eps, logsnr, labels, _ = self.noised(batch, rng)
@@ -79,12 +95,13 @@ class CasDMDigits(DigitsDiffusion):
 
     @functools.partial(jax.jit, static_argnums=(0, 5))
     def _sample(self, params, x_T, grid, labels, method, scale, key):
-        guided = guidance.classifier_free(functools.partial(self._pair, params), labels,
-                                          self.num_classes, scale)
+        guided = guidance.classifier_free(
+            functools.partial(self._pair, params), labels, self.num_classes, scale
+        )
 
         def pair(x, logsnr):
             eps_hat, x0_hat = guided(x, logsnr)
-            if method == "eps_only":              # the eps-module alone: x0 implied by eps_hat
+            if method == "eps_only":  # the eps-module alone: x0 implied by eps_hat
                 alpha, sigma = schedules.alpha_sigma(logsnr)
                 x0_hat = jnp.clip((x - sigma * eps_hat) / alpha, -1.0, 1.0)
             return eps_hat, x0_hat
@@ -96,5 +113,7 @@ class CasDMDigits(DigitsDiffusion):
         scalars, images = super().evaluate(params, model_state, step, workdir)
         n = int(self.config.eval.num_samples)
         eps_only = self.sample(params, n, np.arange(n) % 10, method="eps_only")
-        scalars["digits_fd_eps_only"] = self._features.frechet_distance(eps_only, self.data["test_x"])
+        scalars["digits_fd_eps_only"] = self._features.frechet_distance(
+            eps_only, self.data["test_x"]
+        )
         return scalars, images

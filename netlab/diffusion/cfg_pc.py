@@ -17,6 +17,7 @@ the conditional and unconditional denoisers are the two halves of the task's cla
 guidance (`guidance.ClassifierFree`), and gamma defaults to 2w - 1 with w = `diffusion.guidance`:
 the PCG that matches CFG-DDPM at that scale.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -31,14 +32,23 @@ def gamma_for_cfg_ddpm(w):
 
 def tilted_score(denoise_cond, denoise_uncond, x, logsnr, gamma):
     alpha, sigma = alpha_sigma(logsnr)
-    s_c = (alpha * denoise_cond(x, logsnr) - x) / sigma ** 2
-    s_u = (alpha * denoise_uncond(x, logsnr) - x) / sigma ** 2
+    s_c = (alpha * denoise_cond(x, logsnr) - x) / sigma**2
+    s_u = (alpha * denoise_uncond(x, logsnr) - x) / sigma**2
     return gamma * s_c + (1.0 - gamma) * s_u
 
 
-def pcg(denoise_cond, denoise_uncond, x, grid, key, gamma, num_corrector: int = 1, delta=0.1,
-        predictor_scale=1.0):
-    """Predictor (DDIM, conditional at predictor_scale 1) + `num_corrector` Langevin steps per interval."""
+def pcg(
+    denoise_cond,
+    denoise_uncond,
+    x,
+    grid,
+    key,
+    gamma,
+    num_corrector: int = 1,
+    delta=0.1,
+    predictor_scale=1.0,
+):
+    """Predictor (DDIM, conditional at predictor_scale 1) + `num_corrector` Langevin steps per interval."""  # noqa: E501
     gamma, delta = jnp.asarray(gamma, x.dtype), jnp.asarray(delta, x.dtype)
     w = jnp.asarray(predictor_scale, x.dtype)
     keys = jax.random.split(key, grid.shape[0] - 1)
@@ -48,13 +58,17 @@ def pcg(denoise_cond, denoise_uncond, x, grid, key, gamma, num_corrector: int = 
         a_t, s_t = alpha_sigma(l_t)
         a_s, s_s = alpha_sigma(l_s)
         x0_c = denoise_cond(x, l_t)
-        x0 = x0_c + (w - 1.0) * (x0_c - denoise_uncond(x, l_t))          # CFG; exactly x0_c at w = 1
+        x0 = x0_c + (w - 1.0) * (x0_c - denoise_uncond(x, l_t))  # CFG; exactly x0_c at w = 1
         x = a_s * x0 + s_s * (x - a_t * x0) / s_t
-        eps = delta * s_s ** 2
+        eps = delta * s_s**2
 
         def langevin(j, x):
             z = jax.random.normal(jax.random.fold_in(k, j), x.shape, x.dtype)
-            return x + eps * tilted_score(denoise_cond, denoise_uncond, x, l_s, gamma) + jnp.sqrt(2.0 * eps) * z
+            return (
+                x
+                + eps * tilted_score(denoise_cond, denoise_uncond, x, l_s, gamma)
+                + jnp.sqrt(2.0 * eps) * z
+            )
 
         return jax.lax.fori_loop(0, num_corrector, langevin, x), None
 
@@ -63,8 +77,9 @@ def pcg(denoise_cond, denoise_uncond, x, grid, key, gamma, num_corrector: int = 
 
 
 @SAMPLERS.register("cfg_pc")
-def cfg_pc(denoise, x, grid, key=None, *, gamma=None, num_corrector=1, delta=0.1,
-           predictor_scale=1.0):
+def cfg_pc(
+    denoise, x, grid, key=None, *, gamma=None, num_corrector=1, delta=0.1, predictor_scale=1.0
+):
     """`pcg` on the task's guided denoiser: its `cond` / `uncond` halves (both `denoise` itself
     for an unconditional model) and gamma = 2w - 1 (w = its guidance scale) unless given."""
     cond, uncond = getattr(denoise, "cond", denoise), getattr(denoise, "uncond", denoise)

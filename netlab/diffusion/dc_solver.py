@@ -23,6 +23,7 @@ give UniPC-bh2 exactly; as in the paper the first two steps always use rho = 1.
   and n the NFE: 9 numbers per k. `cpr_fit` solves for them by least squares from ratios fitted at
   a few (g, n) settings; `cpr_predict` returns ratios for an unseen setting.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +50,7 @@ def compensate(m_s, m0, m_prev, lam_prev, lam_t, lam_s, rho, i):
     """Sec. 3.2: m* = Lagrange interpolant of (m_prev, m0, m_s) at rho lam_s + (1 - rho) lam_t;
     rho = 1 on the first two steps (too few nodes), which returns m_s exactly."""
     rho = jnp.where(i > 1, rho, 1.0)
-    safe_prev = jnp.where(i > 0, lam_prev, lam_t - 1.0)         # any distinct node when unused
+    safe_prev = jnp.where(i > 0, lam_prev, lam_t - 1.0)  # any distinct node when unused
     at = rho * lam_s + (1.0 - rho) * lam_t
     return lagrange3((safe_prev, lam_t, lam_s), (m_prev, m0, m_s), at)
 
@@ -79,8 +80,18 @@ def fit_ratios(denoise, x_T, grid, reference, iters=100, lr=0.02):
 
 
 @SAMPLERS.register("dc_solver")
-def dc_solver(denoise, x, grid, key=None, *, ratios=None, fit_iters=40, fit_points=10,
-              reference_steps=200, lr=0.01):
+def dc_solver(
+    denoise,
+    x,
+    grid,
+    key=None,
+    *,
+    ratios=None,
+    fit_iters=40,
+    fit_points=10,
+    reference_steps=200,
+    lr=0.01,
+):
     """DC-Solver as a sampler: given `ratios` (one per step), or fitted here (`fit_iters` Adam
     steps) on the first `fit_points` rows of x against a `reference_steps`-step DPM-Solver++(2M)
     solution on a uniform log-SNR grid between the same end points. A denoiser that carries
@@ -89,8 +100,10 @@ def dc_solver(denoise, x, grid, key=None, *, ratios=None, fit_iters=40, fit_poin
     if ratios is not None:
         ratios = jnp.asarray(ratios, grid.dtype).reshape(-1)
         if ratios.shape[0] != n:
-            raise UserError(f"diffusion.sampler_kwargs.ratios: {ratios.shape[0]} ratios for {n} "
-                            f"sampling steps; give one per step (diffusion.sample_steps)")
+            raise UserError(
+                f"diffusion.sampler_kwargs.ratios: {ratios.shape[0]} ratios for {n} "
+                f"sampling steps; give one per step (diffusion.sample_steps)"
+            )
     elif fit_iters > 0:
         k = min(int(fit_points), x.shape[0])
         sub = denoise.rows(k) if hasattr(denoise, "rows") else denoise
@@ -104,7 +117,7 @@ def _cpr_features(guidance, nfe, num_steps, degree):
     """Design row per step i: (i/N)^k (g/12)^a (n/50)^b for k < degree, a, b <= 2."""
     i = np.arange(num_steps, dtype=np.float64) / num_steps
     g, n = guidance / 12.0, nfe / 50.0
-    cols = [i ** k * g ** a * n ** b for k in range(degree) for a in range(3) for b in range(3)]
+    cols = [i**k * g**a * n**b for k in range(degree) for a in range(3) for b in range(3)]
     return np.stack(cols, axis=1)
 
 

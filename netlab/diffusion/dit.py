@@ -13,6 +13,7 @@ factory, e.g. an MoE layer: DiT-MoE, Fei et al. 2024, Sec. 3.1) in every `sparse
 (blocks i with i % sparse_every == sparse_every - 1). A sparse MLP's auxiliary losses go to the
 `netlab.nn.aux` collections, which the diffusion task sums into its loss.
 """
+
 import functools
 from typing import Any, Callable, Optional
 
@@ -32,8 +33,10 @@ def preset(name: str) -> dict:
     """'B/2' -> dict(depth, width, num_heads, patch)."""
     size, _, patch = name.partition("/")
     if size not in PRESETS or patch not in ("2", "4", "8"):
-        raise UserError(f"model.variant={name!r}: unknown DiT preset; use one of S|B|L|XL with /2, "
-                        f"/4 or /8, e.g. 'B/2'")
+        raise UserError(
+            f"model.variant={name!r}: unknown DiT preset; use one of S|B|L|XL with /2, "
+            f"/4 or /8, e.g. 'B/2'"
+        )
     depth, width, heads = PRESETS[size]
     return dict(depth=depth, width=width, num_heads=heads, patch=int(patch))
 
@@ -42,8 +45,12 @@ def sizes(m) -> dict:
     """depth/width/num_heads/patch from `model.variant` ("S/2", ...) or the explicit fields."""
     if m.get("variant", ""):
         return preset(m["variant"])
-    return dict(depth=int(m["depth"]), width=int(m["width"]), num_heads=int(m["num_heads"]),
-                patch=int(m["patch"]))
+    return dict(
+        depth=int(m["depth"]),
+        width=int(m["width"]),
+        num_heads=int(m["num_heads"]),
+        patch=int(m["patch"]),
+    )
 
 
 class DiT(nn.Module):
@@ -53,18 +60,20 @@ class DiT(nn.Module):
     width: int = 384
     depth: int = 12
     num_heads: int = 6
-    num_classes: int = 0            # 0: unconditional
+    num_classes: int = 0  # 0: unconditional
     mlp_ratio: float = 4.0
     learn_logvar: bool = False
     dtype: Any = jnp.float32
     remat_policy: Any = None
-    sparse_mlp: Optional[Callable[..., nn.Module]] = None   # e.g. partial(MoEMLP, ...)
+    sparse_mlp: Optional[Callable[..., nn.Module]] = None  # e.g. partial(MoEMLP, ...)
     sparse_every: int = 1
 
     def setup_check(self):
         if self.image_size % self.patch:
-            raise UserError(f"model.patch={self.patch} does not divide the image size "
-                            f"{self.image_size}; pick a patch that divides it")
+            raise UserError(
+                f"model.patch={self.patch} does not divide the image size "
+                f"{self.image_size}; pick a patch that divides it"
+            )
 
     def mlp(self, i: int):
         """The MLP factory of block i: `sparse_mlp` in every `sparse_every`-th block, else dense."""
@@ -79,36 +88,57 @@ class DiT(nn.Module):
         self.setup_check()
         fdt = jnp.float64 if self.dtype == jnp.float64 else jnp.float32
         b, p, g = x.shape[0], self.patch, self.image_size // self.patch
-        h = nn.Conv(self.width, (p, p), strides=(p, p), dtype=self.dtype, name="patchify",
-                    kernel_init=axes.param(layers.xavier, None, None, None, axes.EMBED),
-                    bias_init=axes.param(layers.zeros, axes.EMBED))(x.astype(self.dtype))
+        h = nn.Conv(
+            self.width,
+            (p, p),
+            strides=(p, p),
+            dtype=self.dtype,
+            name="patchify",
+            kernel_init=axes.param(layers.xavier, None, None, None, axes.EMBED),
+            bias_init=axes.param(layers.zeros, axes.EMBED),
+        )(x.astype(self.dtype))
         h = h.reshape(b, g * g, self.width) + layers.sincos_2d(g, self.width).astype(self.dtype)
         h = axes.constrain(h, axes.BATCH, axes.LENGTH, axes.EMBED)
         c = layers.TimestepEmbedder(self.width, name="t_embed")(noise_cond)
         if self.num_classes:
-            table = self.param("label_embed",
-                               axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
-                               (self.num_classes + 1, self.width), fdt)
+            table = self.param(
+                "label_embed",
+                axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
+                (self.num_classes + 1, self.width),
+                fdt,
+            )
             c = c + table[labels]
         block = AdaLNZeroBlock
-        if self.remat_policy is not None:     # static_argnums counts self: (self, x, c, train)
+        if self.remat_policy is not None:  # static_argnums counts self: (self, x, c, train)
             block = nn.remat(AdaLNZeroBlock, policy=self.remat_policy, static_argnums=(3,))
         for i in range(self.depth):
             h = block(self.width, self.num_heads, self.mlp(i), self.dtype, name=f"block{i}")(
-                h, c, train)
-        mod = layers.dense(2 * self.width, axes.EMBED, axes.MLP, fdt, kernel_init=layers.zeros,
-                           name="final_adaLN")(nn.silu(c))
+                h, c, train
+            )
+        mod = layers.dense(
+            2 * self.width, axes.EMBED, axes.MLP, fdt, kernel_init=layers.zeros, name="final_adaLN"
+        )(nn.silu(c))
         shift, scale = jnp.split(mod, 2, axis=-1)
-        h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="final_ln")(h),
-                            shift.astype(self.dtype), scale.astype(self.dtype))
-        h = layers.dense(p * p * self.channels, axes.EMBED, None, self.dtype,
-                         kernel_init=layers.zeros, name="final")(h)
+        h = layers.modulate(
+            layers.layer_norm(self.dtype, affine=False, name="final_ln")(h),
+            shift.astype(self.dtype),
+            scale.astype(self.dtype),
+        )
+        h = layers.dense(
+            p * p * self.channels,
+            axes.EMBED,
+            None,
+            self.dtype,
+            kernel_init=layers.zeros,
+            name="final",
+        )(h)
         out = h.reshape(b, g, g, p, p, self.channels).transpose(0, 1, 3, 2, 4, 5)
         out = out.reshape(b, self.image_size, self.image_size, self.channels).astype(fdt)
         if not self.learn_logvar:
             return out
-        logvar = layers.dense(1, axes.EMBED, None, fdt, kernel_init=layers.zeros,
-                              name="logvar")(c)[:, 0]
+        logvar = layers.dense(1, axes.EMBED, None, fdt, kernel_init=layers.zeros, name="logvar")(c)[
+            :, 0
+        ]
         return out, logvar
 
 
@@ -117,20 +147,34 @@ def build(m, *, data_shape, num_classes, policy, sparse_mlp=None) -> DiT:
     """DiT from `config.model` (`variant` or depth/width/num_heads/patch, `learn_logvar`,
     `mlp_every`) for square images `data_shape` = (H, W, C)."""
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
-        raise UserError(f"model.backbone='dit' needs square images (H, H, C), not data of shape "
-                        f"{tuple(data_shape)}; choose model.backbone='mlp' for vectors")
+        raise UserError(
+            f"model.backbone='dit' needs square images (H, H, C), not data of shape "
+            f"{tuple(data_shape)}; choose model.backbone='mlp' for vectors"
+        )
     s = sizes(m)
     image_size, channels = int(data_shape[0]), int(data_shape[2])
     if s["patch"] < 1 or image_size % s["patch"]:
         ok = [p for p in range(1, image_size + 1) if image_size % p == 0]
-        raise UserError(f"model.patch={s['patch']} does not divide the image size {image_size}; "
-                        f"choose one of {', '.join(map(str, ok))}")
+        raise UserError(
+            f"model.patch={s['patch']} does not divide the image size {image_size}; "
+            f"choose one of {', '.join(map(str, ok))}"
+        )
     if s["width"] % 4 or s["num_heads"] < 1 or s["width"] % s["num_heads"]:
-        raise UserError(f"model.width={s['width']} must be a multiple of 4 (2-D sin-cos "
-                        f"positions) and of model.num_heads={s['num_heads']}")
+        raise UserError(
+            f"model.width={s['width']} must be a multiple of 4 (2-D sin-cos "
+            f"positions) and of model.num_heads={s['num_heads']}"
+        )
     every = int(m.get("mlp_every", 1))
     if every < 1:
         raise UserError(f"model.mlp_every={every}: expected an integer >= 1")
-    return DiT(image_size=image_size, channels=channels, num_classes=num_classes,
-               learn_logvar=bool(m.get("learn_logvar", False)), dtype=policy.compute_dtype,
-               remat_policy=policy.remat_policy, sparse_mlp=sparse_mlp, sparse_every=every, **s)
+    return DiT(
+        image_size=image_size,
+        channels=channels,
+        num_classes=num_classes,
+        learn_logvar=bool(m.get("learn_logvar", False)),
+        dtype=policy.compute_dtype,
+        remat_policy=policy.remat_policy,
+        sparse_mlp=sparse_mlp,
+        sparse_every=every,
+        **s,
+    )

@@ -10,6 +10,7 @@ The model may return a pytree (Cas-DM's (eps_hat, x0_hat)): every leaf is guided
 predictor-corrector, cfg_pc.py), and `rows(n)`, the same guidance for the first n rows (DC-Solver
 fits its ratios on a few rows).
 """
+
 import jax
 import jax.numpy as jnp
 

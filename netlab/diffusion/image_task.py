@@ -13,6 +13,7 @@ of the samples next to the data's. With `eval.inception_weights` set to a FID In
 user supplies (see inception.py), it also reports `fid` (Heusel et al. 2017) of the samples against
 the first `eval.num_samples` training images; FID is biased at small n, so compare equal n only.
 """
+
 import os
 
 import jax
@@ -31,14 +32,16 @@ def _load_source(d):
         try:
             import tensorflow_datasets as tfds
         except ImportError:
-            raise UserError("data.source='tfds' needs tensorflow-datasets; pip install "
-                            "'netlab[data]'") from None
+            raise UserError(
+                "data.source='tfds' needs tensorflow-datasets; pip install 'netlab[data]'"
+            ) from None
         return tfds.data_source(d.name, split=d.split, data_dir=d.data_dir or None)
     if not d.path:
         raise UserError("data.source='npz' needs data.path=<file with x (N,H,W,C) and label (N,)>")
     if not os.path.isfile(d.path):
-        raise UserError(f"data.path={d.path!r} is not a file; give an .npz with x (N,H,W,C) and "
-                        f"label (N,)")
+        raise UserError(
+            f"data.path={d.path!r} is not a file; give an .npz with x (N,H,W,C) and label (N,)"
+        )
     with np.load(d.path) as f:
         return {"x": np.asarray(f["x"], np.float32), "label": np.asarray(f["label"], np.int32)}
 
@@ -52,14 +55,21 @@ class ImageDiffusion(_DiffusionTask):
         self.data_shape = (int(d.image_size), int(d.image_size), int(d.channels))
         super().__init__(config, policy)
         self.source = _load_source(d)
-        self.inception, self._fid_ref = _inception(config.eval.get("inception_weights", ""), int(d.channels)), None
+        self.inception, self._fid_ref = (
+            _inception(config.eval.get("inception_weights", ""), int(d.channels)),
+            None,
+        )
 
     def __len__(self):
         return len(self.source["label"]) if isinstance(self.source, dict) else len(self.source)
 
     def init_variables(self, rng):
-        return self.model.init(rng, jnp.zeros((1,) + self.data_shape, self.float_dtype),
-                               jnp.zeros((1,), self.float_dtype), jnp.zeros((1,), jnp.int32))
+        return self.model.init(
+            rng,
+            jnp.zeros((1,) + self.data_shape, self.float_dtype),
+            jnp.zeros((1,), self.float_dtype),
+            jnp.zeros((1,), jnp.int32),
+        )
 
     def batch_axes(self):
         return {"x": ("batch", None, None, None), "label": ("batch",)}
@@ -81,7 +91,7 @@ class ImageDiffusion(_DiffusionTask):
 
     def evaluate(self, params, model_state, step, workdir):
         n = int(self.config.eval.num_samples)
-        labels = np.arange(n) % self.num_classes if self.num_classes else None   # 0: unconditional
+        labels = np.arange(n) % self.num_classes if self.num_classes else None  # 0: unconditional
         samples = self.sample(params, n, labels)
         real, _ = self._rows(np.arange(min(n, len(self))))
         scalars = {}
@@ -90,9 +100,11 @@ class ImageDiffusion(_DiffusionTask):
             scalars[f"sample_std_c{c}"] = float(samples[..., c].std())
             scalars[f"data_std_c{c}"] = float(real[..., c].std())
         if self.inception is not None:
-            if self._fid_ref is None:                          # the real images do not change
+            if self._fid_ref is None:  # the real images do not change
                 self._fid_ref = self.inception(real)
-            scalars["fid"] = inception.frechet_distance_of_features(self.inception(samples), self._fid_ref)
+            scalars["fid"] = inception.frechet_distance_of_features(
+                self.inception(samples), self._fid_ref
+            )
         return scalars, {"samples": rgb_grid(samples, min(self.num_classes, 10) or 10)}
 
 
@@ -101,17 +113,21 @@ def _inception(path, channels):
     if not path:
         return None
     if not os.path.isfile(path):
-        raise UserError(f"eval.inception_weights={path!r} is not a file; convert the FID Inception-v3 weights "
-                        f"with `python -m netlab.diffusion.inception convert IN.pth OUT.npz` or set "
-                        f"--config.eval.inception_weights=''")
+        raise UserError(
+            f"eval.inception_weights={path!r} is not a file; convert the FID Inception-v3 weights "
+            f"with `python -m netlab.diffusion.inception convert IN.pth OUT.npz` or set "
+            f"--config.eval.inception_weights=''"
+        )
     if channels not in (1, 3):
-        raise UserError(f"eval.inception_weights needs grey or RGB images, not data.channels={channels} "
-                        f"(latents); set --config.eval.inception_weights=''")
+        raise UserError(
+            f"eval.inception_weights needs grey or RGB images, not data.channels={channels} "
+            f"(latents); set --config.eval.inception_weights=''"
+        )
     return inception.InceptionFeatures(inception.load_weights(path))
 
 
 def rgb_grid(images, cols: int, pad: int = 1) -> np.ndarray:
-    """(N, H, W, C) -> uint8 (rows*H, cols*W, 3) of the first three channels, each scaled to its range."""
+    """(N, H, W, C) -> uint8 (rows*H, cols*W, 3) of the first three channels, each scaled to its range."""  # noqa: E501
     x = np.asarray(images, np.float32)
     x = x[..., :3] if x.shape[-1] >= 3 else np.repeat(x[..., :1], 3, axis=-1)
     lo, hi = x.min(axis=(0, 1, 2)), x.max(axis=(0, 1, 2))
@@ -121,5 +137,8 @@ def rgb_grid(images, cols: int, pad: int = 1) -> np.ndarray:
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
     for i, img in enumerate(x):
         r, c = divmod(i, cols)
-        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
+        canvas[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + c * (w + pad) : pad + c * (w + pad) + w,
+        ] = img
     return canvas

@@ -14,14 +14,16 @@ Weightings (`registries.WEIGHTINGS`, `diffusion.weighting`) and time samplings
 (`registries.TIME_SAMPLINGS`, `diffusion.time_sampling`) are chosen by name. Everything here runs
 in float32 whatever the compute dtype (float64 when the data are float64, for oracle tests).
 """
+
 import jax
 import jax.numpy as jnp
 
 from netlab.diffusion.registries import TIME_SAMPLINGS, WEIGHTINGS
 
 
-def sample_logsnr(key, n, schedule, kind="uniform", p_mean=-1.2, p_std=1.2, t_eps=1e-3,
-                  dtype=jnp.float32):
+def sample_logsnr(
+    key, n, schedule, kind="uniform", p_mean=-1.2, p_std=1.2, t_eps=1e-3, dtype=jnp.float32
+):
     """(n,) log-SNR values of dtype `dtype` drawn by the time sampling `kind`."""
     fn = TIME_SAMPLINGS.get(kind)
     return fn(key, n, schedule, p_mean, p_std, t_eps, dtype).astype(dtype)
@@ -84,7 +86,7 @@ def min_snr_weight(logsnr, gamma, sigmoid_bias, sigma_data):
 def edm_weight(logsnr, gamma, sigmoid_bias, sigma_data):
     """Karras et al. 2022, Eq. 8: (sigma^2 + sigma_d^2) / (sigma sigma_d)^2, sigma^2 = 1/SNR."""
     sigma2 = jnp.exp(-logsnr)
-    return (sigma2 + sigma_data ** 2) / (sigma2 * sigma_data ** 2)
+    return (sigma2 + sigma_data**2) / (sigma2 * sigma_data**2)
 
 
 @WEIGHTINGS.register("sigmoid")

@@ -10,13 +10,14 @@ Weights file: an .npz whose keys follow the PyTorch names, so converting is one 
 `alexnet().features` state dict (keys `features.{0,3,6,8,10}.{weight,bias}`, OIHW) and the lpips
 package's linear layers (`lin{0..4}.model.1.weight`, shape (1, C, 1, 1)).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from netlab.errors import UserError
 
-CONVS = ((0, 4, 2), (3, 1, 2), (6, 1, 1), (8, 1, 1), (10, 1, 1))    # (torch index, stride, padding)
+CONVS = ((0, 4, 2), (3, 1, 2), (6, 1, 1), (8, 1, 1), (10, 1, 1))  # (torch index, stride, padding)
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 
@@ -28,8 +29,10 @@ def load_weights(path) -> dict:
     need += [f"lin{l}.model.1.weight" for l in range(5)]
     missing = [k for k in need if k not in data]
     if missing:
-        raise UserError(f"cas_dm.lpips_weights={str(path)!r} lacks {missing[0]} (and "
-                        f"{len(missing) - 1} more); see netlab/diffusion/lpips.py for the keys")
+        raise UserError(
+            f"cas_dm.lpips_weights={str(path)!r} lacks {missing[0]} (and "
+            f"{len(missing) - 1} more); see netlab/diffusion/lpips.py for the keys"
+        )
     return {k: jnp.asarray(data[k]) for k in need}
 
 
@@ -46,9 +49,14 @@ def features(w, x):
     h = (x - SHIFT) / SCALE
     out = []
     for n, (i, stride, pad) in enumerate(CONVS):
-        kernel = jnp.transpose(w[f"features.{i}.weight"], (2, 3, 1, 0))          # OIHW -> HWIO
-        h = jax.lax.conv_general_dilated(h, kernel, (stride, stride), [(pad, pad), (pad, pad)],
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        kernel = jnp.transpose(w[f"features.{i}.weight"], (2, 3, 1, 0))  # OIHW -> HWIO
+        h = jax.lax.conv_general_dilated(
+            h,
+            kernel,
+            (stride, stride),
+            [(pad, pad), (pad, pad)],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
         h = jax.nn.relu(h + w[f"features.{i}.bias"])
         out.append(h)
         if n < 2:
@@ -60,8 +68,8 @@ def lpips(w, x, y):
     """Per-example LPIPS distance between image batches x and y."""
     total = 0.0
     for l, (fx, fy) in enumerate(zip(features(w, x), features(w, y))):
-        nx = fx / (jnp.sqrt(jnp.sum(fx ** 2, -1, keepdims=True)) + 1e-10)
-        ny = fy / (jnp.sqrt(jnp.sum(fy ** 2, -1, keepdims=True)) + 1e-10)
+        nx = fx / (jnp.sqrt(jnp.sum(fx**2, -1, keepdims=True)) + 1e-10)
+        ny = fy / (jnp.sqrt(jnp.sum(fy**2, -1, keepdims=True)) + 1e-10)
         lin = w[f"lin{l}.model.1.weight"].reshape(-1)
         total = total + jnp.mean(jnp.sum(lin * (nx - ny) ** 2, -1), axis=(1, 2))
     return total

@@ -7,7 +7,8 @@
   the classification task).
 - Sliced Wasserstein-2 distance for 2-D data (Rabin et al. 2011): mean over random directions of
   the W2 distance between the sorted 1-D projections.
-"""
+"""  # noqa: E501
+
 import os
 
 import jax
@@ -73,6 +74,7 @@ class DigitsFeatures:
             def loss(p):
                 logits = self.net.apply({"params": p}, x)
                 return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
             g = jax.grad(loss)(params)
             u, opt = tx.update(g, opt, params)
             return optax.apply_updates(params, u), opt
@@ -105,4 +107,3 @@ def _unflatten(flat):
             node = node.setdefault(p, {})
         node[leaf] = jnp.asarray(value)
     return out
-

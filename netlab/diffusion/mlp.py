@@ -3,6 +3,7 @@
 Registered as `model.backbone="mlp"`. Each layer: h += Mlp(silu(LN(h) + c)), c the noise (and
 class) embedding; with `remat_policy` each layer's MLP is rematerialised (`train.remat`).
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -27,9 +28,12 @@ class MlpDenoiser(nn.Module):
         fdt = jnp.float64 if self.dtype == jnp.float64 else jnp.float32
         c = layers.TimestepEmbedder(self.width, name="t_embed")(noise_cond)
         if self.num_classes:
-            table = self.param("label_embed",
-                               axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
-                               (self.num_classes + 1, self.width), fdt)
+            table = self.param(
+                "label_embed",
+                axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
+                (self.num_classes + 1, self.width),
+                fdt,
+            )
             c = c + table[labels]
         mlp = layers.Mlp
         if self.remat_policy is not None:
@@ -45,11 +49,20 @@ class MlpDenoiser(nn.Module):
 def build(m, *, data_shape, num_classes, policy) -> MlpDenoiser:
     """MlpDenoiser from `config.model` (width, depth) for vectors `data_shape` = (D,)."""
     if len(data_shape) != 1:
-        raise UserError(f"model.backbone='mlp' needs vector data (D,), not shape "
-                        f"{tuple(data_shape)}; choose model.backbone='dit' or 'unet' for images")
+        raise UserError(
+            f"model.backbone='mlp' needs vector data (D,), not shape "
+            f"{tuple(data_shape)}; choose model.backbone='dit' or 'unet' for images"
+        )
     width, depth = int(m.get("width", 128)), int(m.get("depth", 3))
     if width < 1 or depth < 0:
-        raise UserError(f"model.width={width}, model.depth={depth}: expected width >= 1 and "
-                        f"depth >= 0")
-    return MlpDenoiser(dim=int(data_shape[0]), width=width, depth=depth, num_classes=num_classes,
-                       dtype=policy.compute_dtype, remat_policy=policy.remat_policy)
+        raise UserError(
+            f"model.width={width}, model.depth={depth}: expected width >= 1 and depth >= 0"
+        )
+    return MlpDenoiser(
+        dim=int(data_shape[0]),
+        width=width,
+        depth=depth,
+        num_classes=num_classes,
+        dtype=policy.compute_dtype,
+        remat_policy=policy.remat_policy,
+    )

@@ -6,7 +6,8 @@ E[x0 | x_t] = sum_k w_k(x_t) (mu_k + alpha s_k^2 / (alpha^2 s_k^2 + sigma^2) (x_
 with w_k the posterior component probabilities (EDM2's toy example uses the same oracle).
 For a single Gaussian the probability-flow ODE is also closed form (VE view, per dimension):
 x(sig) = mu + (x(sig0) - mu) sqrt((s^2 + sig^2) / (s^2 + sig0^2)).
-"""
+"""  # noqa: E501
+
 import dataclasses
 
 import jax
@@ -16,9 +17,9 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class GaussianMixture:
-    means: np.ndarray      # (K, D)
-    stds: np.ndarray       # (K, D)
-    weights: np.ndarray    # (K,)
+    means: np.ndarray  # (K, D)
+    stds: np.ndarray  # (K, D)
+    weights: np.ndarray  # (K,)
 
     def sample(self, key, n):
         kc, kx = jax.random.split(key)
@@ -32,9 +33,11 @@ class GaussianMixture:
         sigma2 = jax.nn.sigmoid(-logsnr)
         mu = jnp.asarray(self.means, x.dtype)[None]
         s2 = jnp.asarray(self.stds, x.dtype)[None] ** 2
-        var = alpha ** 2 * s2 + sigma2
+        var = alpha**2 * s2 + sigma2
         diff = x[:, None] - alpha * mu
-        logp = -0.5 * jnp.sum(diff ** 2 / var + jnp.log(var), axis=-1) + jnp.log(jnp.asarray(self.weights, x.dtype))
+        logp = -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=-1) + jnp.log(
+            jnp.asarray(self.weights, x.dtype)
+        )
         w = jax.nn.softmax(logp, axis=-1)
         cond = mu + alpha * s2 / var * diff
         return jnp.sum(w[..., None] * cond, axis=1)
@@ -45,5 +48,5 @@ def gaussian_ode_solution(x_start, logsnr_start, logsnr_end, mean, std):
     a0, a1 = np.sqrt(1 / (1 + np.exp(-logsnr_start))), np.sqrt(1 / (1 + np.exp(-logsnr_end)))
     s0, s1 = np.exp(-0.5 * logsnr_start), np.exp(-0.5 * logsnr_end)
     y0 = np.asarray(x_start, np.float64) / a0
-    y1 = mean + (y0 - mean) * np.sqrt((std ** 2 + s1 ** 2) / (std ** 2 + s0 ** 2))
+    y1 = mean + (y0 - mean) * np.sqrt((std**2 + s1**2) / (std**2 + s0**2))
     return a1 * y1

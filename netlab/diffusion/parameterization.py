@@ -9,6 +9,7 @@ All functions take alpha, sigma broadcastable to x. Each parameterisation is a c
 `registries.PARAMETERIZATIONS` (`diffusion.parameterization`) with static `network_input` (what the
 network sees) and `denoised` (x0 from the network output).
 """
+
 import jax.numpy as jnp
 
 from netlab.diffusion.registries import PARAMETERIZATIONS
@@ -32,7 +33,7 @@ def v_from_x0_eps(x0, eps, alpha, sigma):
 
 def edm_scalings(sigma_ve, sigma_data=0.5):
     """(c_skip, c_out, c_in, c_noise) of EDM's preconditioning for VE noise level sigma_ve."""
-    s2, d2 = sigma_ve ** 2, sigma_data ** 2
+    s2, d2 = sigma_ve**2, sigma_data**2
     c_skip = d2 / (s2 + d2)
     c_out = sigma_ve * sigma_data / jnp.sqrt(s2 + d2)
     c_in = 1.0 / jnp.sqrt(s2 + d2)

@@ -29,6 +29,7 @@ config may also name a part of its own by import path, e.g.
 Registry kinds (for `kind:name` references): backbone, sampler, noise_schedule, parameterization,
 loss_weighting, time_sampling, sampling_grid.
 """
+
 from netlab.registry import Registry
 
 _PKG = ("netlab.diffusion",)
@@ -37,8 +38,9 @@ _DIGITS = "configs/diffusion/digits_dit.py:cpu"
 BACKBONES = Registry("backbone", "model.backbone", _PKG, example=_DIGITS)
 SAMPLERS = Registry("sampler", "diffusion.sampler", _PKG, example=_DIGITS)
 SCHEDULES = Registry("noise_schedule", "diffusion.schedule", _PKG, example=_DIGITS)
-PARAMETERIZATIONS = Registry("parameterization", "diffusion.parameterization", _PKG,
-                             example=_DIGITS)
+PARAMETERIZATIONS = Registry(
+    "parameterization", "diffusion.parameterization", _PKG, example=_DIGITS
+)
 WEIGHTINGS = Registry("loss_weighting", "diffusion.weighting", _PKG, example=_DIGITS)
 TIME_SAMPLINGS = Registry("time_sampling", "diffusion.time_sampling", _PKG, example=_DIGITS)
 GRIDS = Registry("sampling_grid", "diffusion.grid", _PKG, example=_DIGITS)

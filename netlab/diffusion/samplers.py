@@ -21,7 +21,8 @@ Each sampler is registered in `registries.SAMPLERS` (`diffusion.sampler`) as
 `fn(denoise, x, grid, key=None, *, options...)`; its keyword-only options come from
 `diffusion.sampler_kwargs` (DDIM's `eta`, Heun's `churn`, DC-Solver's `ratios`, CFG-PC's `gamma`,
 ...). `check` validates a name and its options when a task is built; `sample` runs one.
-"""
+"""  # noqa: E501
+
 import difflib
 import inspect
 
@@ -50,10 +51,10 @@ def ddim(denoise, x, grid, key=None, *, eta=0.0):
         x0 = denoise(x, l_t)
         eps = (x - a_t * x0) / s_t
         # sigma_eta^2 = eta^2 (1 - abar_s)/(1 - abar_t) (1 - abar_t/abar_s)
-        var = eta ** 2 * (s_s ** 2 / s_t ** 2) * (1.0 - (a_t ** 2) / (a_s ** 2))
-        var = jnp.clip(var, 0.0, s_s ** 2)
+        var = eta**2 * (s_s**2 / s_t**2) * (1.0 - (a_t**2) / (a_s**2))
+        var = jnp.clip(var, 0.0, s_s**2)
         noise = jax.random.normal(k, x.shape, x.dtype)
-        return a_s * x0 + jnp.sqrt(s_s ** 2 - var) * eps + jnp.sqrt(var) * noise, None
+        return a_s * x0 + jnp.sqrt(s_s**2 - var) * eps + jnp.sqrt(var) * noise, None
 
     x, _ = jax.lax.scan(step, x, (grid[:-1], grid[1:], keys))
     return x
@@ -66,14 +67,13 @@ def ddpm(denoise, x, grid, key=None):
 
 
 @SAMPLERS.register("heun")
-def heun(denoise, x, grid, key=None, *, churn=0.0, s_noise=1.0, s_tmin=0.0,
-         s_tmax=float("inf")):
+def heun(denoise, x, grid, key=None, *, churn=0.0, s_noise=1.0, s_tmin=0.0, s_tmax=float("inf")):
     """EDM Algorithm 2 on sigma_ve = exp(-logsnr/2); churn = S_churn (0: deterministic, order 2)."""
     n = grid.shape[0] - 1
     keys = jax.random.split(key if key is not None else jax.random.key(0), n)
     sig = jnp.exp(-0.5 * grid)
     alpha0, _ = alpha_sigma(grid[0])
-    y = x / alpha0                                                   # VE coordinates
+    y = x / alpha0  # VE coordinates
 
     def d_ve(y, sigma):
         logsnr = -2.0 * jnp.log(sigma)
@@ -82,10 +82,11 @@ def heun(denoise, x, grid, key=None, *, churn=0.0, s_noise=1.0, s_tmin=0.0,
 
     def step(y, inputs):
         s_cur, s_next, k = inputs
-        gamma = jnp.where((s_cur >= s_tmin) & (s_cur <= s_tmax),
-                          jnp.minimum(churn / n, jnp.sqrt(2.0) - 1), 0.0)
+        gamma = jnp.where(
+            (s_cur >= s_tmin) & (s_cur <= s_tmax), jnp.minimum(churn / n, jnp.sqrt(2.0) - 1), 0.0
+        )
         s_hat = s_cur * (1 + gamma)
-        kick = jnp.sqrt(jnp.maximum(s_hat ** 2 - s_cur ** 2, 0.0)) * s_noise
+        kick = jnp.sqrt(jnp.maximum(s_hat**2 - s_cur**2, 0.0)) * s_noise
         y_hat = y + kick * jax.random.normal(k, y.shape, y.dtype)
         d = (y_hat - d_ve(y_hat, s_hat)) / s_hat
         y_euler = y_hat + (s_next - s_hat) * d
@@ -173,7 +174,7 @@ def unipc_bh2(denoise, x, grid, compensate=None, ratios=None):
         return (x_c, m_s, m0, 0.5 * l_t, i + 1), None
 
     carry = (x, m0, jnp.zeros_like(x), lam[0], 0)
-    carry, _ = jax.lax.scan(step, carry, (grid[:-2], grid[1:-1], ratios[:n - 1]))
+    carry, _ = jax.lax.scan(step, carry, (grid[:-2], grid[1:-1], ratios[: n - 1]))
     x, m0, m_prev, lam_prev, i = carry
     x_last, *_ = predictor(x, m0, m_prev, lam_prev, grid[-2], grid[-1], jnp.asarray(n - 1))
     return x_last
@@ -183,7 +184,7 @@ def sample(denoise, x, grid, method="dpmpp_2m", key=None, finish=True, **kwargs)
     """Run `method` over `grid`; with `finish`, return denoise(x, grid[-1]) at the end."""
     if grid.shape[0] < 2:
         raise ValueError(f"a sampling grid needs at least 2 points (NFE >= 1), got {grid.shape[0]}")
-    grid = jnp.asarray(grid, x.dtype)         # the scans carry x: one float type throughout
+    grid = jnp.asarray(grid, x.dtype)  # the scans carry x: one float type throughout
     x = SAMPLERS.get(method)(denoise, x, grid, key, **kwargs)
     return denoise(x, grid[-1]) if finish else x
 
@@ -196,8 +197,14 @@ def options(fn) -> tuple | None:
     return tuple(p.name for p in params[4:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def check(method: str, kwargs=None, data_shape=None, num_steps: int = 4, key="diffusion.sampler",
-          dtype=jnp.float32):
+def check(
+    method: str,
+    kwargs=None,
+    data_shape=None,
+    num_steps: int = 4,
+    key="diffusion.sampler",
+    dtype=jnp.float32,
+):
     """The sampler `method` after checking its options `kwargs` (`diffusion.sampler_kwargs`):
     unknown names and, given `data_shape`, values that fail when one call on a stand-in denoiser
     is traced (no computation). One-line UserError naming the key and the choices."""
@@ -209,18 +216,25 @@ def check(method: str, kwargs=None, data_shape=None, num_steps: int = 4, key="di
             close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             choices = f"choose from {', '.join(allowed)}" if allowed else "it takes none"
-            raise UserError(f"diffusion.sampler_kwargs.{name}: not an option of sampler "
-                            f"{method!r}; {choices}{hint}")
+            raise UserError(
+                f"diffusion.sampler_kwargs.{name}: not an option of sampler "
+                f"{method!r}; {choices}{hint}"
+            )
     if data_shape is not None:
         grid = jnp.linspace(-8.0, 8.0, num_steps + 1, dtype=dtype)
         x = jax.ShapeDtypeStruct((2,) + tuple(data_shape), dtype)
         try:
-            jax.eval_shape(lambda x: sample(lambda z, l: 0.5 * z, x, grid, method,
-                                            jax.random.key(0), **kwargs), x)
+            jax.eval_shape(
+                lambda x: sample(
+                    lambda z, l: 0.5 * z, x, grid, method, jax.random.key(0), **kwargs
+                ),
+                x,
+            )
         except UserError:
             raise
         except (TypeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"diffusion.sampler_kwargs={kwargs}: rejected by sampler {method!r} "
-                            f"({first})") from None
+            raise UserError(
+                f"diffusion.sampler_kwargs={kwargs}: rejected by sampler {method!r} ({first})"
+            ) from None
     return fn

@@ -11,6 +11,7 @@ resolution shift of simple diffusion (+2 log(d_ref/d), Hoogeboom et al. 2023, Se
 input scaling b of Chen 2023 (x_t = sqrt(gamma) b x0 + ..., i.e. +2 log b) are both such shifts.
 The sampling grids (`registries.GRIDS`) are built from a schedule on the host in float64.
 """
+
 import dataclasses
 
 import jax
@@ -44,22 +45,23 @@ def logsnr_from_edm_sigma(sigma):
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """t in [0, 1] -> log-SNR. `name` names a `SCHEDULES` entry; extra fields used by some."""
+
     name: str = "cosine"
-    shift: float = 0.0                  # constant log-SNR shift (resolution / input scaling)
+    shift: float = 0.0  # constant log-SNR shift (resolution / input scaling)
     logsnr_min: float = -15.0
     logsnr_max: float = 15.0
-    num_train_steps: int = 1000         # linear-beta DDPM
+    num_train_steps: int = 1000  # linear-beta DDPM
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    sigmoid_start: float = -3.0         # Chen 2023 sigmoid schedule
+    sigmoid_start: float = -3.0  # Chen 2023 sigmoid schedule
     sigmoid_end: float = 3.0
     sigmoid_tau: float = 1.0
-    sigma_min: float = 0.002            # EDM
+    sigma_min: float = 0.002  # EDM
     sigma_max: float = 80.0
     rho: float = 7.0
 
     def __post_init__(self):
-        SCHEDULES.get(self.name)        # a one-line UserError naming the choices
+        SCHEDULES.get(self.name)  # a one-line UserError naming the choices
 
     def logsnr(self, t):
         xp = _xp(t)
@@ -124,8 +126,9 @@ def shift_for_input_scale(b: float) -> float:
     return float(2.0 * np.log(b))
 
 
-def sampling_grid(schedule: Schedule, num_steps: int, kind: str = "uniform_t",
-                  t_min: float = 0.0) -> np.ndarray:
+def sampling_grid(
+    schedule: Schedule, num_steps: int, kind: str = "uniform_t", t_min: float = 0.0
+) -> np.ndarray:
     """float64 log-SNR grid of num_steps+1 points from noise (t=1) towards data, built on the host.
 
     kind: a `GRIDS` entry: `uniform_t` (equal steps in t), `uniform_logsnr` (equal steps in

@@ -16,6 +16,7 @@ takes its MLP from `model.mlp` (`netlab.nn.registries.MLPS`, default "dense"): a
 `MLPS[model.mlp](dtype=..., **model.mlp_kwargs)` in every `model.mlp_every`-th block (DiT-MoE).
 Every bad value is a one-line UserError when the task is built.
 """
+
 import dataclasses
 import functools
 import inspect
@@ -59,22 +60,33 @@ def sparse_mlp(m, policy):
     kwargs = _as_dict(m.get("mlp_kwargs", {}))
     if name == "dense":
         if kwargs:
-            raise UserError(f"model.mlp_kwargs={kwargs}: only for a sparse model.mlp (e.g. 'moe'); "
-                            f"the dense MLP is 4 x model.width wide")
+            raise UserError(
+                f"model.mlp_kwargs={kwargs}: only for a sparse model.mlp (e.g. 'moe'); "
+                f"the dense MLP is 4 x model.width wide"
+            )
         return None
     fields = None
     if dataclasses.is_dataclass(cls):
         fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
         for key in kwargs:
             if key not in fields:
-                raise UserError(f"model.mlp_kwargs.{key}: not a field of model.mlp={name!r}; "
-                                f"choose from {', '.join(fields)}")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   and f.name not in ("parent", "name")]
+                raise UserError(
+                    f"model.mlp_kwargs.{key}: not a field of model.mlp={name!r}; "
+                    f"choose from {', '.join(fields)}"
+                )
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and f.name not in ("parent", "name")
+        ]
         if missing:
-            raise UserError(f"model.mlp={name!r} needs model.mlp_kwargs.{missing[0]} (and "
-                            f"{', '.join(missing[1:]) or 'no other'}); see configs/moe/")
+            raise UserError(
+                f"model.mlp={name!r} needs model.mlp_kwargs.{missing[0]} (and "
+                f"{', '.join(missing[1:]) or 'no other'}); see configs/moe/"
+            )
     if fields is None or "dtype" in fields:
         kwargs.setdefault("dtype", policy.compute_dtype)
     return functools.partial(cls, **kwargs)
@@ -89,15 +101,20 @@ def build_backbone(m, data_shape, num_classes, policy, default="dit"):
     kwargs = {}
     if mlp is not None:
         if "sparse_mlp" not in inspect.signature(builder).parameters:
-            raise UserError(f"model.mlp={m.get('mlp')!r}: model.backbone={name!r} has no "
-                            f"Transformer MLP to replace; use model.backbone='dit' or "
-                            f"model.mlp='dense'")
+            raise UserError(
+                f"model.mlp={m.get('mlp')!r}: model.backbone={name!r} has no "
+                f"Transformer MLP to replace; use model.backbone='dit' or "
+                f"model.mlp='dense'"
+            )
         kwargs["sparse_mlp"] = mlp
-    model = builder(m, data_shape=tuple(data_shape), num_classes=num_classes, policy=policy,
-                    **kwargs)
+    model = builder(
+        m, data_shape=tuple(data_shape), num_classes=num_classes, policy=policy, **kwargs
+    )
     if policy.remat != "none" and getattr(model, "remat_policy", None) is None:
-        raise UserError(f"train.remat={policy.remat!r}: model.backbone={name!r} does not "
-                        f"rematerialise; set train.remat='none'")
+        raise UserError(
+            f"train.remat={policy.remat!r}: model.backbone={name!r} does not "
+            f"rematerialise; set train.remat='none'"
+        )
     return model
 
 
@@ -119,14 +136,20 @@ class _DiffusionTask:
         GRIDS.get(d.grid)
         check_range("diffusion.sample_steps", d.sample_steps, 1, integer=True)
         self.sampler_kwargs = _as_dict(d.get("sampler_kwargs", {}))
-        samplers.check(d.sampler, self.sampler_kwargs, self.data_shape, int(d.sample_steps),
-                       dtype=self.float_dtype)
+        samplers.check(
+            d.sampler,
+            self.sampler_kwargs,
+            self.data_shape,
+            int(d.sample_steps),
+            dtype=self.float_dtype,
+        )
         self.batch_size = int(config.train.batch_size)
         self.model = self.build_model()
 
     def build_model(self):
-        return build_backbone(self.config.model, self.data_shape, self.num_classes, self.policy,
-                              self.default_backbone)
+        return build_backbone(
+            self.config.model, self.data_shape, self.num_classes, self.policy, self.default_backbone
+        )
 
     # --- protocol -------------------------------------------------------------------------------
     def global_batch_size(self):
@@ -161,8 +184,9 @@ class _DiffusionTask:
         x0 = jnp.asarray(batch["x"]).astype(self.float_dtype)
         n = x0.shape[0]
         k_t, k_eps, k_drop, k_model = jax.random.split(rng, 4)
-        logsnr = losses.sample_logsnr(k_t, n, self.schedule, d.time_sampling, d.p_mean, d.p_std,
-                                      dtype=self.float_dtype)
+        logsnr = losses.sample_logsnr(
+            k_t, n, self.schedule, d.time_sampling, d.p_mean, d.p_std, dtype=self.float_dtype
+        )
         alpha, sigma = schedules.alpha_sigma(logsnr)
         shape = (-1,) + (1,) * (x0.ndim - 1)
         eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
@@ -177,8 +201,9 @@ class _DiffusionTask:
         d = self.config.diffusion
         x0, x_t, _, logsnr, labels, k_model = self.noised(batch, rng)
         x0_hat, logvar, cols = self._apply(params, x_t, logsnr, labels, k_model, bool(train))
-        loss, mse = losses.denoising_loss(x0_hat, x0, logsnr, d.weighting, logvar,
-                                          gamma=d.min_snr_gamma)
+        loss, mse = losses.denoising_loss(
+            x0_hat, x0, logsnr, d.weighting, logvar, gamma=d.min_snr_gamma
+        )
         out = {"x0_mse": mse}
         out.update({f"aux/{k}": v for k, v in aux.loss_terms(cols).items()})
         for k, v in aux.mean_metrics(cols).items():
@@ -206,17 +231,20 @@ class _DiffusionTask:
     def sample(self, params, n, labels=None, method=None, steps=None, scale=None, seed=0):
         d = self.config.diffusion
         key = jax.random.key(seed)
-        x_T = jax.random.normal(jax.random.fold_in(key, 1), (n,) + self.data_shape,
-                                self.float_dtype)
+        x_T = jax.random.normal(
+            jax.random.fold_in(key, 1), (n,) + self.data_shape, self.float_dtype
+        )
         labels = jnp.zeros((n,), jnp.int32) if labels is None else jnp.asarray(labels, jnp.int32)
         scale = jnp.asarray(d.guidance if scale is None else scale, self.float_dtype)
-        out = self._sample(params, x_T, self.sampling_grid(steps), labels, method or d.sampler,
-                           scale, key)
+        out = self._sample(
+            params, x_T, self.sampling_grid(steps), labels, method or d.sampler, scale, key
+        )
         return np.asarray(multihost_utils.process_allgather(out, tiled=True))
 
 
 class DigitsDiffusion(_DiffusionTask):
     """Class-conditional DiT on scikit-learn's digits (8x8 grey images in [-1, 1])."""
+
     num_classes = 10
     data_shape = (8, 8, 1)
 
@@ -226,15 +254,20 @@ class DigitsDiffusion(_DiffusionTask):
         self._features = None
 
     def init_variables(self, rng):
-        return self.model.init(rng, jnp.zeros((1, 8, 8, 1), self.float_dtype),
-                               jnp.zeros((1,), self.float_dtype), jnp.zeros((1,), jnp.int32))
+        return self.model.init(
+            rng,
+            jnp.zeros((1, 8, 8, 1), self.float_dtype),
+            jnp.zeros((1,), self.float_dtype),
+            jnp.zeros((1,), jnp.int32),
+        )
 
     def batch_axes(self):
         return {"x": ("batch", None, None, None), "label": ("batch",)}
 
     def train_batch(self, step):
-        idx = digits.epoch_batch_indices(len(self.data["train_y"]), self.batch_size,
-                                         self.config.seed, step)
+        idx = digits.epoch_batch_indices(
+            len(self.data["train_y"]), self.batch_size, self.config.seed, step
+        )
         return {"x": self.data["train_x"][idx], "label": self.data["train_y"][idx]}
 
     def evaluate(self, params, model_state, step, workdir):
@@ -245,7 +278,7 @@ class DigitsDiffusion(_DiffusionTask):
             self._features = metrics.DigitsFeatures(workdir)
         real = self.data["test_x"]
         fd = self._features.frechet_distance(samples, real)
-        # The floor a perfect model would reach with this many samples: real training images vs test.
+        # The floor a perfect model would reach with this many samples: real training images vs test.  # noqa: E501
         floor = self._features.frechet_distance(self.data["train_x"][:n], real)
         scalars = {"digits_fd": fd, "digits_fd_real_floor": floor}
         return scalars, {"samples": image_grid(samples[:100], 10)}
@@ -253,19 +286,23 @@ class DigitsDiffusion(_DiffusionTask):
 
 class Toy2D(_DiffusionTask):
     """A 2-D Gaussian mixture (8 modes on a circle) with an MLP denoiser."""
+
     data_shape = (2,)
     default_backbone = "mlp"
 
     def __init__(self, config, policy=None):
         super().__init__(config, policy)
         angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
-        self.mixture = GaussianMixture(np.stack([2 * np.cos(angles), 2 * np.sin(angles)], 1),
-                                       np.full((8, 2), float(config.data.mode_std)),
-                                       np.full(8, 1 / 8))
+        self.mixture = GaussianMixture(
+            np.stack([2 * np.cos(angles), 2 * np.sin(angles)], 1),
+            np.full((8, 2), float(config.data.mode_std)),
+            np.full(8, 1 / 8),
+        )
 
     def init_variables(self, rng):
-        return self.model.init(rng, jnp.zeros((1, 2), self.float_dtype),
-                               jnp.zeros((1,), self.float_dtype))
+        return self.model.init(
+            rng, jnp.zeros((1, 2), self.float_dtype), jnp.zeros((1,), self.float_dtype)
+        )
 
     def batch_axes(self):
         return {"x": ("batch", None)}
@@ -296,7 +333,7 @@ def image_grid(images, cols: int, upscale: int = 4) -> np.ndarray:
     canvas = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1), 255, np.uint8)
     for i, img in enumerate(imgs):
         r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
     return np.kron(canvas, np.ones((upscale, upscale), np.uint8))
 
 
@@ -304,6 +341,8 @@ def scatter(samples, real, size: int = 256, extent: float = 3.5) -> np.ndarray:
     """Samples (black) over real data (grey) as a uint8 picture, without a plotting library."""
     img = np.full((size, size), 255, np.uint8)
     for pts, value in ((real, 170), (samples, 0)):
-        ij = np.clip(((np.asarray(pts) + extent) / (2 * extent) * (size - 1)).astype(int), 0, size - 1)
+        ij = np.clip(
+            ((np.asarray(pts) + extent) / (2 * extent) * (size - 1)).astype(int), 0, size - 1
+        )
         img[size - 1 - ij[:, 1], ij[:, 0]] = value
     return img

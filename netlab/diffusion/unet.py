@@ -10,6 +10,7 @@ NHWC, noise_cond float32 (B,), labels in [0, num_classes] (the last row is the C
 With `remat_policy` every residual and attention block is rematerialised (`train.remat`).
 Registered as `model.backbone="unet"`.
 """
+
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -28,18 +29,31 @@ def _float(dtype):
 
 def conv(features, dtype, name, kernel=3, zero=False, stride=1):
     init = layers.zeros if zero else nn.initializers.lecun_normal()
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME", dtype=dtype, name=name,
-                   kernel_init=axes.param(init, None, None, axes.CONV_IN, axes.CONV_OUT),
-                   bias_init=axes.param(layers.zeros, axes.CONV_OUT))
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding="SAME",
+        dtype=dtype,
+        name=name,
+        kernel_init=axes.param(init, None, None, axes.CONV_IN, axes.CONV_OUT),
+        bias_init=axes.param(layers.zeros, axes.CONV_OUT),
+    )
 
 
 def group_norm(channels, dtype, name):
     groups = min(32, channels)
     if channels % groups:
-        raise ValueError(f"U-Net width {channels} is not divisible by {groups} norm groups; use a multiple of 32")
-    return nn.GroupNorm(num_groups=groups, dtype=_float(dtype), name=name,
-                        scale_init=axes.param(nn.initializers.ones, axes.NORM),
-                        bias_init=axes.param(layers.zeros, axes.NORM))
+        raise ValueError(
+            f"U-Net width {channels} is not divisible by {groups} norm groups; use a multiple of 32"
+        )
+    return nn.GroupNorm(
+        num_groups=groups,
+        dtype=_float(dtype),
+        name=name,
+        scale_init=axes.param(nn.initializers.ones, axes.NORM),
+        bias_init=axes.param(layers.zeros, axes.NORM),
+    )
 
 
 def _resample(x, mode):
@@ -51,8 +65,9 @@ def _resample(x, mode):
 
 class ResBlock(nn.Module):
     """GN-SiLU-(resample)-Conv, AdaGN(emb), SiLU-Conv(zero init); 1x1 skip when widths differ."""
+
     out: int
-    resample: str = "none"     # "none" | "up" | "down"
+    resample: str = "none"  # "none" | "up" | "down"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -61,8 +76,9 @@ class ResBlock(nn.Module):
         if self.resample != "none":
             h, x = _resample(h, self.resample), _resample(x, self.resample)
         h = conv(self.out, self.dtype, "conv1")(h)
-        mod = layers.dense(2 * self.out, axes.EMBED, axes.CONV_OUT, _float(self.dtype),
-                           name="emb")(nn.silu(emb))
+        mod = layers.dense(2 * self.out, axes.EMBED, axes.CONV_OUT, _float(self.dtype), name="emb")(
+            nn.silu(emb)
+        )
         scale, shift = jnp.split(mod[:, None, None, :], 2, axis=-1)
         h = group_norm(self.out, self.dtype, "norm2")(h) * (1 + scale) + shift
         h = conv(self.out, self.dtype, "conv2", zero=True)(nn.silu(h).astype(self.dtype))
@@ -73,6 +89,7 @@ class ResBlock(nn.Module):
 
 class AttnBlock(nn.Module):
     """Pre-norm multi-head self-attention over the H*W positions, residual."""
+
     num_heads: int
     dtype: Any = jnp.float32
 
@@ -106,12 +123,18 @@ class UNet(nn.Module):
             res_block = nn.remat(ResBlock, policy=self.remat_policy)
             attn_block = nn.remat(AttnBlock, policy=self.remat_policy)
         if self.image_size % (2 ** (levels - 1)):
-            raise ValueError(f"image size {self.image_size} is not divisible by 2^{levels - 1} for "
-                             f"{levels} U-Net levels; shorten channel_mult or pad the images")
+            raise ValueError(
+                f"image size {self.image_size} is not divisible by 2^{levels - 1} for "
+                f"{levels} U-Net levels; shorten channel_mult or pad the images"
+            )
         emb = layers.TimestepEmbedder(4 * self.width, name="t_embed")(noise_cond)
         if self.num_classes:
-            table = self.param("label_embed", axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
-                               (self.num_classes + 1, 4 * self.width), fdt)
+            table = self.param(
+                "label_embed",
+                axes.param(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED),
+                (self.num_classes + 1, 4 * self.width),
+                fdt,
+            )
             emb = emb + table[labels]
         h = conv(self.width, self.dtype, "conv_in")(x.astype(self.dtype))
         skips, res = [h], self.image_size
@@ -122,8 +145,9 @@ class UNet(nn.Module):
                     h = attn_block(self.num_heads, self.dtype, name=f"down{lvl}_{i}_attn")(h)
                 skips.append(h)
             if lvl < levels - 1:
-                h = res_block(mult * self.width, resample="down", dtype=self.dtype,
-                              name=f"down{lvl}_pool")(h, emb)
+                h = res_block(
+                    mult * self.width, resample="down", dtype=self.dtype, name=f"down{lvl}_pool"
+                )(h, emb)
                 skips.append(h)
                 res //= 2
         h = res_block(h.shape[-1], dtype=self.dtype, name="mid1")(h, emb)
@@ -136,15 +160,17 @@ class UNet(nn.Module):
                 if res in self.attention_resolutions:
                     h = attn_block(self.num_heads, self.dtype, name=f"up{lvl}_{i}_attn")(h)
             if lvl > 0:
-                h = res_block(mult * self.width, resample="up", dtype=self.dtype,
-                              name=f"up{lvl}_upsample")(h, emb)
+                h = res_block(
+                    mult * self.width, resample="up", dtype=self.dtype, name=f"up{lvl}_upsample"
+                )(h, emb)
                 res *= 2
         h = nn.silu(group_norm(h.shape[-1], self.dtype, "norm_out")(h)).astype(self.dtype)
         out = conv(self.channels, self.dtype, "conv_out", zero=True)(h).astype(fdt)
         if not self.learn_logvar:
             return out
-        logvar = layers.dense(1, axes.EMBED, None, fdt, kernel_init=layers.zeros,
-                              name="logvar")(emb)[:, 0]
+        logvar = layers.dense(1, axes.EMBED, None, fdt, kernel_init=layers.zeros, name="logvar")(
+            emb
+        )[:, 0]
         return out, logvar
 
 
@@ -153,23 +179,35 @@ def build(m, *, data_shape, num_classes, policy) -> UNet:
     """ADM U-Net from `config.model` (width, channel_mult, num_res_blocks, attention_resolutions,
     num_heads, learn_logvar) for square images `data_shape` = (H, W, C)."""
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
-        raise UserError(f"model.backbone='unet' needs square images (H, H, C), not data of shape "
-                        f"{tuple(data_shape)}; choose model.backbone='mlp' for vectors")
+        raise UserError(
+            f"model.backbone='unet' needs square images (H, H, C), not data of shape "
+            f"{tuple(data_shape)}; choose model.backbone='mlp' for vectors"
+        )
     width, heads = int(m.get("width", 64)), int(m.get("num_heads", 4))
     mult = tuple(int(k) for k in m.get("channel_mult", (1, 2, 2)))
     if not mult or min(mult) < 1:
         raise UserError(f"model.channel_mult={mult}: expected positive integers, e.g. (1, 2, 2)")
     if width < 1 or width % 32:
-        raise UserError(f"model.width={width}: the U-Net's GroupNorm has 32 groups; use a "
-                        f"multiple of 32")
+        raise UserError(
+            f"model.width={width}: the U-Net's GroupNorm has 32 groups; use a multiple of 32"
+        )
     if heads < 1 or width % heads:
         raise UserError(f"model.num_heads={heads} must divide model.width={width}")
     if data_shape[0] % 2 ** (len(mult) - 1):
-        raise UserError(f"model.channel_mult={mult}: {len(mult)} levels need an image size "
-                        f"divisible by {2 ** (len(mult) - 1)}, not {data_shape[0]}; shorten it")
-    return UNet(image_size=int(data_shape[0]), channels=int(data_shape[2]), width=width,
-                channel_mult=mult, num_res_blocks=int(m.get("num_res_blocks", 2)),
-                attention_resolutions=tuple(m.get("attention_resolutions", (8,))),
-                num_heads=heads, num_classes=num_classes,
-                learn_logvar=bool(m.get("learn_logvar", False)), dtype=policy.compute_dtype,
-                remat_policy=policy.remat_policy)
+        raise UserError(
+            f"model.channel_mult={mult}: {len(mult)} levels need an image size "
+            f"divisible by {2 ** (len(mult) - 1)}, not {data_shape[0]}; shorten it"
+        )
+    return UNet(
+        image_size=int(data_shape[0]),
+        channels=int(data_shape[2]),
+        width=width,
+        channel_mult=mult,
+        num_res_blocks=int(m.get("num_res_blocks", 2)),
+        attention_resolutions=tuple(m.get("attention_resolutions", (8,))),
+        num_heads=heads,
+        num_classes=num_classes,
+        learn_logvar=bool(m.get("learn_logvar", False)),
+        dtype=policy.compute_dtype,
+        remat_policy=policy.remat_policy,
+    )

@@ -1,6 +1,7 @@
 """APPNP: Klicpera, Bojchevski & Günnemann, "Predict then Propagate: Graph Neural Networks meet
 Personalized PageRank" (ICLR 2019). Personalised-PageRank propagation (eq. 8) and the model.
 """
+
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -19,6 +20,7 @@ class APPNP(nn.Module):
     dropout). Propagation only, as PyG ``APPNP``, unless ``features`` is set and differs from the
     input width: then a bias-free linear map to ``features`` comes first (predict, then propagate).
     """
+
     features: Optional[int] = None
     k: int = 10
     alpha: float = 0.1
@@ -33,7 +35,10 @@ class APPNP(nn.Module):
         z = h
         for _ in range(self.k):
             coef = L.Dropout(self.edge_dropout)(edge_coef, deterministic=deterministic)
-            az = G.propagate(graph, G.gather(graph, z), coef) + self_coef[:, None].astype(z.dtype) * z
+            az = (
+                G.propagate(graph, G.gather(graph, z), coef)
+                + self_coef[:, None].astype(z.dtype) * z
+            )
             z = (1.0 - self.alpha) * az + self.alpha * h
         return z
 
@@ -42,6 +47,7 @@ class APPNP(nn.Module):
 class APPNPNet(nn.Module):
     """Predict with an MLP (dropout → Dense → ReLU → dropout → Dense), then propagate with
     personalised PageRank (:class:`APPNP`)."""
+
     TASK = "node"
     hidden: int = 64
     num_classes: int = 7
@@ -59,6 +65,12 @@ class APPNPNet(nn.Module):
         x = nn.relu(lin(self.hidden, "lin0")(x))
         x = L.Dropout(self.dropout)(x, deterministic=not train)
         x = lin(self.num_classes, "lin1")(x)
-        prop = APPNP(k=self.k, alpha=self.alpha, edge_dropout=self.edge_dropout, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="prop")
+        prop = APPNP(
+            k=self.k,
+            alpha=self.alpha,
+            edge_dropout=self.edge_dropout,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="prop",
+        )
         return prop(graph, x, not train)

@@ -8,6 +8,7 @@ and adds the precision policy (`dtype`, `param_dtype`, `remat_policy`). Every fa
 `UserError` naming the config key and the valid choices. The task then calls the returned
 `ModelSpec` with what only the data can tell (number of classes, users, items).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,18 +21,34 @@ from netlab.graph.registries import MODELS
 from netlab.nn import precision
 from netlab.registry import Registry, check_choice, check_range
 
-TASK_NAMES = {"node": "graph.node_classification", "graph": "graph.graph_classification",
-              "link": "graph.link_prediction", "digraph": "graph.digraph_clustering",
-              "recsys": "graph.recommendation"}
+TASK_NAMES = {
+    "node": "graph.node_classification",
+    "graph": "graph.graph_classification",
+    "link": "graph.link_prediction",
+    "digraph": "graph.digraph_clustering",
+    "recsys": "graph.recommendation",
+}
 # Ranges of common hyperparameters, by field name: (lo, hi, integer).
 RANGES = {
-    "dropout": (0.0, 1.0, False), "input_dropout": (0.0, 1.0, False),
-    "edge_dropout": (0.0, 1.0, False), "alpha": (0.0, 1.0, False),
-    "heads": (1, None, True), "out_heads": (1, None, True), "hidden": (1, None, True),
-    "hidden_dim": (1, None, True), "hidden_channels": (1, None, True), "dim": (1, None, True),
-    "key_dim": (1, None, True), "d": (1, None, True), "out": (1, None, True),
-    "num_layers": (0, None, True), "k": (0, None, True), "hops": (0, None, True),
-    "num_steps": (1, None, True), "max_steps": (1, None, True), "time": (0.0, None, False),
+    "dropout": (0.0, 1.0, False),
+    "input_dropout": (0.0, 1.0, False),
+    "edge_dropout": (0.0, 1.0, False),
+    "alpha": (0.0, 1.0, False),
+    "heads": (1, None, True),
+    "out_heads": (1, None, True),
+    "hidden": (1, None, True),
+    "hidden_dim": (1, None, True),
+    "hidden_channels": (1, None, True),
+    "dim": (1, None, True),
+    "key_dim": (1, None, True),
+    "d": (1, None, True),
+    "out": (1, None, True),
+    "num_layers": (0, None, True),
+    "k": (0, None, True),
+    "hops": (0, None, True),
+    "num_steps": (1, None, True),
+    "max_steps": (1, None, True),
+    "time": (0.0, None, False),
 }
 
 
@@ -52,6 +69,7 @@ def float_dtype(policy: precision.Policy):
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A checked model choice: `spec(**data_fields)` builds the module."""
+
     name: str
     cls: type
     kwargs: dict
@@ -71,7 +89,9 @@ def _fields(cls) -> set:
     return {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
 
 
-def model_spec(config, policy: precision.Policy, task: str, consumed=(), defaults=None) -> ModelSpec:
+def model_spec(
+    config, policy: precision.Policy, task: str, consumed=(), defaults=None
+) -> ModelSpec:
     """The model `config.model.name` names, checked for `task` (see the module docstring).
     `consumed`: `model.*` keys the task reads itself; `defaults`: values used when the config
     omits a key (e.g. `name` for configs written before the key existed)."""
@@ -80,9 +100,11 @@ def model_spec(config, policy: precision.Policy, task: str, consumed=(), default
     cls = MODELS.get(name, "model.name")
     kind = getattr(cls, "TASK", None)
     if kind is not None and kind != task:
-        raise UserError(f"model.name={name!r} trains with task {TASK_NAMES.get(kind, kind)!r}, "
-                        f"not {TASK_NAMES[task]!r}; for this task choose one of "
-                        f"{', '.join(model_names(task))}")
+        raise UserError(
+            f"model.name={name!r} trains with task {TASK_NAMES.get(kind, kind)!r}, "
+            f"not {TASK_NAMES[task]!r}; for this task choose one of "
+            f"{', '.join(model_names(task))}"
+        )
     fields = _fields(cls)
     kwargs = {}
     for key, value in m.items():
@@ -92,8 +114,10 @@ def model_spec(config, policy: precision.Policy, task: str, consumed=(), default
             valid = sorted((fields | set(consumed)) - {"dtype", "param_dtype", "remat_policy"})
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             hint = f"; did you mean 'model.{close[0]}'?" if close else ""
-            raise UserError(f"unknown config key 'model.{key}' for model {name!r}{hint} "
-                            f"(its keys: {', '.join(valid)})")
+            raise UserError(
+                f"unknown config key 'model.{key}' for model {name!r}{hint} "
+                f"(its keys: {', '.join(valid)})"
+            )
     for key, choices in getattr(cls, "CHOICES", {}).items():
         if key in kwargs:
             if isinstance(choices, Registry):
@@ -110,9 +134,11 @@ def model_spec(config, policy: precision.Policy, task: str, consumed=(), default
     if policy.remat != "none":
         if "remat_policy" not in fields:
             able = [n for n in MODELS.names() if "remat_policy" in _fields(MODELS.get(n))]
-            raise UserError(f"train.remat={policy.remat!r}: model.name={name!r} has no "
-                            f"rematerialisation; set train.remat=none (graph models with it: "
-                            f"{', '.join(able)})")
+            raise UserError(
+                f"train.remat={policy.remat!r}: model.name={name!r} has no "
+                f"rematerialisation; set train.remat=none (graph models with it: "
+                f"{', '.join(able)})"
+            )
         kwargs["remat_policy"] = policy.remat_policy
     return ModelSpec(name, cls, kwargs)
 

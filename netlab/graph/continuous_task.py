@@ -14,6 +14,7 @@ Models, loss, batches and evaluation are :class:`netlab.graph.task.NodeClassific
 batch, masked cross-entropy plus L2, val/test accuracy); only the accepted data keys differ (no
 edge sharding, no host propagation).
 """
+
 from netlab.graph import task as graph_task
 
 DATA_KEYS = ("name", "data_dir", "split", "row_normalize")
@@ -21,4 +22,5 @@ DATA_KEYS = ("name", "data_dir", "split", "row_normalize")
 
 class DiffusionNodeClassification(graph_task.NodeClassification):
     """:class:`netlab.graph.task.NodeClassification` for GRAND / NSD configs (``model.name``)."""
+
     data_keys = DATA_KEYS

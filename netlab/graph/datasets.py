@@ -13,6 +13,7 @@ directions, no self-loops, no duplicates, sorted by (receiver, sender), and bool
 OGB / tfds graph datasets are available through :func:`load_ogb_node` for users with network
 access (import-guarded: ``ogb`` is not a netlab dependency).
 """
+
 from __future__ import annotations
 
 import collections
@@ -39,12 +40,12 @@ GEOM_GCN = ("cornell", "texas", "wisconsin", "film")
 @dataclasses.dataclass
 class NodeDataset:
     name: str
-    x: np.ndarray              # [n, F] float32
-    y: np.ndarray              # [n] int32
-    senders: np.ndarray        # [E] int32, sorted by (receiver, sender)
-    receivers: np.ndarray      # [E] int32
+    x: np.ndarray  # [n, F] float32
+    y: np.ndarray  # [n] int32
+    senders: np.ndarray  # [E] int32, sorted by (receiver, sender)
+    receivers: np.ndarray  # [E] int32
     num_classes: int
-    train_mask: np.ndarray     # [n] bool
+    train_mask: np.ndarray  # [n] bool
     val_mask: np.ndarray
     test_mask: np.ndarray
 
@@ -56,16 +57,23 @@ class NodeDataset:
     def num_edges(self) -> int:
         return int(self.senders.shape[0])
 
-    def graph(self, budget: Optional[padding.Budget] = None, row_normalize: bool = False,
-              edge_multiple: int = 8, dtype=np.float32) -> G.Graph:
+    def graph(
+        self,
+        budget: Optional[padding.Budget] = None,
+        row_normalize: bool = False,
+        edge_multiple: int = 8,
+        dtype=np.float32,
+    ) -> G.Graph:
         """Padded host :class:`Graph` with features in ``nodes`` and GCN norms precomputed, all
         floats in ``dtype`` (float64 for a float64 run)."""
         x = normalize_features(self.x, dtype) if row_normalize else self.x.astype(dtype)
         if budget is None:
-            budget = padding.Budget(self.num_nodes + 1,
-                                    padding.round_up(max(self.num_edges, 1), edge_multiple), 2)
-        return padding.from_edges(self.senders, self.receivers, self.num_nodes, nodes=x,
-                                  budget=budget, dtype=dtype)
+            budget = padding.Budget(
+                self.num_nodes + 1, padding.round_up(max(self.num_edges, 1), edge_multiple), 2
+            )
+        return padding.from_edges(
+            self.senders, self.receivers, self.num_nodes, nodes=x, budget=budget, dtype=dtype
+        )
 
 
 def normalize_features(x: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -80,6 +88,7 @@ def normalize_features(x: np.ndarray, dtype=np.float32) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # Folder, checksums.
 # ------------------------------------------------------------------------------------------------
+
 
 def default_root(configured: str = "") -> str:
     """Where the tasks look for offline data: ``config.data.data_dir`` if set, else
@@ -96,12 +105,16 @@ def data_dir(configured: Optional[str] = None) -> pathlib.Path:
     """The datasets folder: ``configured`` (config.data.data_dir) if set, else $NETLAB_DATA_DIR."""
     path = configured or os.environ.get(ENV, "")
     if not path:
-        raise UserError(f"no graph data folder: set config.data.data_dir or the {ENV} environment variable "
-                        "(e.g. ../shared/data)")
+        raise UserError(
+            f"no graph data folder: set config.data.data_dir or the {ENV} environment variable "
+            "(e.g. ../shared/data)"
+        )
     p = pathlib.Path(path).expanduser().resolve()
     if not p.is_dir():
-        raise UserError(f"graph data folder {p} does not exist; set config.data.data_dir or {ENV} "
-                        "to the folder holding planetoid/ and SHA256SUMS")
+        raise UserError(
+            f"graph data folder {p} does not exist; set config.data.data_dir or {ENV} "
+            "to the folder holding planetoid/ and SHA256SUMS"
+        )
     return p
 
 
@@ -109,11 +122,14 @@ def check_data_keys(data_config, allowed, task: str) -> None:
     """Refuse ``config.data`` keys a task does not read (e.g. ``data.dir`` for ``data.data_dir``):
     a one-line :class:`UserError` naming the closest valid key, instead of silently ignoring it."""
     import difflib
+
     unknown = [k for k in data_config.keys() if k not in allowed]
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
-        hint = f"; did you mean 'data.{close[0]}'?" if close else f"; valid keys: {', '.join(allowed)}"
+        hint = (
+            f"; did you mean 'data.{close[0]}'?" if close else f"; valid keys: {', '.join(allowed)}"
+        )
         raise UserError(f"unknown config key 'data.{key}' for {task}{hint}")
 
 
@@ -133,17 +149,23 @@ def read_verified(root: pathlib.Path, rel: str) -> bytes:
     """Bytes of ``root/rel`` after checking its SHA256 against ``root/SHA256SUMS``."""
     path = root / rel
     if not path.is_file():
-        raise UserError(f"missing data file {path}; copy the offline datasets (see data/README.md) or fix "
-                        f"config.data.data_dir / {ENV}")
+        raise UserError(
+            f"missing data file {path}; copy the offline datasets (see data/README.md) or fix "
+            f"config.data.data_dir / {ENV}"
+        )
     sums = _checksums(root)
     if rel not in sums:
-        raise UserError(f"{rel} is not listed in {root / 'SHA256SUMS'}; add its checksum or restore the file")
+        raise UserError(
+            f"{rel} is not listed in {root / 'SHA256SUMS'}; add its checksum or restore the file"
+        )
     data = path.read_bytes()
     got = hashlib.sha256(data).hexdigest()
     if got != sums[rel]:
-        raise UserError(f"checksum mismatch for {path} (sha256 {got[:12]}…, expected "
-                        f"{sums[rel][:12]}…): the file is corrupt or modified; restore it from the "
-                        "original source")
+        raise UserError(
+            f"checksum mismatch for {path} (sha256 {got[:12]}…, expected "
+            f"{sums[rel][:12]}…): the file is corrupt or modified; restore it from the "
+            "original source"
+        )
     return data
 
 
@@ -151,8 +173,10 @@ def read_verified(root: pathlib.Path, rel: str) -> bytes:
 # Restricted unpickling (Planetoid's Python-2 pickles).
 # ------------------------------------------------------------------------------------------------
 
+
 def _allowed():
     from numpy._core import multiarray
+
     return {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -180,8 +204,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         key = (module, name)
         if key not in self.allowed:
-            raise UserError(f"refusing to unpickle {module}.{name} from {self.source}: only numpy/scipy arrays "
-                            "are allowed in dataset files; the file is not a genuine Planetoid file")
+            raise UserError(
+                f"refusing to unpickle {module}.{name} from {self.source}: only numpy/scipy arrays "
+                "are allowed in dataset files; the file is not a genuine Planetoid file"
+            )
         return self.allowed[key]
 
 
@@ -191,12 +217,15 @@ def safe_unpickle(data: bytes, source: str = "pickle"):
     except UserError:
         raise
     except Exception as e:  # truncated / garbled pickle
-        raise UserError(f"cannot read {source}: {type(e).__name__}: {e}; restore the file") from None
+        raise UserError(
+            f"cannot read {source}: {type(e).__name__}: {e}; restore the file"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------------
 # Loaders.
 # ------------------------------------------------------------------------------------------------
+
 
 def _undirected(senders, receivers, n):
     s, r, _, _ = padding.canonical_edges(senders, receivers, n, symmetrize=True)
@@ -209,14 +238,18 @@ def load_planetoid(name: str, root=None) -> NodeDataset:
     test = ``test.index``."""
     name = name.lower()
     if name not in PLANETOID:
-        raise UserError(f"unknown Planetoid dataset {name!r}; offline choices: {', '.join(PLANETOID)} "
-                        "(PubMed's feature file is not available offline)")
+        raise UserError(
+            f"unknown Planetoid dataset {name!r}; offline choices: {', '.join(PLANETOID)} "
+            "(PubMed's feature file is not available offline)"
+        )
     root = data_dir(root if root is None else str(root))
     obj = {}
     for part in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
         rel = f"planetoid/ind.{name}.{part}"
         obj[part] = safe_unpickle(read_verified(root, rel), str(root / rel))
-    test_idx = np.array([int(v) for v in read_verified(root, f"planetoid/ind.{name}.test.index").split()])
+    test_idx = np.array(
+        [int(v) for v in read_verified(root, f"planetoid/ind.{name}.test.index").split()]
+    )
     test_sorted = np.sort(test_idx)
     tx, ty = obj["tx"].tolil() if sp.issparse(obj["tx"]) else obj["tx"], obj["ty"]
     if name == "citeseer":  # isolated test ids missing from the files: zero rows for them
@@ -240,9 +273,11 @@ def load_planetoid(name: str, root=None) -> NodeDataset:
     masks = [np.zeros(n, bool) for _ in range(3)]
     n_train = obj["y"].shape[0]
     masks[0][:n_train] = True
-    masks[1][n_train:n_train + 500] = True
+    masks[1][n_train : n_train + 500] = True
     masks[2][test_idx] = True
-    return NodeDataset(name, np.asarray(x.todense(), np.float32), labels, s, r, int(y.shape[1]), *masks)
+    return NodeDataset(
+        name, np.asarray(x.todense(), np.float32), labels, s, r, int(y.shape[1]), *masks
+    )
 
 
 def load_geom_gcn(name: str, split: int = 0, root=None) -> NodeDataset:
@@ -259,14 +294,20 @@ def load_geom_gcn(name: str, split: int = 0, root=None) -> NodeDataset:
         base = _read_geom_gcn(root, name)
         rel = f"geom_gcn/{name}/splits/{name}_split_0.6_0.2_{split}.npz"
     else:
-        raise UserError(f"unknown geom-gcn dataset {name!r}; choose one of {', '.join(GEOM_GCN + PLANETOID)}")
+        raise UserError(
+            f"unknown geom-gcn dataset {name!r}; choose one of {', '.join(GEOM_GCN + PLANETOID)}"
+        )
     with np.load(io.BytesIO(read_verified(root, rel)), allow_pickle=False) as z:
         masks = [np.asarray(z[k]).astype(bool) for k in ("train_mask", "val_mask", "test_mask")]
     return dataclasses.replace(base, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
 
 
 def _read_geom_gcn(root, name):
-    text = read_verified(root, f"geom_gcn/{name}/out1_node_feature_label.txt").decode().splitlines()[1:]
+    text = (
+        read_verified(root, f"geom_gcn/{name}/out1_node_feature_label.txt")
+        .decode()
+        .splitlines()[1:]
+    )
     ids, feats, labels = [], [], []
     for line in text:
         i, f, lab = line.split("\t")
@@ -319,8 +360,10 @@ def load(name: str, root=None, split: int = 0) -> NodeDataset:
         return load_geom_gcn(name[5:], split, root)
     if name in GEOM_GCN:
         return load_geom_gcn(name, split, root)
-    raise UserError(f"unknown graph dataset {name!r}; choose karate, cora, citeseer, geom-cora, geom-citeseer, "
-                    f"{', '.join(GEOM_GCN)} (or load_ogb_node for OGB)")
+    raise UserError(
+        f"unknown graph dataset {name!r}; choose karate, cora, citeseer, geom-cora, geom-citeseer, "
+        f"{', '.join(GEOM_GCN)} (or load_ogb_node for OGB)"
+    )
 
 
 def load_ogb_node(name: str, root: str) -> NodeDataset:
@@ -329,7 +372,9 @@ def load_ogb_node(name: str, root: str) -> NodeDataset:
     try:
         from ogb.nodeproppred import NodePropPredDataset  # noqa: WPS433
     except ImportError:
-        raise UserError("OGB datasets need the optional package `ogb` (pip install ogb) and network access") from None
+        raise UserError(
+            "OGB datasets need the optional package `ogb` (pip install ogb) and network access"
+        ) from None
     ds = NodePropPredDataset(name=name, root=root)
     graph, label = ds[0]
     split = ds.get_idx_split()
@@ -341,4 +386,6 @@ def load_ogb_node(name: str, root: str) -> NodeDataset:
         m[split[k]] = True
         masks.append(m)
     y = np.asarray(label).reshape(-1).astype(np.int32)
-    return NodeDataset(name, np.asarray(graph["node_feat"], np.float32), y, s, r, int(y.max()) + 1, *masks)
+    return NodeDataset(
+        name, np.asarray(graph["node_feat"], np.float32), y, s, r, int(y.max()) + 1, *masks
+    )

@@ -2,6 +2,7 @@
 GENConv with softmax aggregation (eqs. 3–4), MsgNorm (eq. 7), the pre-activation res+ block
 (§3.4, after Li et al. 2019, DeepGCNs) and the node classifier built from them.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ GEN_AGGREGATIONS = ("softmax",) + G.AGGREGATIONS
 class MessageNorm(nn.Module):
     """MsgNorm, eq. 7: h' = h + s · ‖h‖₂ · m / ‖m‖₂ with a (learnable) scalar s; returns the
     normalised message (the caller adds h)."""
+
     learn_scale: bool = False
     param_dtype: Any = jnp.float32
 
@@ -39,6 +41,7 @@ class GENConv(nn.Module):
     deviation: LayerNorm inside the MLP instead of BatchNorm, so padding rows never enter
     statistics. ``aggr='mean'|'sum'|'max'`` swap the softmax for a plain aggregation.
     """
+
     features: int
     aggr: str = "softmax"
     t: float = 1.0
@@ -70,13 +73,19 @@ class GENConv(nn.Module):
             out = MessageNorm(self.learn_msg_scale, self.param_dtype, name="msg_norm")(x, out)
         out = x + out
         hidden = [2 * self.features] * (self.num_mlp_layers - 1)
-        mlp = L.MLP(tuple(hidden) + (self.features,), norm=True, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="mlp")
+        mlp = L.MLP(
+            tuple(hidden) + (self.features,),
+            norm=True,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="mlp",
+        )
         return mlp(out)
 
 
 class ResPlusBlock(nn.Module):
     """Pre-activation residual block "res+": x' = x + Conv(Dropout(ReLU(Norm(x))))."""
+
     conv: nn.Module
     dropout: float = 0.0
     param_dtype: Any = jnp.float32
@@ -91,6 +100,7 @@ class ResPlusBlock(nn.Module):
 @MODELS.register("deepergcn")
 class DeeperGCN(nn.Module):
     """Encoder → GENConv → [res+ GENConv blocks] × (L−1) → Norm → ReLU → dropout → Dense."""
+
     TASK = "node"
     hidden: int = 64
     num_classes: int = 7
@@ -108,13 +118,20 @@ class DeeperGCN(nn.Module):
         pd = self.param_dtype
         x = L.dense(self.hidden, True, "encoder", self.dtype, pd)(x)
         gen = L.remat(GENConv, self.remat_policy)
-        conv = lambda i: gen(self.hidden, t=self.t, learn_t=self.learn_t,  # noqa: E731
-                             msg_norm=self.msg_norm, dtype=self.dtype, param_dtype=pd,
-                             name=f"conv{i}")
+        conv = lambda i: gen(
+            self.hidden,
+            t=self.t,
+            learn_t=self.learn_t,  # noqa: E731
+            msg_norm=self.msg_norm,
+            dtype=self.dtype,
+            param_dtype=pd,
+            name=f"conv{i}",
+        )
         x = conv(0)(graph, x, edge_attr)
         for i in range(1, self.num_layers):
             x = ResPlusBlock(conv(i), self.dropout, pd, name=f"block{i}")(
-                graph, x, edge_attr, not train)
+                graph, x, edge_attr, not train
+            )
         x = nn.relu(nn.LayerNorm(param_dtype=pd, name="norm")(x))
         x = L.Dropout(self.dropout)(x, deterministic=not train)
         return L.dense(self.num_classes, True, "head", self.dtype, pd)(x)

@@ -28,6 +28,7 @@ between argmax_k P_ik and the planted clusters (`adjusted_rand_index`).
 `DIGRAC` is the model (`registries.MODELS["digrac"]`); `DIMPAConv` is DIMPA as a layer on one
 directed graph (`registries.LAYERS["dimpa"]`), building both operators inside jit.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -57,7 +58,7 @@ def dimpa_graphs(senders, receivers, num_nodes: int, tau: float = 0.5, dtype=np.
     `norm["rw_edge"]` / `norm["rw_self"]` the normalised coefficients (in `dtype`)."""
     s, r = np.asarray(senders), np.asarray(receivers)
     out = []
-    for snd, rcv in ((r, s), (s, r)):          # source operator: messages flow j -> i along i -> j
+    for snd, rcv in ((r, s), (s, r)):  # source operator: messages flow j -> i along i -> j
         g = padding.from_edges(snd, rcv, num_nodes, norms=False, dtype=dtype)
         m = np.asarray(g.edge_mask)
         deg = np.bincount(np.asarray(g.receivers)[m], minlength=g.num_nodes).astype(dtype) + tau
@@ -71,6 +72,7 @@ def dimpa_operators(graph: G.Graph, tau: float = 0.5):
     """`dimpa_graphs` inside jit, from one directed Graph whose edge s -> r means A_sr = 1:
     returns (source, target) Graphs with `rw_edge` / `rw_self` norms. The source operator runs its
     messages against the edge direction, so its receivers are unsorted (no sortedness hint)."""
+
     def operator(g):
         deg = G.degree(g, weighted=False) + tau
         m = g.edge_mask
@@ -78,8 +80,9 @@ def dimpa_operators(graph: G.Graph, tau: float = 0.5):
         self_coef = jnp.where(g.node_mask, tau / deg, 0.0)
         return g.replace(norm={"rw_edge": coef, "rw_self": self_coef})
 
-    reverse = graph.replace(senders=graph.receivers, receivers=graph.senders,
-                            sorted_receivers=False)
+    reverse = graph.replace(
+        senders=graph.receivers, receivers=graph.senders, sorted_receivers=False
+    )
     return operator(reverse), operator(graph)
 
 
@@ -116,12 +119,12 @@ def adjusted_rand_index(labels_true, labels_pred) -> float:
 def flow_imbalance(P, AP, degree, normalisation: str = "vol_sum", eps: float = 1e-8):
     """The K x K matrix CI(k, l) from soft assignments P [n, K], AP = A @ P [n, K] and the total
     (in + out) degree [n]. Padding rows of P must be zero."""
-    W = P.T @ AP                                       # W[k, l] = Σ_ij P_ik A_ij P_jl
+    W = P.T @ AP  # W[k, l] = Σ_ij P_ik A_ij P_jl
     diff = jnp.abs(W - W.T)
     check_choice("loss.normalisation", normalisation, NORMALISATIONS)
     if normalisation == "plain":
         return diff / (W + W.T + eps)
-    V = P.T @ degree                                   # [K]
+    V = P.T @ degree  # [K]
     if normalisation == "vol_sum":
         return 2.0 * diff / (V[:, None] + V[None, :] + eps)
     if normalisation == "vol_min":
@@ -147,7 +150,7 @@ def adjacency_matmul(source: G.Graph, P):
 
 def total_degree(source: G.Graph):
     """d_in + d_out for every node of the `source` graph (edges counted once per direction)."""
-    out_deg = G.degree(source)                      # source receivers = original senders
+    out_deg = G.degree(source)  # source receivers = original senders
     in_deg = jax.ops.segment_sum(source.edge_weight, source.senders, num_segments=source.num_nodes)
     return out_deg + in_deg
 
@@ -161,6 +164,7 @@ def _rw(graph: G.Graph, x):
 
 class DIMPA(nn.Module):
     """Directed mixed path aggregation (§3.2): returns Z = [Z_s || Z_t] [n, 2 * hidden]."""
+
     hidden: int = 32
     hops: int = 2
     dropout: float = 0.5
@@ -170,16 +174,21 @@ class DIMPA(nn.Module):
     @nn.compact
     def __call__(self, source: G.Graph, target: G.Graph, x, train: bool = False):
         dense = lambda name, names: nn.Dense(  # noqa: E731
-            self.hidden, name=name, dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names))
+            self.hidden,
+            name=name,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
+        )
         zs = []
         for name, graph in (("s", source), ("t", target)):
             h = dense(f"mlp_{name}_0", (None, axes.EMBED))(x)
             h = nn.relu(h)
             h = nn.Dropout(self.dropout)(h, deterministic=not train)
             h = dense(f"mlp_{name}_1", (axes.EMBED, axes.MLP))(h)
-            omega = self.param(f"omega_{name}", nn.initializers.ones, (self.hops + 1,),
-                               self.param_dtype)
+            omega = self.param(
+                f"omega_{name}", nn.initializers.ones, (self.hops + 1,), self.param_dtype
+            )
             acc, cur = omega[0] * h, h
             for k in range(1, self.hops + 1):
                 cur = _rw(graph, cur)
@@ -193,6 +202,7 @@ class DIMPAConv(nn.Module):
     """DIMPA as a layer on one directed graph (edge s -> r is A_sr = 1): builds the two random-walk
     operators with self-loop weight `tau` (`dimpa_operators`) and returns [Z_s || Z_t] with
     features/2 channels each."""
+
     features: int
     hops: int = 2
     tau: float = 0.5
@@ -202,16 +212,19 @@ class DIMPAConv(nn.Module):
     @nn.compact
     def __call__(self, graph: G.Graph, x):
         if self.features % 2:
-            raise UserError(f"dimpa layer: features={self.features} must be even (source and "
-                            "target halves)")
+            raise UserError(
+                f"dimpa layer: features={self.features} must be even (source and target halves)"
+            )
         source, target = dimpa_operators(graph, self.tau)
-        return DIMPA(self.features // 2, self.hops, 0.0, self.dtype, self.param_dtype,
-                     name="dimpa")(source, target, x)
+        return DIMPA(
+            self.features // 2, self.hops, 0.0, self.dtype, self.param_dtype, name="dimpa"
+        )(source, target, x)
 
 
 @MODELS.register("digrac")
 class DIGRAC(nn.Module):
     """DIMPA embedding + linear prototype layer + softmax -> (probabilities P [n, K], Z)."""
+
     TASK = "digraph"
     num_clusters: int
     hidden: int = 32
@@ -222,12 +235,18 @@ class DIGRAC(nn.Module):
 
     @nn.compact
     def __call__(self, source: G.Graph, target: G.Graph, x, train: bool = False):
-        z = DIMPA(self.hidden, self.hops, self.dropout, self.dtype, self.param_dtype,
-                  name="dimpa")(source, target, x, train)
+        z = DIMPA(self.hidden, self.hops, self.dropout, self.dtype, self.param_dtype, name="dimpa")(
+            source, target, x, train
+        )
         z = nn.Dropout(self.dropout)(z, deterministic=not train)
-        logits = nn.Dense(self.num_clusters, name="prototypes", dtype=self.dtype,
-                          param_dtype=self.param_dtype,
-                          kernel_init=nn.with_logical_partitioning(
-                              nn.initializers.lecun_normal(), (axes.MLP, axes.VOCAB)))(z)
+        logits = nn.Dense(
+            self.num_clusters,
+            name="prototypes",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), (axes.MLP, axes.VOCAB)
+            ),
+        )(z)
         P = jax.nn.softmax(logits.astype(G.accum_dtype(logits.dtype)), -1)
         return P * source.node_mask[:, None].astype(P.dtype), z

@@ -13,6 +13,7 @@ Training is unsupervised (the probabilistic flow-imbalance loss, no labels); ``e
 the ARI of argmax P against the planted clusters, and ``objective`` the deterministic (dropout off)
 imbalance loss, the label-free criterion for choosing among restarts.
 """
+
 from __future__ import annotations
 
 import jax
@@ -37,8 +38,9 @@ class DigraphClustering:
         fdt = builder.float_dtype(self.policy)
         d, m = config.data, config.model
         D.check_data_keys(d, DATA_KEYS, "DigraphClustering")
-        spec = builder.model_spec(config, self.policy, "digraph", consumed=("tau",),
-                                  defaults={"name": "digrac"})
+        spec = builder.model_spec(
+            config, self.policy, "digraph", consumed=("tau",), defaults={"name": "digrac"}
+        )
         check_choice("data.style", d.style, generators.STYLES)
         check_range("data.eta", float(d.eta), 0.0, 0.5)
         check_range("data.p", float(d.p), 0.0, 1.0)
@@ -49,17 +51,24 @@ class DigraphClustering:
         pairs = self.k * (self.k - 1) // 2
         self.beta = int(config.loss.beta) if config.loss.get("beta", 0) else pairs
         if not 1 <= self.beta <= pairs:
-            raise UserError(f"loss.beta={self.beta}: expected 1..{pairs} (the number of cluster "
-                            f"pairs for data.k={self.k}), or 0 for all pairs")
-        F = generators.meta_graph(d.style, self.k, float(d.eta), bool(d.get("ambient", False)),
-                                  rng=int(d.graph_seed))
-        s, r, self.labels = generators.dsbm(self.n, self.k, float(d.p), F,
-                                            float(d.get("size_ratio", 1.0)), rng=int(d.graph_seed))
+            raise UserError(
+                f"loss.beta={self.beta}: expected 1..{pairs} (the number of cluster "
+                f"pairs for data.k={self.k}), or 0 for all pairs"
+            )
+        F = generators.meta_graph(
+            d.style, self.k, float(d.eta), bool(d.get("ambient", False)), rng=int(d.graph_seed)
+        )
+        s, r, self.labels = generators.dsbm(
+            self.n, self.k, float(d.p), F, float(d.get("size_ratio", 1.0)), rng=int(d.graph_seed)
+        )
         gs = digrac.dimpa_graphs(s, r, self.n, float(m.get("tau", 0.5)), dtype=fdt)
         x = np.zeros((gs["source"].num_nodes, 2 * self.k), fdt)
-        x[:self.n] = digrac.hermitian_features(s, r, self.n, self.k)
-        self.arrays = {**padding.to_arrays(gs["source"], "src_"),
-                       **padding.to_arrays(gs["target"], "tgt_"), "x": x}
+        x[: self.n] = digrac.hermitian_features(s, r, self.n, self.k)
+        self.arrays = {
+            **padding.to_arrays(gs["source"], "src_"),
+            **padding.to_arrays(gs["target"], "tgt_"),
+            "x": x,
+        }
         self.model = spec(num_clusters=self.k)
         self._predict = jax.jit(self._assign)
 
@@ -69,8 +78,9 @@ class DigraphClustering:
 
     def init_variables(self, rng):
         src, tgt = self._graphs(jax.tree.map(jnp.asarray, self.arrays))
-        return self.model.init({"params": rng, "dropout": rng}, src, tgt,
-                               jnp.asarray(self.arrays["x"]))
+        return self.model.init(
+            {"params": rng, "dropout": rng}, src, tgt, jnp.asarray(self.arrays["x"])
+        )
 
     def batch_axes(self):
         return {k: None for k in self.arrays}
@@ -85,8 +95,13 @@ class DigraphClustering:
         src, tgt = self._graphs(batch)
         rngs = {"dropout": rng} if train else {}
         P, _ = self.model.apply({"params": params}, src, tgt, batch["x"], train=train, rngs=rngs)
-        loss = digrac.imbalance_loss(P, digrac.adjacency_matmul(src, P), digrac.total_degree(src),
-                                     self.beta, self.normalisation)
+        loss = digrac.imbalance_loss(
+            P,
+            digrac.adjacency_matmul(src, P),
+            digrac.total_degree(src),
+            self.beta,
+            self.normalisation,
+        )
         return loss, ({"imbalance": 1.0 - loss}, model_state)
 
     def objective(self, params, arrays=None):
@@ -99,5 +114,5 @@ class DigraphClustering:
         return self.model.apply({"params": params}, src, tgt, arrays["x"])[0].argmax(-1)
 
     def evaluate(self, params, model_state, step, workdir):
-        pred = np.asarray(self._predict(params, self.arrays))[:self.n]
+        pred = np.asarray(self._predict(params, self.arrays))[: self.n]
         return {"ari": digrac.adjusted_rand_index(self.labels, pred)}, {}

@@ -1,6 +1,7 @@
 """GAT: Veličković, Cucurull, Casanova, Romero, Liò & Bengio, "Graph Attention Networks"
 (ICLR 2018). The attention layer (eqs. 1–6) and the paper's transductive model (§3.3).
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,7 @@ class GATConv(nn.Module):
     As PyG ``GATConv``: per-head source/target attention vectors, LeakyReLU slope 0.2, dropout on
     the attention coefficients, bias after aggregation, no activation inside the layer.
     """
+
     features: int
     heads: int = 1
     concat: bool = True
@@ -37,9 +39,10 @@ class GATConv(nn.Module):
         init = axes.param(L.glorot, None, axes.HEADS, axes.KV)
         att_src = self.param("att_src", init, (1, H, C), self.param_dtype)
         att_dst = self.param("att_dst", init, (1, H, C), self.param_dtype)
-        a_src, a_dst = (h * att_src).sum(-1), (h * att_dst).sum(-1)          # [N, H]
-        edge_logits = nn.leaky_relu(G.gather(graph, a_src) + G.gather(graph, a_dst, "receivers"),
-                                    self.negative_slope)
+        a_src, a_dst = (h * att_src).sum(-1), (h * att_dst).sum(-1)  # [N, H]
+        edge_logits = nn.leaky_relu(
+            G.gather(graph, a_src) + G.gather(graph, a_dst, "receivers"), self.negative_slope
+        )
         self_logits = nn.leaky_relu(a_src + a_dst, self.negative_slope)
         return attend(self, graph, h, G.gather(graph, h), edge_logits, self_logits, deterministic)
 
@@ -53,14 +56,15 @@ def attend(mod, graph, h_self, msgs, edge_logits, self_logits, deterministic):
         alpha, alpha_self = G.edge_softmax(graph, edge_logits), None
     drop = L.Dropout(mod.dropout)
     alpha = drop(alpha, deterministic=deterministic)
-    out = G.propagate(graph, msgs * alpha[..., None])                      # [N, H, C]
+    out = G.propagate(graph, msgs * alpha[..., None])  # [N, H, C]
     if alpha_self is not None:
         out = out + drop(alpha_self, deterministic=deterministic)[..., None] * h_self
     H, C = mod.heads, mod.features
     out = out.reshape(out.shape[0], H * C) if mod.concat else out.mean(1)
     if mod.use_bias:
-        out = out + mod.param("bias", axes.param(nn.initializers.zeros, axes.MLP),
-                              (out.shape[-1],), mod.param_dtype)
+        out = out + mod.param(
+            "bias", axes.param(nn.initializers.zeros, axes.MLP), (out.shape[-1],), mod.param_dtype
+        )
     return out
 
 
@@ -69,6 +73,7 @@ class GAT(nn.Module):
     """Transductive model (§3.3): dropout → GAT(heads × hidden, concat) → ELU → dropout →
     GAT(num_classes, ``out_heads`` averaged); dropout also on the attention coefficients.
     Subclasses swap the layer through ``conv_layer`` (GATv2 in ``gatv2.py``)."""
+
     TASK = "node"
     hidden: int = 8
     heads: int = 8
@@ -91,4 +96,5 @@ class GAT(nn.Module):
         x = nn.elu(x)
         x = L.Dropout(self.dropout)(x, deterministic=not train)
         return conv(self.num_classes, self.out_heads, concat=False, name="conv1", **kw)(
-            graph, x, not train)
+            graph, x, not train
+        )

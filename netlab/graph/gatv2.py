@@ -1,6 +1,7 @@
 """GATv2: Brody, Alon & Yahav, "How Attentive are Graph Attention Networks?" (ICLR 2022).
 Dynamic attention (eq. 7) and GAT's transductive model built with it.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,7 @@ class GATv2Conv(nn.Module):
     As PyG ``GATv2Conv`` (``share_weights=False``): separate source/target maps, per-head ``att``,
     attention dropout, concat or mean of heads, bias after aggregation.
     """
+
     features: int
     heads: int = 1
     concat: bool = True
@@ -36,8 +38,9 @@ class GATv2Conv(nn.Module):
         lin = lambda name: L.dense(H * C, True, name, self.dtype, self.param_dtype)  # noqa: E731
         xs = lin("lin_l")(x).reshape(x.shape[0], H, C)
         xt = lin("lin_r")(x).reshape(x.shape[0], H, C)
-        att = self.param("att", axes.param(L.glorot, None, axes.HEADS, axes.KV), (1, H, C),
-                         self.param_dtype)
+        att = self.param(
+            "att", axes.param(L.glorot, None, axes.HEADS, axes.KV), (1, H, C), self.param_dtype
+        )
         msgs = G.gather(graph, xs)
         pair = nn.leaky_relu(msgs + G.gather(graph, xt, "receivers"), self.negative_slope)
         edge_logits = (pair * att).sum(-1)

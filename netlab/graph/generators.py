@@ -18,6 +18,7 @@ sender), `labels` (int32 cluster ids), and for the contextual SBM a feature matr
   `meta_graph_generation` (path, cyclic, complete, star, multipartite, with an optional ambient
   cluster); this is an independent re-implementation from that description.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,7 @@ def _block_bernoulli(labels, prob, rng, directed):
         cols = np.arange(n)[None, :]
         hit &= cols != rows[:, None]
         if not directed:
-            hit &= cols > rows[:, None]      # each unordered pair drawn once
+            hit &= cols > rows[:, None]  # each unordered pair drawn once
         r, c = np.nonzero(hit)
         senders.append(rows[r])
         receivers.append(c)
@@ -117,7 +118,7 @@ def meta_graph(style: str, k: int, eta: float, ambient: bool = False, fill_val: 
     F = np.zeros((k, k))
     is_set = np.zeros((k, k), bool)
 
-    def orient(a, b):           # planted flow a -> b
+    def orient(a, b):  # planted flow a -> b
         F[a, b], F[b, a] = 1.0 - eta, eta
         is_set[a, b] = is_set[b, a] = True
 
@@ -168,7 +169,7 @@ def dsbm(n: int, k: int, p: float, F, size_ratio: float = 1.0, rng=0, permute: b
     labels = np.repeat(np.arange(k), sizes).astype(np.int32)
     s, r = _block_bernoulli(labels, np.clip(p * F, 0.0, 1.0), rng, directed=True)
     if permute:
-        perm = rng.permutation(n)              # new id of old node i is perm[i]
+        perm = rng.permutation(n)  # new id of old node i is perm[i]
         new_labels = np.empty_like(labels)
         new_labels[perm] = labels
         s, r = _sort_edges(perm[s], perm[r])

@@ -1,6 +1,7 @@
 """GIN: Xu, Hu, Leskovec & Jegelka, "How Powerful are Graph Neural Networks?" (ICLR 2019).
 The layer (eq. 4.1) and a graph classifier with the paper's readout of every layer (eq. 4.2).
 """
+
 from typing import Any, Sequence, Union
 
 import flax.linen as nn
@@ -15,6 +16,7 @@ from netlab.graph.registries import LAYERS, MODELS
 class GINConv(nn.Module):
     """Eq. 4.1: h'_v = MLP((1 + ε) h_v + Σ_{u∈N(v)} h_u). ``mlp_features`` lists the MLP's widths;
     an int f means the two-layer MLP (f, f) of the paper."""
+
     mlp_features: Union[int, Sequence[int]]
     eps: float = 0.0
     train_eps: bool = False
@@ -39,6 +41,7 @@ class GraphClassifier(nn.Module):
     """Graph-level classifier over padded batches: ``num_layers`` layers of ``conv`` (a name in
     ``registries.LAYERS``; GIN by default), each followed by ReLU and a masked per-graph readout;
     the readouts of all layers are concatenated (eq. 4.2), then dropout and an MLP head."""
+
     TASK = "graph"
     CHOICES = {"conv": LAYERS, "readout": G.AGGREGATIONS}
     hidden: int = 64
@@ -56,12 +59,17 @@ class GraphClassifier(nn.Module):
         conv = L.remat(LAYERS.get(self.conv, "model.conv"), self.remat_policy)
         pooled = []
         for i in range(self.num_layers):
-            x = conv(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name=f"conv{i}")(graph, x)
+            x = conv(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(
+                graph, x
+            )
             x = nn.relu(x)
             pooled.append(G.pool(graph, x, self.readout))
         h = jnp.concatenate(pooled, -1)
         h = L.Dropout(self.dropout)(h, deterministic=not train)
-        head = L.MLP((self.hidden, self.num_classes), dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="head")
+        head = L.MLP(
+            (self.hidden, self.num_classes),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="head",
+        )
         return head(h)

@@ -21,6 +21,7 @@ Message passing uses netlab.graph.graphs (`gather`, `propagate`, `edge_softmax[_
 `AttentionDiffusion` is the diffusion alone as a layer (`registries.LAYERS["grand"]`); the `GRAND`
 model (`registries.MODELS["grand"]`) wraps the same functions between its encoder and decoder.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -85,8 +86,15 @@ _DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
 
 
-def integrate_dopri5(f: Callable, x0, t1: float, rtol: float = 1e-3, atol: float = 1e-4,
-                     max_steps: int = 64, first_step: float | None = None):
+def integrate_dopri5(
+    f: Callable,
+    x0,
+    t1: float,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    max_steps: int = 64,
+    first_step: float | None = None,
+):
     """Adaptive Dormand–Prince 5(4) with at most `max_steps` step attempts.
 
     Returns (x, info) with info = dict(t: time reached, accepted: number of accepted steps,
@@ -103,9 +111,13 @@ def integrate_dopri5(f: Callable, x0, t1: float, rtol: float = 1e-3, atol: float
             xi = _axpy(x, *[(h * a, k) for a, k in zip(_DP_A[i], ks) if a != 0.0])
             ks.append(f(xi))
         x5 = _axpy(x, *[(h * b, k) for b, k in zip(_DP_B5, ks) if b != 0.0])
-        err = jax.tree.map(lambda *k: h * sum((b5 - b4) * kk for b5, b4, kk in zip(_DP_B5, _DP_B4, k)), *ks)
+        err = jax.tree.map(
+            lambda *k: h * sum((b5 - b4) * kk for b5, b4, kk in zip(_DP_B5, _DP_B4, k)), *ks
+        )
         scale = jax.tree.map(lambda a, b: atol + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b)), x, x5)
-        sq = sum(jnp.sum((e / s) ** 2) for e, s in zip(jax.tree.leaves(err), jax.tree.leaves(scale)))
+        sq = sum(
+            jnp.sum((e / s) ** 2) for e, s in zip(jax.tree.leaves(err), jax.tree.leaves(scale))
+        )
         n = sum(e.size for e in jax.tree.leaves(err))
         return x5, jnp.sqrt(sq / n)
 
@@ -161,11 +173,25 @@ def attention_weights(graph: G.Graph, x, wq, wk, self_loops: bool = False):
     return G.edge_softmax(graph, logits).mean(-1), None
 
 
-def diffuse(graph: G.Graph, x0, wq, wk, *, time, method, num_steps, rtol, atol, max_steps,
-            self_loops, nonlinear):
+def diffuse(
+    graph: G.Graph,
+    x0,
+    wq,
+    wk,
+    *,
+    time,
+    method,
+    num_steps,
+    rtol,
+    atol,
+    max_steps,
+    self_loops,
+    nonlinear,
+):
     """X(T) of dX/dt = (A(X) - I) X from X(0) = x0 (eqs. 1-3): A from X(0) only (GRAND-l) or
     recomputed at every function evaluation (GRAND-nl, `nonlinear`). wq, wk: [F, H, d_k]."""
     if nonlinear:
+
         def f(x):
             return diffusion_rhs(graph, x, *attention_weights(graph, x, wq, wk, self_loops))
     else:
@@ -173,6 +199,7 @@ def diffuse(graph: G.Graph, x0, wq, wk, *, time, method, num_steps, rtol, atol, 
 
         def f(x):
             return diffusion_rhs(graph, x, ea, sa)
+
     return integrate(f, x0, time, method, num_steps, rtol, atol, max_steps)
 
 
@@ -184,6 +211,7 @@ def _qk_init():
 class AttentionDiffusion(nn.Module):
     """GRAND's attention diffusion as a layer: X(T) from X(0) = x (projected to `features` by a
     bias-free linear map when the widths differ), with the query/key maps of eq. 9."""
+
     features: int | None = None
     time: float = 1.0
     method: str = "rk4"
@@ -204,10 +232,20 @@ class AttentionDiffusion(nn.Module):
         shape = (x.shape[-1], self.heads, self.key_dim)
         wq = self.param("query", _qk_init(), shape, self.param_dtype)
         wk = self.param("key", _qk_init(), shape, self.param_dtype)
-        return diffuse(graph, x, wq, wk, time=self.time, method=self.method,
-                       num_steps=self.num_steps, rtol=self.rtol, atol=self.atol,
-                       max_steps=self.max_steps, self_loops=self.self_loops,
-                       nonlinear=self.nonlinear)
+        return diffuse(
+            graph,
+            x,
+            wq,
+            wk,
+            time=self.time,
+            method=self.method,
+            num_steps=self.num_steps,
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+            self_loops=self.self_loops,
+            nonlinear=self.nonlinear,
+        )
 
 
 @MODELS.register("grand")
@@ -215,6 +253,7 @@ class GRAND(nn.Module):
     """GRAND node classifier: encoder -> diffusion ODE to time T -> decoder.
 
     `nonlinear=False` is GRAND-l (attention from X(0), fixed); True is GRAND-nl."""
+
     TASK = "node"
     CHOICES = {"method": METHODS}
     hidden_dim: int
@@ -236,8 +275,11 @@ class GRAND(nn.Module):
 
     def setup(self):
         dense = lambda f, names: nn.Dense(  # noqa: E731
-            f, dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names))
+            f,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
+        )
         self.encoder = dense(self.hidden_dim, (None, axes.EMBED))
         shape = (self.hidden_dim, self.heads, self.key_dim)
         self.wq = self.param("query", _qk_init(), shape, self.param_dtype)
@@ -251,10 +293,20 @@ class GRAND(nn.Module):
 
     def diffuse(self, graph: G.Graph, x0):
         # wq, wk are plain arrays here: safe to close over inside lax.scan
-        return diffuse(graph, x0, self.wq, self.wk, time=self.time, method=self.method,
-                       num_steps=self.num_steps, rtol=self.rtol, atol=self.atol,
-                       max_steps=self.max_steps, self_loops=self.self_loops,
-                       nonlinear=self.nonlinear)
+        return diffuse(
+            graph,
+            x0,
+            self.wq,
+            self.wk,
+            time=self.time,
+            method=self.method,
+            num_steps=self.num_steps,
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+            self_loops=self.self_loops,
+            nonlinear=self.nonlinear,
+        )
 
     def __call__(self, graph: G.Graph, x, train: bool = False):
         x = self.in_drop(x, deterministic=not train)

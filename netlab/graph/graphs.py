@@ -27,6 +27,7 @@ node array and XLA sums the partial aggregates with one all-reduce.
 Precision: softmax normalisers, degrees and counts accumulate in float32, or in float64 when their
 inputs are float64 (a ``jax_enable_x64`` run stays float64 end to end).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,8 +42,17 @@ from netlab.registry import check_choice
 from netlab.sharding import axes
 
 AGGREGATIONS = ("sum", "mean", "max")
-STRUCTURE_KEYS = ("senders", "receivers", "edge_weight", "node_mask", "edge_mask", "node_graph",
-                  "graph_mask", "n_node", "n_edge")
+STRUCTURE_KEYS = (
+    "senders",
+    "receivers",
+    "edge_weight",
+    "node_mask",
+    "edge_mask",
+    "node_graph",
+    "graph_mask",
+    "n_node",
+    "n_edge",
+)
 EDGE_KEYS = ("senders", "receivers", "edge_weight", "edge_mask")
 
 
@@ -50,19 +60,19 @@ EDGE_KEYS = ("senders", "receivers", "edge_weight", "edge_mask")
 class Graph:
     """A padded graph (or batch of graphs) with masks; see the module docstring for conventions."""
 
-    nodes: Any                 # node features [N, ...] (or a dict of them), padding rows zero
-    senders: Any               # [E] int32
-    receivers: Any             # [E] int32, sorted ascending when sorted_receivers
-    edge_weight: Any           # [E] float, 0 on padding edges
-    node_mask: Any             # [N] bool
-    edge_mask: Any             # [E] bool
-    node_graph: Any            # [N] int32 graph index of every node
-    graph_mask: Any            # [G] bool
-    n_node: Any                # [G] int32
-    n_edge: Any                # [G] int32
-    edges: Any = None          # edge features [E, ...] or None
-    globals: Any = None        # graph features [G, ...] or None
-    norm: Any = None           # dict of host-precomputed normalisations (e.g. gcn_edge, gcn_self)
+    nodes: Any  # node features [N, ...] (or a dict of them), padding rows zero
+    senders: Any  # [E] int32
+    receivers: Any  # [E] int32, sorted ascending when sorted_receivers
+    edge_weight: Any  # [E] float, 0 on padding edges
+    node_mask: Any  # [N] bool
+    edge_mask: Any  # [E] bool
+    node_graph: Any  # [N] int32 graph index of every node
+    graph_mask: Any  # [G] bool
+    n_node: Any  # [G] int32
+    n_edge: Any  # [G] int32
+    edges: Any = None  # edge features [E, ...] or None
+    globals: Any = None  # graph features [G, ...] or None
+    norm: Any = None  # dict of host-precomputed normalisations (e.g. gcn_edge, gcn_self)
     sorted_receivers: bool = struct.field(pytree_node=False, default=True)
 
     @property
@@ -78,17 +88,28 @@ class Graph:
         return int(self.graph_mask.shape[0])
 
     def to_jraph(self) -> jraph.GraphsTuple:
-        return jraph.GraphsTuple(nodes=self.nodes, edges=self.edges, receivers=self.receivers,
-                                 senders=self.senders, globals=self.globals, n_node=self.n_node,
-                                 n_edge=self.n_edge)
+        return jraph.GraphsTuple(
+            nodes=self.nodes,
+            edges=self.edges,
+            receivers=self.receivers,
+            senders=self.senders,
+            globals=self.globals,
+            n_node=self.n_node,
+            n_edge=self.n_edge,
+        )
 
 
 def from_arrays(d: dict, prefix: str = "", sorted_receivers: bool = True) -> Graph:
     """The :class:`Graph` in a flat dict of arrays (``padding.to_arrays``); works inside jit."""
-    norm = {k[len(prefix) + 5:]: v for k, v in d.items() if k.startswith(prefix + "norm_")}
-    return Graph(nodes=d.get(prefix + "nodes"), edges=d.get(prefix + "edges"),
-                 globals=d.get(prefix + "globals"), norm=norm or None,
-                 sorted_receivers=sorted_receivers, **{k: d[prefix + k] for k in STRUCTURE_KEYS})
+    norm = {k[len(prefix) + 5 :]: v for k, v in d.items() if k.startswith(prefix + "norm_")}
+    return Graph(
+        nodes=d.get(prefix + "nodes"),
+        edges=d.get(prefix + "edges"),
+        globals=d.get(prefix + "globals"),
+        norm=norm or None,
+        sorted_receivers=sorted_receivers,
+        **{k: d[prefix + k] for k in STRUCTURE_KEYS},
+    )
 
 
 def accum_dtype(*dtypes):
@@ -99,6 +120,7 @@ def accum_dtype(*dtypes):
 # --------------------------------------------------------------------------------------------
 # The message-passing core.
 # --------------------------------------------------------------------------------------------
+
 
 def _edge_constrain(x):
     return axes.constrain(x, axes.EDGES, *([None] * (x.ndim - 1)))
@@ -115,31 +137,37 @@ def gather(graph: Graph, x, at: str = "senders"):
 
 
 def segment_sum(data, segment_ids, num_segments: int, indices_are_sorted: bool = False):
-    return jax.ops.segment_sum(data, segment_ids, num_segments=num_segments,
-                               indices_are_sorted=indices_are_sorted)
+    return jax.ops.segment_sum(
+        data, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
+    )
 
 
 def segment_max(data, segment_ids, num_segments: int, indices_are_sorted: bool = False):
     """Segment max with empty segments set to 0 (not -inf)."""
-    out = jax.ops.segment_max(data, segment_ids, num_segments=num_segments,
-                              indices_are_sorted=indices_are_sorted)
+    out = jax.ops.segment_max(
+        data, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
+    )
     return jnp.where(jnp.isfinite(out), out, jnp.zeros_like(out))
 
 
-def segment_mean(data, segment_ids, num_segments: int, indices_are_sorted: bool = False,
-                 weights=None):
+def segment_mean(
+    data, segment_ids, num_segments: int, indices_are_sorted: bool = False, weights=None
+):
     """Mean over each segment's rows (rows with weight 0 are not counted); empty segments give 0."""
     if weights is None:
         weights = jnp.ones(data.shape[:1], data.dtype)
-    total = segment_sum(data * _expand(weights, data), segment_ids, num_segments,
-                        indices_are_sorted)
-    count = segment_sum(weights.astype(accum_dtype(data.dtype)), segment_ids, num_segments,
-                        indices_are_sorted)
+    total = segment_sum(
+        data * _expand(weights, data), segment_ids, num_segments, indices_are_sorted
+    )
+    count = segment_sum(
+        weights.astype(accum_dtype(data.dtype)), segment_ids, num_segments, indices_are_sorted
+    )
     return total / _expand(jnp.maximum(count, 1.0), total).astype(total.dtype)
 
 
-def segment_softmax(logits, segment_ids, num_segments: int, indices_are_sorted: bool = False,
-                    mask=None):
+def segment_softmax(
+    logits, segment_ids, num_segments: int, indices_are_sorted: bool = False, mask=None
+):
     """Softmax of per-edge logits [E, ...] over the edges that share a segment (receiver).
 
     Masked-out rows get weight 0 and do not enter the normaliser; a segment with no unmasked row
@@ -149,14 +177,16 @@ def segment_softmax(logits, segment_ids, num_segments: int, indices_are_sorted: 
     logits = logits.astype(accum_dtype(dtype))
     if mask is not None:
         logits = jnp.where(_expand(mask, logits), logits, -jnp.inf)
-    seg_max = jax.ops.segment_max(logits, segment_ids, num_segments=num_segments,
-                                  indices_are_sorted=indices_are_sorted)
+    seg_max = jax.ops.segment_max(
+        logits, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
+    )
     seg_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(seg_max), seg_max, 0.0))
     ex = jnp.exp(logits - seg_max[segment_ids])
     if mask is not None:
         ex = jnp.where(_expand(mask, ex), ex, 0.0)
-    denom = jax.ops.segment_sum(ex, segment_ids, num_segments=num_segments,
-                                indices_are_sorted=indices_are_sorted)
+    denom = jax.ops.segment_sum(
+        ex, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
+    )
     out = ex / jnp.where(denom > 0, denom, 1.0)[segment_ids]
     return out.astype(dtype)
 
@@ -188,8 +218,13 @@ def propagate(graph: Graph, messages, norm=None, aggr: str = "sum"):
 
 def edge_softmax(graph: Graph, logits):
     """Softmax of per-edge logits over each receiver's incoming real edges (GAT attention)."""
-    return segment_softmax(_edge_constrain(logits), _edge_constrain(graph.receivers),
-                           graph.num_nodes, graph.sorted_receivers, mask=graph.edge_mask)
+    return segment_softmax(
+        _edge_constrain(logits),
+        _edge_constrain(graph.receivers),
+        graph.num_nodes,
+        graph.sorted_receivers,
+        mask=graph.edge_mask,
+    )
 
 
 def edge_softmax_with_self(graph: Graph, edge_logits, self_logits):
@@ -220,12 +255,17 @@ def degree(graph: Graph, weighted: bool = True):
     """In-degree at each receiver (sum of edge weights, padding edges excluded), float32 [N]
     (float64 for float64 edge weights)."""
     w = graph.edge_weight if weighted else graph.edge_mask
-    return segment_sum(w.astype(accum_dtype(graph.edge_weight.dtype)), graph.receivers,
-                       graph.num_nodes, graph.sorted_receivers)
+    return segment_sum(
+        w.astype(accum_dtype(graph.edge_weight.dtype)),
+        graph.receivers,
+        graph.num_nodes,
+        graph.sorted_receivers,
+    )
 
 
-def gcn_norm(senders, receivers, edge_weight, num_nodes: int, add_self_loops: bool = True, xp=np,
-             dtype=None):
+def gcn_norm(
+    senders, receivers, edge_weight, num_nodes: int, add_self_loops: bool = True, xp=np, dtype=None
+):
     """PyG ``gcn_norm``: deg_i = sum of weights into i (+1 for the self-loop); coefficient of edge
     j->i is deg_j^-1/2 w_ji deg_i^-1/2, of the self-loop deg_i^-1. Edges must contain no self-loops
     (the self-loop is added node-wise, as ``add_remaining_self_loops`` with fill value 1 does).
@@ -254,8 +294,14 @@ def gcn_coefficients(graph: Graph, add_self_loops: bool = True):
     key = "gcn" if add_self_loops else "gcn_noloop"
     if graph.norm is not None and f"{key}_edge" in graph.norm:
         return graph.norm[f"{key}_edge"], graph.norm[f"{key}_self"]
-    return gcn_norm(graph.senders, graph.receivers, graph.edge_weight, graph.num_nodes,
-                    add_self_loops=add_self_loops, xp=jnp)
+    return gcn_norm(
+        graph.senders,
+        graph.receivers,
+        graph.edge_weight,
+        graph.num_nodes,
+        add_self_loops=add_self_loops,
+        xp=jnp,
+    )
 
 
 def normalized_adjacency_matmul(graph: Graph, x, add_self_loops: bool = True):
@@ -283,8 +329,23 @@ def _expand(v, like):
 
 
 __all__ = [
-    "AGGREGATIONS", "EDGE_KEYS", "STRUCTURE_KEYS", "Graph", "accum_dtype", "degree",
-    "edge_softmax", "edge_softmax_with_self", "from_arrays", "gather", "gcn_coefficients",
-    "gcn_norm", "normalized_adjacency_matmul", "pool", "propagate", "segment_max", "segment_mean",
-    "segment_softmax", "segment_sum",
+    "AGGREGATIONS",
+    "EDGE_KEYS",
+    "STRUCTURE_KEYS",
+    "Graph",
+    "accum_dtype",
+    "degree",
+    "edge_softmax",
+    "edge_softmax_with_self",
+    "from_arrays",
+    "gather",
+    "gcn_coefficients",
+    "gcn_norm",
+    "normalized_adjacency_matmul",
+    "pool",
+    "propagate",
+    "segment_max",
+    "segment_mean",
+    "segment_softmax",
+    "segment_sum",
 ]

@@ -6,6 +6,7 @@ The GNN layers themselves live one paper per file (``gcn.py``, ``sgc.py``, ``gat
 compute dtype, None = inferred from inputs and parameters) and ``param_dtype`` (float32, or float64
 in a float64 run).
 """
+
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -19,9 +20,15 @@ glorot = nn.initializers.xavier_uniform()
 
 def dense(features, use_bias, name=None, dtype=None, param_dtype=jnp.float32):
     """Glorot-initialised linear map with logical axis names (PyG ``Linear`` default init)."""
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
-                    kernel_init=axes.param(glorot, axes.EMBED, axes.MLP),
-                    bias_init=axes.param(nn.initializers.zeros, axes.MLP))
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        kernel_init=axes.param(glorot, axes.EMBED, axes.MLP),
+        bias_init=axes.param(nn.initializers.zeros, axes.MLP),
+    )
 
 
 def project(module: nn.Module, x, features, name: str = "lin_src"):
@@ -59,13 +66,14 @@ def hash_keep_mask(key, shape, rate: float):
         size *= int(d)
     idx = jax.lax.iota(jnp.uint32, size)
     bits = _fmix32(idx * jnp.uint32(0x9E3779B9) + seed)
-    threshold = jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
+    threshold = jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
     return (bits >= threshold).reshape(shape)
 
 
 class Dropout(nn.Module):
     """Inverted dropout (Srivastava et al., JMLR 2014) drawing its mask with :func:`hash_keep_mask`
     from the ``dropout`` RNG stream; same semantics as ``flax.linen.Dropout``."""
+
     rate: float
 
     @nn.compact
@@ -80,6 +88,7 @@ class Dropout(nn.Module):
 
 class MLP(nn.Module):
     """Linear layers with ReLU between them (and an optional LayerNorm before each ReLU)."""
+
     features: Sequence[int]
     norm: bool = False
     dtype: Any = None
@@ -91,8 +100,9 @@ class MLP(nn.Module):
             x = dense(f, True, f"lin{i}", self.dtype, self.param_dtype)(x)
             if i < len(self.features) - 1:
                 if self.norm:
-                    x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                                     name=f"norm{i}")(x)
+                    x = nn.LayerNorm(
+                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm{i}"
+                    )(x)
                 x = nn.relu(x)
         return x
 

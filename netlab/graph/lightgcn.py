@@ -12,6 +12,7 @@ The model is a pure linen module; the graph comes in as an argument (host-built 
 `bipartite_graph`, propagated through netlab.graph.graphs). `LGConv` is one propagation as a layer
 (`registries.LAYERS["lightgcn"]`). Ranking metrics: `recsys.py`; the task: `recsys_task.py`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,9 @@ def bipartite_graph(users, items, num_users: int, num_items: int, dtype=np.float
     without self-loops)."""
     users = np.asarray(users, np.int64)
     items = np.asarray(items, np.int64) + num_users
-    g = padding.from_edges(users, items, num_users + num_items, symmetrize=True, norms=False,
-                           dtype=dtype)
+    g = padding.from_edges(
+        users, items, num_users + num_items, symmetrize=True, norms=False, dtype=dtype
+    )
     return padding.with_norms(g, self_loops=False, no_self_loops=True)
 
 
@@ -45,6 +47,7 @@ class LGConv(nn.Module):
     """One LightGCN propagation, eq. 3: Â x with Â = D^{-1/2} A D^{-1/2} (no self-loops, no
     weights; PyG ``LGConv``). x is first mapped to `features` by a bias-free linear map when the
     widths differ."""
+
     features: int | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -60,6 +63,7 @@ class LightGCN(nn.Module):
     """LightGCN (eqs. 3, 7-8). `__call__(graph)` with `graph = bipartite_graph(...)` -> dict with
     the final user/item embeddings (`users`, `items`) and the layer-0 ones (`users0`, `items0`,
     for the L2 term). Propagation is `graphs.normalized_adjacency_matmul` without self-loops."""
+
     TASK = "recsys"
     num_users: int
     num_items: int
@@ -84,8 +88,12 @@ class LightGCN(nn.Module):
             e = G.normalized_adjacency_matmul(graph, e, add_self_loops=False)
             total = total + e
         final = total / (self.num_layers + 1)
-        return {"users": final[:self.num_users], "items": final[self.num_users:n],
-                "users0": users0, "items0": items0}
+        return {
+            "users": final[: self.num_users],
+            "items": final[self.num_users : n],
+            "users0": users0,
+            "items0": items0,
+        }
 
 
 def bpr_loss(user_emb, pos_emb, neg_emb, reg: float = 0.0, user0=None, pos0=None, neg0=None):
@@ -95,7 +103,6 @@ def bpr_loss(user_emb, pos_emb, neg_emb, reg: float = 0.0, user0=None, pos0=None
     bpr = jnp.mean(jax.nn.softplus(-diff))
     loss = bpr
     if reg and user0 is not None:
-        l2 = (jnp.sum(user0 ** 2) + jnp.sum(pos0 ** 2) + jnp.sum(neg0 ** 2)) / (
-            2.0 * user0.shape[0])
+        l2 = (jnp.sum(user0**2) + jnp.sum(pos0**2) + jnp.sum(neg0**2)) / (2.0 * user0.shape[0])
         loss = loss + reg * l2
     return loss, bpr

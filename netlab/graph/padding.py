@@ -12,6 +12,7 @@ jitted step compiles once per bucket; a batch that exceeds the largest bucket ra
 Float arrays (edge weights, coefficients, features) are float32 unless a ``dtype`` is given: a
 float64 run builds them in float64 so that nothing is rounded to float32 on the way.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,15 @@ def round_up(v, m: int) -> int:
     return int(-(-int(v) // m) * m)
 
 
-def canonical_edges(senders, receivers, num_nodes: int, edge_weight=None, symmetrize: bool = False,
-                    edges=None, dtype=np.float32):
+def canonical_edges(
+    senders,
+    receivers,
+    num_nodes: int,
+    edge_weight=None,
+    symmetrize: bool = False,
+    edges=None,
+    dtype=np.float32,
+):
     """Drop self-loops, optionally add reverse edges, merge duplicates, sort by (receiver, sender).
 
     Returns ``(senders, receivers, edge_weight, edges)`` as numpy int32 / ``dtype`` (``edges``
@@ -48,11 +56,15 @@ def canonical_edges(senders, receivers, num_nodes: int, edge_weight=None, symmet
     """
     s = np.asarray(senders, np.int64).reshape(-1)
     r = np.asarray(receivers, np.int64).reshape(-1)
-    w = (np.ones(s.shape, dtype) if edge_weight is None
-         else np.asarray(edge_weight, dtype).reshape(-1))
+    w = (
+        np.ones(s.shape, dtype)
+        if edge_weight is None
+        else np.asarray(edge_weight, dtype).reshape(-1)
+    )
     if s.size and (min(s.min(), r.min()) < 0 or max(s.max(), r.max()) >= num_nodes):
-        raise UserError(f"edge index out of range for a graph of {num_nodes} nodes; "
-                        "check the edge list")
+        raise UserError(
+            f"edge index out of range for a graph of {num_nodes} nodes; check the edge list"
+        )
     if symmetrize:
         s, r = np.concatenate([s, r]), np.concatenate([r, s])
         w = np.concatenate([w, w])
@@ -63,7 +75,7 @@ def canonical_edges(senders, receivers, num_nodes: int, edge_weight=None, symmet
     if edges is not None:
         edges = np.asarray(edges)[keep]
     key = r * num_nodes + s
-    _, first = np.unique(key, return_index=True)   # sorted by key = (receiver, sender)
+    _, first = np.unique(key, return_index=True)  # sorted by key = (receiver, sender)
     s, r, w = s[first], r[first], w[first]
     if edges is not None:
         edges = edges[first]
@@ -79,6 +91,7 @@ def sort_by_receiver(senders, receivers, *edge_arrays):
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """A padding size: total nodes, edges and graphs of a padded batch (padding included)."""
+
     n_node: int
     n_edge: int
     n_graph: int = 2
@@ -103,13 +116,25 @@ class BucketLadder:
         self.settings = tuple(settings)
 
     @classmethod
-    def from_max(cls, max_nodes: int, max_edges: int, max_graphs: int = 2, num_buckets: int = 4,
-                 multiple: int = 8, settings=SETTINGS):
+    def from_max(
+        cls,
+        max_nodes: int,
+        max_edges: int,
+        max_graphs: int = 2,
+        num_buckets: int = 4,
+        multiple: int = 8,
+        settings=SETTINGS,
+    ):
         budgets = []
         for k in reversed(range(num_buckets)):
-            f = 2 ** k
-            budgets.append(Budget(max(round_up(max_nodes / f, multiple), 2),
-                                  round_up(max_edges / f, multiple), max_graphs))
+            f = 2**k
+            budgets.append(
+                Budget(
+                    max(round_up(max_nodes / f, multiple), 2),
+                    round_up(max_edges / f, multiple),
+                    max_graphs,
+                )
+            )
         return cls(sorted(set(budgets), key=lambda b: b.n_node), settings)
 
     def __len__(self):
@@ -128,7 +153,8 @@ class BucketLadder:
             f"graph batch needs {n_node} nodes, {n_edge} edges, {n_graph} graphs (+1 padding node "
             f"and graph) but the largest padding budget holds {big.n_node}/{big.n_edge}/"
             f"{big.n_graph}; raise {self.settings[0]}, {self.settings[1]} or {self.settings[2]} "
-            "(or lower the batch size)")
+            "(or lower the batch size)"
+        )
 
 
 def _pad_rows(a, n):
@@ -142,8 +168,13 @@ def _pad_rows(a, n):
     return jax.tree.map(one, a)
 
 
-def pad(gt: jraph.GraphsTuple, budget: Budget, setting: Optional[Sequence[str]] = None,
-        edge_weight=None, dtype=np.float32) -> Graph:
+def pad(
+    gt: jraph.GraphsTuple,
+    budget: Budget,
+    setting: Optional[Sequence[str]] = None,
+    edge_weight=None,
+    dtype=np.float32,
+) -> Graph:
     """Pad a host (numpy) ``GraphsTuple`` whose edges are sorted by receiver within the batch to
     ``budget``; returns a numpy :class:`Graph` with masks. Raises :class:`GraphBudgetError` if it
     does not fit."""
@@ -166,15 +197,26 @@ def pad(gt: jraph.GraphsTuple, budget: Budget, setting: Optional[Sequence[str]] 
     pad_n_edge[:ng], pad_n_edge[ng] = n_edge, E - ne
     is_sorted = bool(np.all(np.diff(r) >= 0))
     return Graph(
-        nodes=_pad_rows(gt.nodes, N), edges=_pad_rows(gt.edges, E),
-        globals=_pad_rows(gt.globals, G), senders=s, receivers=r, edge_weight=w,
-        node_mask=np.arange(N) < nn_, edge_mask=np.arange(E) < ne, node_graph=node_graph,
-        graph_mask=np.arange(G) < ng, n_node=pad_n_node, n_edge=pad_n_edge, norm=None,
-        sorted_receivers=is_sorted)
+        nodes=_pad_rows(gt.nodes, N),
+        edges=_pad_rows(gt.edges, E),
+        globals=_pad_rows(gt.globals, G),
+        senders=s,
+        receivers=r,
+        edge_weight=w,
+        node_mask=np.arange(N) < nn_,
+        edge_mask=np.arange(E) < ne,
+        node_graph=node_graph,
+        graph_mask=np.arange(G) < ng,
+        n_node=pad_n_node,
+        n_edge=pad_n_edge,
+        norm=None,
+        sorted_receivers=is_sorted,
+    )
 
 
-def with_norms(graph: Graph, self_loops: bool = True, no_self_loops: bool = False,
-               dtype=None) -> Graph:
+def with_norms(
+    graph: Graph, self_loops: bool = True, no_self_loops: bool = False, dtype=None
+) -> Graph:
     """Attach host-precomputed GCN coefficients (with and/or without self-loops) to a numpy Graph,
     in ``dtype`` (default: that of the edge weights)."""
     norm = dict(graph.norm or {})
@@ -183,7 +225,8 @@ def with_norms(graph: Graph, self_loops: bool = True, no_self_loops: bool = Fals
         norm["gcn_edge"], norm["gcn_self"] = gcn_norm(s, r, w, graph.num_nodes, True, dtype=dtype)
     if no_self_loops:
         norm["gcn_noloop_edge"], norm["gcn_noloop_self"] = gcn_norm(
-            s, r, w, graph.num_nodes, False, dtype=dtype)
+            s, r, w, graph.num_nodes, False, dtype=dtype
+        )
     return graph.replace(norm=norm)
 
 
@@ -198,26 +241,47 @@ def dense_gcn_matrix(senders, receivers, edge_weight, num_nodes: int, add_self_l
     return dinv[:, None] * a * dinv[None, :]
 
 
-def from_edges(senders, receivers, num_nodes: int, nodes=None, edge_weight=None, symmetrize=False,
-               budget: Optional[Budget] = None, norms: bool = True, edges=None, globals=None,
-               dtype=np.float32) -> Graph:
+def from_edges(
+    senders,
+    receivers,
+    num_nodes: int,
+    nodes=None,
+    edge_weight=None,
+    symmetrize=False,
+    budget: Optional[Budget] = None,
+    norms: bool = True,
+    edges=None,
+    globals=None,
+    dtype=np.float32,
+) -> Graph:
     """One host graph from an edge list: canonicalised (no self-loops, deduplicated, sorted by
     receiver), padded to ``budget`` (default: one padding node, edges rounded to a multiple of 8),
     with GCN coefficients precomputed (``norms``); weights and coefficients in ``dtype``."""
-    s, r, w, e = canonical_edges(senders, receivers, num_nodes, edge_weight, symmetrize, edges,
-                                 dtype=dtype)
-    gt = jraph.GraphsTuple(nodes=nodes, edges=e, senders=s, receivers=r,
-                           globals=None if globals is None else np.asarray(globals)[None],
-                           n_node=np.array([num_nodes], np.int32),
-                           n_edge=np.array([len(s)], np.int32))
+    s, r, w, e = canonical_edges(
+        senders, receivers, num_nodes, edge_weight, symmetrize, edges, dtype=dtype
+    )
+    gt = jraph.GraphsTuple(
+        nodes=nodes,
+        edges=e,
+        senders=s,
+        receivers=r,
+        globals=None if globals is None else np.asarray(globals)[None],
+        n_node=np.array([num_nodes], np.int32),
+        n_edge=np.array([len(s)], np.int32),
+    )
     if budget is None:
         budget = Budget(num_nodes + 1, round_up(max(len(s), 1), 8), 2)
     g = pad(gt, budget, edge_weight=w, dtype=dtype)
     return with_norms(g) if norms else g
 
 
-def batch(graphs: Sequence[jraph.GraphsTuple], budget: Budget, setting=None, norms: bool = True,
-          dtype=np.float32) -> Graph:
+def batch(
+    graphs: Sequence[jraph.GraphsTuple],
+    budget: Budget,
+    setting=None,
+    norms: bool = True,
+    dtype=np.float32,
+) -> Graph:
     """Concatenate host graphs (each with edges sorted by receiver) and pad them to ``budget``."""
     gt = jraph.batch_np(list(graphs))
     g = pad(gt, budget, setting, dtype=dtype)
@@ -244,6 +308,7 @@ def to_arrays(graph: Graph, prefix: str = "") -> dict:
 
 def cast_floats(tree, dtype):
     """Every floating numpy leaf of ``tree`` cast to ``dtype`` (integer and bool leaves kept)."""
+
     def one(v):
         v = np.asarray(v)
         return v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v
@@ -254,8 +319,11 @@ def cast_floats(tree, dtype):
 def array_axes(d: dict, prefix: str = "", edge_sharded: bool = False, lead=()) -> dict:
     """Logical axes for each array of :func:`to_arrays`: replicated, or edge arrays over ``EDGES``.
     ``lead`` prepends axes (e.g. ``("batch",)`` for stacked sub-batches)."""
-    edge_keys = {prefix + k for k in EDGE_KEYS} | {prefix + "edges", prefix + "norm_gcn_edge",
-                                                   prefix + "norm_gcn_noloop_edge"}
+    edge_keys = {prefix + k for k in EDGE_KEYS} | {
+        prefix + "edges",
+        prefix + "norm_gcn_edge",
+        prefix + "norm_gcn_noloop_edge",
+    }
     out = {}
     for k, v in d.items():
         nd = np.ndim(v) - len(lead)
@@ -272,7 +340,21 @@ def unpad_nodes(graph: Graph, x):
 
 
 __all__ = [
-    "Budget", "BucketLadder", "GraphBudgetError", "SETTINGS", "array_axes", "batch",
-    "canonical_edges", "cast_floats", "dense_gcn_matrix", "from_edges", "pad", "round_up",
-    "sort_by_receiver", "to_arrays", "to_device", "unpad_nodes", "with_norms",
+    "Budget",
+    "BucketLadder",
+    "GraphBudgetError",
+    "SETTINGS",
+    "array_axes",
+    "batch",
+    "canonical_edges",
+    "cast_floats",
+    "dense_gcn_matrix",
+    "from_edges",
+    "pad",
+    "round_up",
+    "sort_by_receiver",
+    "to_arrays",
+    "to_device",
+    "unpad_nodes",
+    "with_norms",
 ]

@@ -5,6 +5,7 @@ Full ranking over all items with the user's training items masked, Recall@K = |t
 |test|, NDCG@K = DCG@K / IDCG@K with binary relevance and IDCG over min(|test|, K) hits; averaged
 over users with at least one test item.
 """
+
 from __future__ import annotations
 
 import jax
@@ -21,7 +22,7 @@ def recall_ndcg_at_k(scores, train_mask, test_mask, k: int = 20):
     dtype = accum_dtype(scores.dtype)
     scores = jnp.where(train_mask, -jnp.inf, scores)
     _, top = jax.lax.top_k(scores, k)
-    hits = jnp.take_along_axis(test_mask, top, axis=1).astype(dtype)          # [B, k]
+    hits = jnp.take_along_axis(test_mask, top, axis=1).astype(dtype)  # [B, k]
     n_test = test_mask.sum(1)
     discount = 1.0 / jnp.log2(jnp.arange(k, dtype=dtype) + 2.0)
     dcg = (hits * discount).sum(1)

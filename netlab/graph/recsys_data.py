@@ -12,6 +12,7 @@ Files (from gusye1234/LightGCN-PyTorch `data/`, mirrored in `../shared/data/ligh
 Every file read is checked against `SHA256SUMS` at the data root; a missing or altered file raises
 a one-line `UserError` naming it. The data root is the `data_dir` argument, else `$NETLAB_DATA_DIR`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +36,7 @@ GOWALLA_USERS, GOWALLA_ITEMS = 29858, 40981
 @dataclasses.dataclass(frozen=True)
 class Interactions:
     """A user-item split. Pairs are int32 arrays sorted by (user, item); test lists are CSR."""
+
     name: str
     num_users: int
     num_items: int
@@ -55,18 +57,24 @@ class Interactions:
 def data_root(data_dir=None) -> pathlib.Path:
     root = data_dir or os.environ.get("NETLAB_DATA_DIR", "")
     if not root:
-        raise UserError("no data folder: set config.data.data_dir or NETLAB_DATA_DIR "
-                        "(e.g. NETLAB_DATA_DIR=../shared/data)")
+        raise UserError(
+            "no data folder: set config.data.data_dir or NETLAB_DATA_DIR "
+            "(e.g. NETLAB_DATA_DIR=../shared/data)"
+        )
     root = pathlib.Path(root).expanduser()
     if not root.is_dir():
-        raise UserError(f"data folder {str(root)!r} does not exist; set config.data.data_dir or NETLAB_DATA_DIR")
+        raise UserError(
+            f"data folder {str(root)!r} does not exist; set config.data.data_dir or NETLAB_DATA_DIR"
+        )
     return root
 
 
 def _checksums(root: pathlib.Path) -> dict:
     path = root / "SHA256SUMS"
     if not path.is_file():
-        raise UserError(f"{path} is missing; the data folder must hold the SHA256SUMS file it ships with")
+        raise UserError(
+            f"{path} is missing; the data folder must hold the SHA256SUMS file it ships with"
+        )
     sums = {}
     for line in path.read_text().splitlines():
         if line.strip():
@@ -80,17 +88,23 @@ def verified_path(root, rel: str) -> pathlib.Path:
     root = pathlib.Path(root)
     path = root / rel
     if not path.is_file():
-        raise UserError(f"missing data file {path}; copy {rel} into the data folder "
-                        "(see ../shared/data/README.md)")
+        raise UserError(
+            f"missing data file {path}; copy {rel} into the data folder "
+            "(see ../shared/data/README.md)"
+        )
     expected = _checksums(root).get(rel)
     if expected is None:
-        raise UserError(f"{rel} has no entry in {root / 'SHA256SUMS'}; add its checksum or restore the file")
+        raise UserError(
+            f"{rel} has no entry in {root / 'SHA256SUMS'}; add its checksum or restore the file"
+        )
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     if h.hexdigest() != expected:
-        raise UserError(f"checksum mismatch for {path} (corrupt or altered); restore the original {rel}")
+        raise UserError(
+            f"checksum mismatch for {path} (corrupt or altered); restore the original {rel}"
+        )
     return path
 
 
@@ -101,7 +115,7 @@ def _sorted_pairs(u, i):
 
 
 def _read_triples(path):
-    rows = np.loadtxt(path, dtype=np.float64, ndmin=2)   # the weight column has floats like 3.2e+05
+    rows = np.loadtxt(path, dtype=np.float64, ndmin=2)  # the weight column has floats like 3.2e+05
     return rows[:, 0].astype(np.int64) - 1, rows[:, 1].astype(np.int64) - 1
 
 
@@ -115,6 +129,7 @@ def load_lastfm(data_dir=None) -> Interactions:
 
 def load_gowalla(data_dir=None) -> Interactions:
     import scipy.sparse as sp
+
     root = data_root(data_dir)
     adj_path, test_path = (verified_path(root, rel) for rel in FILES["gowalla"])
     adj = sp.load_npz(adj_path).tocsr()
@@ -138,5 +153,7 @@ def load(name: str, data_dir=None) -> Interactions:
         return load_lastfm(data_dir)
     if name == "gowalla":
         return load_gowalla(data_dir)
-    raise UserError(f"unknown recommendation dataset {name!r}; set config.data.name to one of "
-                    f"{', '.join(DATASETS)}")
+    raise UserError(
+        f"unknown recommendation dataset {name!r}; set config.data.name to one of "
+        f"{', '.join(DATASETS)}"
+    )

@@ -16,6 +16,7 @@ among users with training items, one of the user's training items, and negatives
 items the user has not interacted with in training. The normalised bipartite graph travels in the
 batch as replicated leaves. Evaluation ranks all items per test user with training items masked.
 """
+
 from __future__ import annotations
 
 import jax
@@ -32,17 +33,20 @@ DATA_KEYS = ("name", "data_dir", "k", "eval_users_per_chunk")
 LOSS_KEYS = ("reg", "lam", "gamma", "neg_weight", "num_negatives", "num_neighbors", "num_layers")
 
 
-def bpr_triples(seed: int, step: int, batch_size: int, indptr, indices, num_items: int,
-                num_negatives: int = 1):
+def bpr_triples(
+    seed: int, step: int, batch_size: int, indptr, indices, num_items: int, num_negatives: int = 1
+):
     """(users[B], pos[B], neg[B, M]) for `step`; identical on every process for the same inputs."""
     rng = np.random.default_rng([int(seed), int(step), 0x42])
     active = np.nonzero(np.diff(indptr) > 0)[0]
     users = active[rng.integers(0, len(active), batch_size)]
     start, count = indptr[users], indptr[users + 1] - indptr[users]
     pos = indices[start + (rng.random(batch_size) * count).astype(np.int64)]
-    keys = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * num_items + indices
+    keys = (
+        np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * num_items + indices
+    )
     neg = rng.integers(0, num_items, (batch_size, num_negatives))
-    for _ in range(100):                                       # rejection of training items
+    for _ in range(100):  # rejection of training items
         probe = users[:, None].astype(np.int64) * num_items + neg
         loc = np.clip(np.searchsorted(keys, probe), 0, len(keys) - 1)
         bad = keys[loc] == probe
@@ -64,8 +68,10 @@ class Recommendation:
         D.check_data_keys(d, DATA_KEYS, "Recommendation")
         spec = builder.model_spec(config, self.policy, "recsys", consumed=LOSS_KEYS)
         if not issubclass(spec.cls, (lightgcn.LightGCN, ultragcn.UltraGCN)):
-            raise UserError(f"model.name={spec.name!r}: graph.recommendation trains lightgcn or "
-                            "ultragcn (their losses live in this task)")
+            raise UserError(
+                f"model.name={spec.name!r}: graph.recommendation trains lightgcn or "
+                "ultragcn (their losses live in this task)"
+            )
         root = D.default_root(d.get("data_dir", ""))
         self.data = data if data is not None else recsys_data.load(d.name, root)
         self.name = "lightgcn" if issubclass(spec.cls, lightgcn.LightGCN) else "ultragcn"
@@ -79,8 +85,9 @@ class Recommendation:
             self.graph = padding.to_arrays(lightgcn.bipartite_graph(users, items, U, I, fdt))
             self.num_negatives = 1
         else:
-            self.graph = ultragcn.ultragcn_constraints(users, items, U, I, int(m.num_neighbors),
-                                                       dtype=fdt)
+            self.graph = ultragcn.ultragcn_constraints(
+                users, items, U, I, int(m.num_neighbors), dtype=fdt
+            )
             self.num_negatives = int(m.num_negatives)
         self._embed = jax.jit(self._embeddings)
         self._metrics = jax.jit(self._chunk_metrics)
@@ -96,15 +103,26 @@ class Recommendation:
         return self.model.init(rng, *self._graph_args(g))
 
     def batch_axes(self):
-        return {"users": ("batch",), "pos": ("batch",), "neg": ("batch", None),
-                "graph": {k: None for k in self.graph}}
+        return {
+            "users": ("batch",),
+            "pos": ("batch",),
+            "neg": ("batch", None),
+            "graph": {k: None for k in self.graph},
+        }
 
     def global_batch_size(self):
         return self.batch_size
 
     def train_batch(self, step):
-        u, p, n = bpr_triples(self.config.seed, step, self.batch_size, self.indptr, self.indices,
-                              self.data.num_items, self.num_negatives)
+        u, p, n = bpr_triples(
+            self.config.seed,
+            step,
+            self.batch_size,
+            self.indptr,
+            self.indices,
+            self.data.num_items,
+            self.num_negatives,
+        )
         return {"users": u, "pos": p, "neg": n, "graph": self.graph}
 
     def loss_fn(self, params, model_state, batch, rng, train):
@@ -113,15 +131,32 @@ class Recommendation:
         u, p, n = batch["users"], batch["pos"], batch["neg"]
         if self.name == "lightgcn":
             loss, bpr = lightgcn.bpr_loss(
-                out["users"][u], out["items"][p], out["items"][n[:, 0]], float(m.reg),
-                out["users0"][u], out["items0"][p], out["items0"][n[:, 0]])
+                out["users"][u],
+                out["items"][p],
+                out["items"][n[:, 0]],
+                float(m.reg),
+                out["users0"][u],
+                out["items0"][p],
+                out["items0"][n[:, 0]],
+            )
             metrics = {"bpr": bpr}
         else:
             g = batch["graph"]
             loss, metrics = ultragcn.ultragcn_loss(
-                out["users"], out["items"], u, p, n, g["beta_user"], g["beta_item"],
-                g["ii_neighbors"], g["ii_weights"], lam=float(m.lam), gamma=float(m.gamma),
-                neg_weight=float(m.neg_weight), reg=float(m.reg))
+                out["users"],
+                out["items"],
+                u,
+                p,
+                n,
+                g["beta_user"],
+                g["beta_item"],
+                g["ii_neighbors"],
+                g["ii_weights"],
+                lam=float(m.lam),
+                gamma=float(m.gamma),
+                neg_weight=float(m.neg_weight),
+                reg=float(m.reg),
+            )
         return loss, (metrics, model_state)
 
     # -- evaluation --------------------------------------------------------------------------------
@@ -143,14 +178,14 @@ class Recommendation:
         I = self.data.num_items
         tot = np.zeros(3)
         for start in range(0, len(users), chunk):
-            part = users[start:start + chunk]
+            part = users[start : start + chunk]
             pad = np.zeros(chunk, np.int64)
-            pad[:len(part)] = part
+            pad[: len(part)] = part
             train_mask = np.zeros((chunk, I), bool)
             test_mask = np.zeros((chunk, I), bool)
             for row, u in enumerate(part):
-                train_mask[row, self.indices[self.indptr[u]:self.indptr[u + 1]]] = True
-                test_mask[row, test_idx[test_ptr[u]:test_ptr[u + 1]]] = True
+                train_mask[row, self.indices[self.indptr[u] : self.indptr[u + 1]]] = True
+                test_mask[row, test_idx[test_ptr[u] : test_ptr[u + 1]]] = True
             r, n, h = self._metrics(user_emb, item_emb, pad.astype(np.int32), train_mask, test_mask)
             tot += [float(r), float(n), float(h)]
         return {f"recall@{self.k}": tot[0] / tot[2], f"ndcg@{self.k}": tot[1] / tot[2]}

@@ -16,9 +16,18 @@ Its class attribute `TASK` names the kind of task that can train it ("node", "gr
 A new layer or model is one new module under `netlab/graph/` with `@LAYERS.register("name")` or
 `@MODELS.register("name")` on its class, plus its test; no table to edit.
 """
+
 from netlab.registry import Registry
 
-LAYERS = Registry("graph_layer", "model.conv", packages=("netlab.graph",),
-                  example="configs/graph/gin_synthetic.py:cpu")
-MODELS = Registry("graph_model", "model.name", packages=("netlab.graph",),
-                  example="configs/graph/planetoid.py:model=gcn,data=cora")
+LAYERS = Registry(
+    "graph_layer",
+    "model.conv",
+    packages=("netlab.graph",),
+    example="configs/graph/gin_synthetic.py:cpu",
+)
+MODELS = Registry(
+    "graph_model",
+    "model.name",
+    packages=("netlab.graph",),
+    example="configs/graph/planetoid.py:model=gcn,data=cora",
+)

@@ -1,6 +1,7 @@
 """SGC: Wu, Souza, Zhang, Fifty, Yu & Weinberger, "Simplifying Graph Convolutional Networks"
 (ICML 2019): K propagations with the GCN matrix, then one linear map (eq. 8).
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -24,6 +25,7 @@ class SGConv(nn.Module):
 
     ``k = 0`` skips propagation, for features already propagated once on the host (PyG ``cached``).
     """
+
     features: int
     k: int = 2
     use_bias: bool = True
@@ -39,6 +41,7 @@ class SGConv(nn.Module):
 @MODELS.register("sgc")
 class SGC(nn.Module):
     """Logistic regression on S^K X (``k = 0`` when the task propagated X on the host)."""
+
     TASK = "node"
     num_classes: int = 7
     k: int = 2
@@ -47,5 +50,6 @@ class SGC(nn.Module):
 
     @nn.compact
     def __call__(self, graph, x, train: bool = False):
-        return SGConv(self.num_classes, self.k, dtype=self.dtype, param_dtype=self.param_dtype,
-                      name="conv")(graph, x)
+        return SGConv(
+            self.num_classes, self.k, dtype=self.dtype, param_dtype=self.param_dtype, name="conv"
+        )(graph, x)

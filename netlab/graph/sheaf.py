@@ -26,6 +26,7 @@ found with a sorted search over the (receiver, sender) keys inside jit.
 `NeuralSheafDiffusion` is the model (`registries.MODELS["nsd"]`); `SheafDiffusion` is one layer of
 eq. 8 on its own (`registries.LAYERS["sheaf"]`); both run the same `sheaf_step`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,7 +65,11 @@ def householder_orthogonal(params, d: int):
     tril = jnp.zeros(params.shape[:-1] + (d, d), params.dtype)
     rows, cols = jnp.tril_indices(d)
     tril = tril.at[..., rows, cols].set(params)
-    V = tril - jnp.einsum("...ii->...i", tril)[..., None, :] * jnp.eye(d, dtype=params.dtype) + jnp.eye(d, dtype=params.dtype)
+    V = (
+        tril
+        - jnp.einsum("...ii->...i", tril)[..., None, :] * jnp.eye(d, dtype=params.dtype)
+        + jnp.eye(d, dtype=params.dtype)
+    )
     Q = jnp.broadcast_to(jnp.eye(d, dtype=params.dtype), params.shape[:-1] + (d, d))
     for k in range(d):
         v = V[..., :, k]
@@ -82,7 +87,9 @@ def cayley_orthogonal(params, d: int):
     S = S - jnp.swapaxes(S, -1, -2)
     eye = jnp.eye(d, dtype=params.dtype)
     # (I - S)(I + S)^{-1} = solve((I + S)^T, (I - S)^T)^T
-    return jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(eye + S, -1, -2), jnp.swapaxes(eye - S, -1, -2)), -1, -2)
+    return jnp.swapaxes(
+        jnp.linalg.solve(jnp.swapaxes(eye + S, -1, -2), jnp.swapaxes(eye - S, -1, -2)), -1, -2
+    )
 
 
 def maps_from_params(params, map_type: str, d: int, orth_method: str = "householder"):
@@ -144,32 +151,47 @@ class SheafLaplacian:
     Call `apply(x)` with x [N, d, f]. `map_type` decides how D is formed and inverted:
     diag -> elementwise, orth -> deg · I, general -> per-node Newton–Schulz inverse square root."""
 
-    def __init__(self, graph: G.Graph, maps, map_type: str, normalised: bool = True, augmented: bool = True,
-                 eps: float = 1e-6):
+    def __init__(
+        self,
+        graph: G.Graph,
+        maps,
+        map_type: str,
+        normalised: bool = True,
+        augmented: bool = True,
+        eps: float = 1e-6,
+    ):
         self.graph, self.map_type, self.normalised = graph, map_type, normalised
         self.diag = map_type == "diag"
         emask = graph.edge_mask.astype(maps.dtype)
         maps = maps * emask.reshape((-1,) + (1,) * (maps.ndim - 1))
-        self.send = maps                                     # F_{s◁e}
-        self.recv = maps[reverse_edges(graph)]               # F_{r◁e}
+        self.send = maps  # F_{s◁e}
+        self.recv = maps[reverse_edges(graph)]  # F_{r◁e}
         n, d = graph.num_nodes, maps.shape[1]
         if self.diag:
-            D = G.segment_sum(self.recv ** 2, graph.receivers, n, graph.sorted_receivers)          # [N, d]
+            D = G.segment_sum(self.recv**2, graph.receivers, n, graph.sorted_receivers)  # [N, d]
         elif map_type == "orth":
             deg = G.segment_sum(emask, graph.receivers, n, graph.sorted_receivers)
             D = deg[:, None, None] * jnp.eye(d, dtype=maps.dtype)
         else:
-            D = G.segment_sum(jnp.einsum("eji,ejk->eik", self.recv, self.recv), graph.receivers, n,
-                              graph.sorted_receivers)
+            D = G.segment_sum(
+                jnp.einsum("eji,ejk->eik", self.recv, self.recv),
+                graph.receivers,
+                n,
+                graph.sorted_receivers,
+            )
         self.D = D
         if normalised:
             if augmented:
                 D = D + (1.0 if self.diag else jnp.eye(d, dtype=maps.dtype))
             if self.diag:
-                self.d_inv_sqrt = jnp.where(D > eps, 1.0 / jnp.sqrt(jnp.where(D > eps, D, 1.0)), 0.0)
+                self.d_inv_sqrt = jnp.where(
+                    D > eps, 1.0 / jnp.sqrt(jnp.where(D > eps, D, 1.0)), 0.0
+                )
             elif map_type == "orth":
                 dd = D[:, 0, 0]
-                self.d_inv_sqrt = jnp.where(dd > eps, 1.0 / jnp.sqrt(jnp.where(dd > eps, dd, 1.0)), 0.0)
+                self.d_inv_sqrt = jnp.where(
+                    dd > eps, 1.0 / jnp.sqrt(jnp.where(dd > eps, dd, 1.0)), 0.0
+                )
             else:
                 self.d_inv_sqrt = _inv_sqrt_psd(D, eps)
 
@@ -184,7 +206,9 @@ class SheafLaplacian:
         g = self.graph
         y = self._scale(x) if self.normalised else x
         ys, yr = G.gather(g, y, "senders"), G.gather(g, y, "receivers")
-        diff = _matvec(self.recv, yr, self.diag) - _matvec(self.send, ys, self.diag)     # F_r y_r - F_s y_s
+        diff = _matvec(self.recv, yr, self.diag) - _matvec(
+            self.send, ys, self.diag
+        )  # F_r y_r - F_s y_s
         out = G.propagate(g, _matvec(self.recv, diff, self.diag, transpose=True))
         out = self._scale(out) if self.normalised else out
         return out * g.node_mask[:, None, None].astype(out.dtype)
@@ -194,6 +218,7 @@ class SheafLaplacian:
 # Model
 class SheafLearner(nn.Module):
     """Φ(x_s, x_r) = act(V [x_s || x_r]) -> restriction maps of the requested class (no bias)."""
+
     d: int
     map_type: str = "diag"
     orth_method: str = "householder"
@@ -204,9 +229,16 @@ class SheafLearner(nn.Module):
     def __call__(self, graph: G.Graph, x):
         k = num_map_params(self.map_type, self.d, self.orth_method)
         pair = jnp.concatenate([G.gather(graph, x, "senders"), G.gather(graph, x, "receivers")], -1)
-        raw = nn.Dense(k, use_bias=False, name="V", dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=nn.with_logical_partitioning(
-                           nn.initializers.lecun_normal(), (axes.EMBED, None)))(pair)
+        raw = nn.Dense(
+            k,
+            use_bias=False,
+            name="V",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), (axes.EMBED, None)
+            ),
+        )(pair)
         if self.map_type != "orth":
             raw = jnp.tanh(raw)
         return maps_from_params(raw, self.map_type, self.d, self.orth_method)
@@ -238,6 +270,7 @@ class SheafDiffusion(nn.Module):
     """One NSD layer: x [N, F] (projected to `features` by a bias-free linear map when the widths
     differ) is split into d stalks of features/d channels, the restriction maps are learned from
     it, and one step of eq. 8 is taken; returns [N, features]."""
+
     features: int | None = None
     d: int = 2
     map_type: str = "diag"
@@ -255,10 +288,18 @@ class SheafDiffusion(nn.Module):
         x = L.project(self, x, self.features)
         n, width = x.shape
         if width % self.d:
-            raise UserError(f"sheaf layer: features={width} is not divisible by the stalk "
-                            f"dimension d={self.d}; choose features as a multiple of d")
-        maps = SheafLearner(self.d, self.map_type, self.orth_method, self.dtype, self.param_dtype,
-                            name="sheaf_learner_0")(graph, x)
+            raise UserError(
+                f"sheaf layer: features={width} is not divisible by the stalk "
+                f"dimension d={self.d}; choose features as a multiple of d"
+            )
+        maps = SheafLearner(
+            self.d,
+            self.map_type,
+            self.orth_method,
+            self.dtype,
+            self.param_dtype,
+            name="sheaf_learner_0",
+        )(graph, x)
         lap = SheafLaplacian(graph, maps, self.map_type, normalised=True, augmented=self.augmented)
         xs = x.reshape(n, self.d, width // self.d)
         return sheaf_step(self, lap, xs, xs, 0).reshape(n, width)
@@ -267,6 +308,7 @@ class SheafDiffusion(nn.Module):
 @MODELS.register("nsd")
 class NeuralSheafDiffusion(nn.Module):
     """NSD node classifier (Diag-NSD, O(d)-NSD, Gen-NSD by `map_type`)."""
+
     TASK = "node"
     CHOICES = {"map_type": MAP_TYPES, "orth_method": ORTH_METHODS}
     num_classes: int
@@ -275,7 +317,7 @@ class NeuralSheafDiffusion(nn.Module):
     num_layers: int = 4
     map_type: str = "diag"
     orth_method: str = "householder"
-    nonlinear: bool = False          # relearn the maps at every layer (else only from X_0)
+    nonlinear: bool = False  # relearn the maps at every layer (else only from X_0)
     input_dropout: float = 0.0
     dropout: float = 0.0
     left_weights: bool = True
@@ -291,8 +333,12 @@ class NeuralSheafDiffusion(nn.Module):
         n, d, f = x.shape[0], self.d, self.hidden_channels
         det = not train
         dense = lambda k, name, names: nn.Dense(  # noqa: E731
-            k, name=name, dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names))
+            k,
+            name=name,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
+        )
         x = nn.Dropout(self.input_dropout)(x, deterministic=det)
         x = dense(d * f, "encoder", (None, axes.EMBED))(x)
         if self.use_act:
@@ -305,10 +351,17 @@ class NeuralSheafDiffusion(nn.Module):
                 xm = x.reshape(n, d * f)
                 if t > 0:
                     xm = nn.Dropout(self.dropout)(xm, deterministic=det)
-                maps = SheafLearner(d, self.map_type, self.orth_method, self.dtype,
-                                    self.param_dtype, name=f"sheaf_learner_{t}")(graph, xm)
-                lap = SheafLaplacian(graph, maps, self.map_type, normalised=True,
-                                     augmented=self.augmented)
+                maps = SheafLearner(
+                    d,
+                    self.map_type,
+                    self.orth_method,
+                    self.dtype,
+                    self.param_dtype,
+                    name=f"sheaf_learner_{t}",
+                )(graph, xm)
+                lap = SheafLaplacian(
+                    graph, maps, self.map_type, normalised=True, augmented=self.augmented
+                )
             h = nn.Dropout(self.dropout)(x, deterministic=det)
             x = sheaf_step(self, lap, x, h, t)
         x = x.reshape(n, d * f)

@@ -16,6 +16,7 @@ Configs name them ``graph.node_classification``, ``graph.graph_classification`` 
 read. Every task takes ``(config, policy=None)``; host arrays are float32, or float64 when the
 policy computes in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,14 @@ from netlab.graph.sgc import SGC, sgc_propagate
 
 # The config.data keys each task reads; anything else (e.g. ``data.dir``) is a config error.
 NODE_DATA_KEYS = ("name", "data_dir", "split", "row_normalize", "edge_sharded", "precompute")
-GRAPH_DATA_KEYS = ("num_graphs", "graphs_per_batch", "max_nodes", "max_edges", "num_buckets",
-                   "test_fraction")
+GRAPH_DATA_KEYS = (
+    "num_graphs",
+    "graphs_per_batch",
+    "max_nodes",
+    "max_edges",
+    "num_buckets",
+    "test_fraction",
+)
 LINK_DATA_KEYS = ("name", "data_dir", "val_fraction", "test_fraction", "edge_sharded")
 
 
@@ -75,6 +82,7 @@ class NodeClassification:
     """Full-batch node classification; ``evaluate`` reports val/test accuracy. Any model of
     ``registries.MODELS`` with ``TASK = "node"`` (GCN, SGC, GAT, GATv2, APPNP, DeeperGCN, GRAND,
     NSD, ...). ``dataset=`` replaces the configured dataset (tests, benchmarks)."""
+
     data_keys = NODE_DATA_KEYS
 
     def __init__(self, config, policy=None, *, dataset: D.NodeDataset | None = None):
@@ -86,8 +94,9 @@ class NodeClassification:
         root = D.default_root(d.get("data_dir", ""))
         self.dataset = dataset if dataset is not None else D.load(d.name, root, d.get("split", 0))
         ds, fdt = self.dataset, builder.float_dtype(self.policy)
-        budget = padding.Budget(ds.num_nodes + 1,
-                                padding.round_up(max(ds.num_edges, 1), _edge_multiple(config)), 2)
+        budget = padding.Budget(
+            ds.num_nodes + 1, padding.round_up(max(ds.num_edges, 1), _edge_multiple(config)), 2
+        )
         graph = ds.graph(budget, row_normalize=bool(d.get("row_normalize", True)), dtype=fdt)
         x = np.asarray(graph.nodes)
         fixed = {}
@@ -95,15 +104,21 @@ class NodeClassification:
         if host_sgc:
             # PyG SGConv(cached=True): S^K X is computed once; the model is then a linear map.
             k = int(spec.kwargs.get("k", 2))
-            x = np.asarray(jax.jit(sgc_propagate, static_argnums=2)(
-                padding.to_device(graph), jnp.asarray(x), k))
+            x = np.asarray(
+                jax.jit(sgc_propagate, static_argnums=2)(
+                    padding.to_device(graph), jnp.asarray(x), k
+                )
+            )
             fixed["k"] = 0
         self.model = spec(num_classes=ds.num_classes, **fixed)
         pad = lambda m: np.concatenate([m, np.zeros(budget.n_node - len(m), m.dtype)])  # noqa: E731
         self.arrays = dict(padding.to_arrays(graph.replace(nodes=x)))
         self.arrays.update(y=pad(ds.y.astype(np.int32)), train_mask=pad(ds.train_mask))
-        self.eval_masks = {"train": pad(ds.train_mask), "val": pad(ds.val_mask),
-                           "test": pad(ds.test_mask)}
+        self.eval_masks = {
+            "train": pad(ds.train_mask),
+            "val": pad(ds.val_mask),
+            "test": pad(ds.test_mask),
+        }
         self.edge_sharded = bool(d.get("edge_sharded", False))
         self.train_arrays = self.arrays
         if host_sgc:
@@ -112,8 +127,11 @@ class NodeClassification:
             rows = np.nonzero(ds.train_mask)[0]
             n_rows = padding.round_up(len(rows), 8)
             take = np.concatenate([rows, np.zeros(n_rows - len(rows), rows.dtype)])
-            self.train_arrays = {"nodes": x[take], "y": ds.y[take].astype(np.int32),
-                                 "train_mask": np.arange(n_rows) < len(rows)}
+            self.train_arrays = {
+                "nodes": x[take],
+                "y": ds.y[take].astype(np.int32),
+                "train_mask": np.arange(n_rows) < len(rows),
+            }
         self.weight_decay = float(config.get("loss", {}).get("weight_decay", 0.0))
         self.wd_scope = str(config.get("loss", {}).get("weight_decay_scope", ""))
         self._predict = jax.jit(self.logits)
@@ -134,8 +152,9 @@ class NodeClassification:
 
     def loss_fn(self, params, model_state, batch, rng, train):
         g = G.from_arrays(batch) if "senders" in batch else None
-        logits = self.model.apply({"params": params, **model_state}, g, batch["nodes"],
-                                  train=train, rngs={"dropout": rng})
+        logits = self.model.apply(
+            {"params": params, **model_state}, g, batch["nodes"], train=train, rngs={"dropout": rng}
+        )
         ce = masked_cross_entropy(logits, batch["y"], batch["train_mask"])
         loss = ce + l2_penalty(params, self.weight_decay, self.wd_scope)
         accuracy = masked_accuracy(logits, batch["y"], batch["train_mask"])
@@ -148,10 +167,14 @@ class NodeClassification:
     def evaluate(self, params, model_state, step, workdir):
         logits = np.asarray(self._predict(params, model_state, self.arrays))
         pred, y = logits.argmax(-1), self.arrays["y"]
-        scalars = {f"{k}_accuracy": float((pred == y)[m].mean())
-                   for k, m in self.eval_masks.items() if m.any()}
-        val_ce = masked_cross_entropy(jnp.asarray(logits), jnp.asarray(y),
-                                      jnp.asarray(self.eval_masks["val"]))
+        scalars = {
+            f"{k}_accuracy": float((pred == y)[m].mean())
+            for k, m in self.eval_masks.items()
+            if m.any()
+        }
+        val_ce = masked_cross_entropy(
+            jnp.asarray(logits), jnp.asarray(y), jnp.asarray(self.eval_masks["val"])
+        )
         scalars["val_loss"] = float(val_ce)
         return scalars, {}
 
@@ -159,6 +182,7 @@ class NodeClassification:
 # ------------------------------------------------------------------------------------------------
 # Graph classification over padded batches.
 # ------------------------------------------------------------------------------------------------
+
 
 def synthetic_graph_dataset(num_graphs: int, seed: int, min_nodes: int = 8, max_nodes: int = 32):
     """Two-class toy set (host, networkx): Erdős–Rényi graphs with mean degree ≈ 4 (class 0) vs
@@ -179,9 +203,20 @@ def synthetic_graph_dataset(num_graphs: int, seed: int, min_nodes: int = 8, max_
             g = nx.gnp_random_graph(n, 4.0 / (n - 1), seed=gseed)
         e = np.array(list(g.edges()), np.int64).reshape(-1, 2)
         s, r, _, _ = padding.canonical_edges(e[:, 0], e[:, 1], n, symmetrize=True)
-        out.append((jraph.GraphsTuple(nodes=np.ones((n, 1), np.float32), edges=None, senders=s,
-                                      receivers=r, globals=None, n_node=np.array([n]),
-                                      n_edge=np.array([len(s)])), label))
+        out.append(
+            (
+                jraph.GraphsTuple(
+                    nodes=np.ones((n, 1), np.float32),
+                    edges=None,
+                    senders=s,
+                    receivers=r,
+                    globals=None,
+                    n_node=np.array([n]),
+                    n_edge=np.array([len(s)]),
+                ),
+                label,
+            )
+        )
     return out
 
 
@@ -206,8 +241,9 @@ class GraphClassification:
         self.test_idx, self.train_idx = order[:n_test], order[n_test:]
         self.per_row = int(d.graphs_per_batch)
         self.rows = int(config.train.batch_size)
-        self.ladder = padding.BucketLadder.from_max(d.max_nodes, d.max_edges, self.per_row + 1,
-                                                    d.get("num_buckets", 4))
+        self.ladder = padding.BucketLadder.from_max(
+            d.max_nodes, d.max_edges, self.per_row + 1, d.get("num_buckets", 4)
+        )
         self._check_budget()
         self.num_classes = int(max(y for _, y in self.graphs) + 1)
         self.feat_dim = int(self.graphs[0][0].nodes.shape[-1])
@@ -217,8 +253,8 @@ class GraphClassification:
     def _check_budget(self):
         """Refuse, before training, a ladder that some sub-batch cannot fit: the ``per_row``
         largest graphs together (nodes and edges counted separately) must fit the largest bucket."""
-        nodes = sorted((int(g.n_node[0]) for g, _ in self.graphs), reverse=True)[:self.per_row]
-        edges = sorted((int(g.n_edge[0]) for g, _ in self.graphs), reverse=True)[:self.per_row]
+        nodes = sorted((int(g.n_node[0]) for g, _ in self.graphs), reverse=True)[: self.per_row]
+        edges = sorted((int(g.n_edge[0]) for g, _ in self.graphs), reverse=True)[: self.per_row]
         big = self.ladder.largest
         if not big.fits(sum(nodes), sum(edges), len(nodes)):
             raise padding.GraphBudgetError(
@@ -226,7 +262,8 @@ class GraphClassification:
                 f"{sum(edges)} edges (+1 padding node) but the largest padding budget holds "
                 f"{big.n_node} nodes / {big.n_edge} edges; raise data.max_nodes to >= "
                 f"{sum(nodes) + 1} and data.max_edges to >= {sum(edges)} (or lower "
-                "data.graphs_per_batch)")
+                "data.graphs_per_batch)"
+            )
 
     def _pack(self, idx, rows):
         """``rows`` padded sub-batches from graph indices ``idx`` (split evenly), one bucket."""
@@ -234,14 +271,15 @@ class GraphClassification:
         n_node = lambda c: sum(int(self.graphs[i][0].n_node[0]) for i in c)  # noqa: E731
         n_edge = lambda c: sum(int(self.graphs[i][0].n_edge[0]) for i in c)  # noqa: E731
         sizes = [(n_node(c), n_edge(c), len(c)) for c in chunks]
-        budget = self.ladder.fit(max(s[0] for s in sizes), max(s[1] for s in sizes),
-                                 max(s[2] for s in sizes))
+        budget = self.ladder.fit(
+            max(s[0] for s in sizes), max(s[1] for s in sizes), max(s[2] for s in sizes)
+        )
         out = []
         for c in chunks:
             g = padding.batch([self.graphs[i][0] for i in c], budget, dtype=self.fdt)
             a = padding.cast_floats(padding.to_arrays(g), self.fdt)
             labels = np.zeros(budget.n_graph, np.int32)
-            labels[:len(c)] = [self.graphs[i][1] for i in c]
+            labels[: len(c)] = [self.graphs[i][1] for i in c]
             a["label"] = labels
             out.append(a)
         return {k: np.stack([o[k] for o in out]) for k in out[0]}
@@ -253,15 +291,15 @@ class GraphClassification:
         steps_per_epoch = max(len(self.train_idx) // per_step, 1)
         epoch, k = divmod(int(step), steps_per_epoch)
         perm = np.random.default_rng([self.config.seed, epoch]).permutation(self.train_idx)
-        return perm[k * per_step:(k + 1) * per_step]
+        return perm[k * per_step : (k + 1) * per_step]
 
     def init_variables(self, rng):
-        b = self._pack(self.train_idx[:self.per_row], 1)
+        b = self._pack(self.train_idx[: self.per_row], 1)
         g = G.from_arrays({k: jnp.asarray(v[0]) for k, v in b.items()})
         return self.model.init({"params": rng, "dropout": rng}, g, g.nodes, train=False)
 
     def batch_axes(self):
-        b = self._pack(self.train_idx[:self.per_row], 1)
+        b = self._pack(self.train_idx[: self.per_row], 1)
         return padding.array_axes(b, lead=("batch",))
 
     def global_batch_size(self):
@@ -273,8 +311,9 @@ class GraphClassification:
     def _logits(self, params, model_state, arrays, train=False, rng=None):
         g = G.from_arrays(arrays)
         rngs = {"dropout": rng} if rng is not None else {}
-        return self.model.apply({"params": params, **model_state}, g, g.nodes, train=train,
-                                rngs=rngs)
+        return self.model.apply(
+            {"params": params, **model_state}, g, g.nodes, train=train, rngs=rngs
+        )
 
     def loss_fn(self, params, model_state, batch, rng, train):
         rngs = jax.random.split(rng, batch["label"].shape[0])
@@ -288,7 +327,7 @@ class GraphClassification:
         for split, idx in (("train", self.train_idx), ("test", self.test_idx)):
             correct = total = 0
             for start in range(0, len(idx), self.per_row * self.rows):
-                chunk = idx[start:start + self.per_row * self.rows]
+                chunk = idx[start : start + self.per_row * self.rows]
                 b = self._pack(chunk, max(1, math.ceil(len(chunk) / self.per_row)))
                 pred = np.asarray(self._predict(params, model_state, b)).argmax(-1)
                 m = b["graph_mask"]
@@ -302,9 +341,11 @@ class GraphClassification:
 # Link prediction.
 # ------------------------------------------------------------------------------------------------
 
+
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve by the rank-sum formula (ties get average ranks)."""
     from scipy.stats import rankdata
+
     ranks = rankdata(scores)
     pos = labels.astype(bool)
     n_pos, n_neg = pos.sum(), (~pos).sum()
@@ -332,15 +373,22 @@ class LinkPrediction:
         pairs = pairs[rng.permutation(len(pairs))]
         n_val = int(len(pairs) * d.get("val_fraction", 0.05))
         n_test = int(len(pairs) * d.get("test_fraction", 0.1))
-        self.val_pos, self.test_pos = pairs[:n_val], pairs[n_val:n_val + n_test]
-        self.train_pos = pairs[n_val + n_test:]
+        self.val_pos, self.test_pos = pairs[:n_val], pairs[n_val : n_val + n_test]
+        self.train_pos = pairs[n_val + n_test :]
         n = ds.num_nodes
         self.val_neg = rng.integers(0, n, (n_val, 2))
         self.test_neg = rng.integers(0, n, (n_test, 2))
         tp = self.train_pos
         budget = padding.Budget(n + 1, padding.round_up(2 * len(tp), _edge_multiple(config)), 2)
-        graph = padding.from_edges(tp[:, 0], tp[:, 1], n, nodes=D.normalize_features(ds.x, fdt),
-                                   symmetrize=True, budget=budget, dtype=fdt)
+        graph = padding.from_edges(
+            tp[:, 0],
+            tp[:, 1],
+            n,
+            nodes=D.normalize_features(ds.x, fdt),
+            symmetrize=True,
+            budget=budget,
+            dtype=fdt,
+        )
         self.arrays = padding.to_arrays(graph)
         self.arrays["pos"] = tp.astype(np.int32)
         self.edge_sharded = bool(d.get("edge_sharded", False))
@@ -349,8 +397,9 @@ class LinkPrediction:
 
     def init_variables(self, rng):
         g = G.from_arrays(jax.tree.map(jnp.asarray, self.arrays))
-        return self.model.init({"params": rng, "dropout": rng}, g, g.nodes,
-                               jnp.zeros((1, 2), jnp.int32))
+        return self.model.init(
+            {"params": rng, "dropout": rng}, g, g.nodes, jnp.zeros((1, 2), jnp.int32)
+        )
 
     def batch_axes(self):
         return padding.array_axes(self.arrays, edge_sharded=self.edge_sharded)
@@ -367,8 +416,14 @@ class LinkPrediction:
         k_neg, k_drop = jax.random.split(rng)
         neg = jax.random.randint(k_neg, pos.shape, 0, self.dataset.num_nodes)
         pairs = jnp.concatenate([pos, neg])
-        logits = self.model.apply({"params": params, **model_state}, g, g.nodes, pairs,
-                                  train=train, rngs={"dropout": k_drop})
+        logits = self.model.apply(
+            {"params": params, **model_state},
+            g,
+            g.nodes,
+            pairs,
+            train=train,
+            rngs={"dropout": k_drop},
+        )
         dtype = accum_dtype(logits.dtype)
         labels = jnp.concatenate([jnp.ones(pos.shape[0], dtype), jnp.zeros(neg.shape[0], dtype)])
         loss = optax.sigmoid_binary_cross_entropy(logits.astype(dtype), labels).mean()
@@ -381,8 +436,10 @@ class LinkPrediction:
 
     def evaluate(self, params, model_state, step, workdir):
         out = {}
-        for split, pos, neg in (("val", self.val_pos, self.val_neg),
-                                ("test", self.test_pos, self.test_neg)):
+        for split, pos, neg in (
+            ("val", self.val_pos, self.val_neg),
+            ("test", self.test_pos, self.test_neg),
+        ):
             pairs = np.concatenate([pos, neg]).astype(np.int32)
             s = np.asarray(self._score(params, model_state, self.arrays, pairs))
             out[f"{split}_auc"] = roc_auc(s, np.r_[np.ones(len(pos)), np.zeros(len(neg))])

@@ -13,6 +13,7 @@ co-occurrence graph G = R^T R (eqs. 13-15), top-K neighbours S(i) by
 Total (eq. 16): L = L_O + λ L_C + γ L_I (+ an L2 term on the batch embeddings). The coefficients
 come from `ultragcn_constraints` (host numpy); the task is `recsys_task.py`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,14 +27,16 @@ from netlab.graph.registries import MODELS
 from netlab.sharding import axes
 
 
-def ultragcn_constraints(users, items, num_users: int, num_items: int, num_neighbors: int = 10,
-                         dtype=np.float32):
+def ultragcn_constraints(
+    users, items, num_users: int, num_items: int, num_neighbors: int = 10, dtype=np.float32
+):
     """UltraGCN's constraint coefficients (eqs. 9 and 14), in `dtype`.
 
     Returns dict(beta_user[U], beta_item[I]) with β_{u,i} = beta_user[u] * beta_item[i] =
     sqrt(d_u+1)/d_u * 1/sqrt(d_i+1), and `ii_neighbors[I, K]`, `ii_weights[I, K]`: each item's
     top-K co-occurring items j != i by ω_{i,j} (weight 0 where an item has fewer than K)."""
     import scipy.sparse as sp
+
     users, items = np.asarray(users), np.asarray(items)
     du = np.bincount(users, minlength=num_users).astype(np.float64)
     di = np.bincount(items, minlength=num_items).astype(np.float64)
@@ -48,24 +51,29 @@ def ultragcn_constraints(users, items, num_users: int, num_items: int, num_neigh
     nbr = np.zeros((num_items, K), np.int32)
     wts = np.zeros((num_items, K), dtype)
     for i in range(num_items):
-        cols = G.indices[G.indptr[i]:G.indptr[i + 1]]
-        vals = G.data[G.indptr[i]:G.indptr[i + 1]]
+        cols = G.indices[G.indptr[i] : G.indptr[i + 1]]
+        vals = G.data[G.indptr[i] : G.indptr[i + 1]]
         keep = cols != i
         cols, vals = cols[keep], vals[keep]
         if len(cols) == 0 or g[i] - diag[i] <= 0:
             continue
         omega = vals / (g[i] - diag[i]) * np.sqrt(g[i] / g[cols])
         top = np.argsort(-omega, kind="stable")[:K]
-        nbr[i, :len(top)] = cols[top]
-        wts[i, :len(top)] = omega[top]
-    return {"beta_user": beta_user.astype(dtype), "beta_item": beta_item.astype(dtype),
-            "ii_neighbors": nbr, "ii_weights": wts}
+        nbr[i, : len(top)] = cols[top]
+        wts[i, : len(top)] = omega[top]
+    return {
+        "beta_user": beta_user.astype(dtype),
+        "beta_item": beta_item.astype(dtype),
+        "ii_neighbors": nbr,
+        "ii_weights": wts,
+    }
 
 
 @MODELS.register("ultragcn")
 class UltraGCN(nn.Module):
     """UltraGCN's learned embeddings (the model is the loss, see `ultragcn_loss`).
     `__call__()` -> dict(users, items, users0, items0) for a common interface with LightGCN."""
+
     TASK = "recsys"
     num_users: int
     num_items: int
@@ -82,9 +90,22 @@ class UltraGCN(nn.Module):
         return {"users": users, "items": items, "users0": users, "items0": items}
 
 
-def ultragcn_loss(user_emb, item_emb, users, pos, negs, beta_user, beta_item, ii_neighbors=None,
-                  ii_weights=None, *, lam: float = 1.0, gamma: float = 0.0,
-                  neg_weight: float = 1.0, reg: float = 0.0):
+def ultragcn_loss(
+    user_emb,
+    item_emb,
+    users,
+    pos,
+    negs,
+    beta_user,
+    beta_item,
+    ii_neighbors=None,
+    ii_weights=None,
+    *,
+    lam: float = 1.0,
+    gamma: float = 0.0,
+    neg_weight: float = 1.0,
+    reg: float = 0.0,
+):
     """UltraGCN objective (eq. 16) on a batch: users[B], pos[B], negs[B, M].
 
     L_O: BCE, -ln σ(e_u·e_i) - neg_weight * mean_j ln σ(-e_u·e_j);
@@ -101,13 +122,14 @@ def ultragcn_loss(user_emb, item_emb, users, pos, negs, beta_user, beta_item, ii
     loss = l_o + lam * l_c
     parts = {"loss_o": l_o, "loss_c": l_c}
     if ii_neighbors is not None and gamma:
-        nb = ii_neighbors[pos]                                  # [B, K]
+        nb = ii_neighbors[pos]  # [B, K]
         s_nb = jnp.einsum("bd,bkd->bk", eu, item_emb[nb])
         l_i = jnp.mean(jnp.sum(-ii_weights[pos] * jax.nn.log_sigmoid(s_nb), -1))
         loss = loss + gamma * l_i
         parts["loss_i"] = l_i
     if reg:
-        l2 = (jnp.sum(eu ** 2) + jnp.sum(item_emb[pos] ** 2) + jnp.sum(item_emb[negs] ** 2)) / (
-            2.0 * users.shape[0])
+        l2 = (jnp.sum(eu**2) + jnp.sum(item_emb[pos] ** 2) + jnp.sum(item_emb[negs] ** 2)) / (
+            2.0 * users.shape[0]
+        )
         loss = loss + reg * l2
     return loss, parts

@@ -1,4 +1,5 @@
 """A tqdm progress bar for the lead process: loss, steps/s and ETA."""
+
 import sys
 import time
 
@@ -8,8 +9,15 @@ from tqdm.auto import tqdm
 class Progress:
     def __init__(self, start: int, total: int, enabled: bool, lead: bool = True):
         self.lead = lead
-        self.bar = tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True,
-                        unit="step", file=sys.stderr, mininterval=1.0)
+        self.bar = tqdm(
+            total=total,
+            initial=start,
+            disable=not enabled,
+            dynamic_ncols=True,
+            unit="step",
+            file=sys.stderr,
+            mininterval=1.0,
+        )
         self.last_step, self.last_time = start, time.perf_counter()
 
     def update(self, step: int, metrics: dict | None = None) -> float:

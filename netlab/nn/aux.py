@@ -12,6 +12,7 @@ objective, so a block never needs to know whether its MLP is dense or sparse:
 The per-layer weighting follows the papers (Switch Transformer eq. 4 sums alpha * loss over
 layers; ST-MoE adds the z-loss per layer), so the total is a sum over layers, not a mean.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -31,7 +32,13 @@ def sow_loss(module, name: str, value) -> None:
 
 def sow_metric(module, name: str, value) -> None:
     """Record a scalar diagnostic under `name` (the last call wins)."""
-    module.sow(METRICS, name, jnp.asarray(value, jnp.float32), reduce_fn=lambda a, b: b, init_fn=lambda: 0.0)
+    module.sow(
+        METRICS,
+        name,
+        jnp.asarray(value, jnp.float32),
+        reduce_fn=lambda a, b: b,
+        init_fn=lambda: 0.0,
+    )
 
 
 def total_loss(collections) -> jax.Array:

@@ -10,6 +10,7 @@ block does not see them). Pass `functools.partial(Cls, **fields)` to fix the MLP
 - `AdaLNZeroBlock`: DiT's block (Peebles & Xie 2023, Fig. 3): shift/scale/gate regressed from the
   conditioning c by a zero-initialised linear layer, so the block starts as the identity.
 """
+
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -44,8 +45,9 @@ class AdaLNZeroBlock(nn.Module):
     @nn.compact
     def __call__(self, x, c, train: bool = False):
         pdt = jnp.float64 if self.dtype == jnp.float64 else jnp.float32
-        mod = layers.dense(6 * self.width, axes.EMBED, axes.MLP, pdt, kernel_init=layers.zeros,
-                           name="adaLN")(nn.silu(c))
+        mod = layers.dense(
+            6 * self.width, axes.EMBED, axes.MLP, pdt, kernel_init=layers.zeros, name="adaLN"
+        )(nn.silu(c))
         s1, sc1, g1, s2, sc2, g2 = jnp.split(mod.astype(self.dtype), 6, axis=-1)
         # Attention branch, gated
         h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="ln1")(x), s1, sc1)

@@ -4,6 +4,7 @@ Shared by the digits classification task (`netlab.classify`) and the digits Frec
 diffusion pillar (`netlab.diffusion.metrics`, its hidden layer as the feature extractor), so it
 lives here rather than in either pillar.
 """
+
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -15,6 +16,7 @@ from netlab.sharding import axes
 class ConvNet(nn.Module):
     """conv(3x3) blocks -> flatten -> hidden layer -> logits. Compute in `dtype`; parameters and
     outputs float32 (float64 in float64 runs)."""
+
     channels: Sequence[int] = (32, 64)
     hidden: int = 128
     num_classes: int = 10
@@ -32,15 +34,24 @@ class ConvNet(nn.Module):
         for i, c in enumerate(self.channels):
             x = block(c, self.dtype, name=f"block{i}")(x)
         x = axes.constrain(x.reshape(x.shape[0], -1), axes.BATCH, None)
-        x = nn.Dense(self.hidden, dtype=self.dtype,
-                     kernel_init=axes.param(nn.initializers.lecun_normal(), axes.EMBED, axes.MLP),
-                     bias_init=axes.param(nn.initializers.zeros, axes.MLP), name="hidden")(x)
+        x = nn.Dense(
+            self.hidden,
+            dtype=self.dtype,
+            kernel_init=axes.param(nn.initializers.lecun_normal(), axes.EMBED, axes.MLP),
+            bias_init=axes.param(nn.initializers.zeros, axes.MLP),
+            name="hidden",
+        )(x)
         x = nn.gelu(x)
         if features:
             return x.astype(fdt)
         head_init = axes.param(nn.initializers.lecun_normal(), axes.MLP, axes.VOCAB)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=head_init,
-                          bias_init=axes.param(nn.initializers.zeros, axes.VOCAB), name="head")(x)
+        logits = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            kernel_init=head_init,
+            bias_init=axes.param(nn.initializers.zeros, axes.VOCAB),
+            name="head",
+        )(x)
         return logits.astype(fdt)
 
 
@@ -51,9 +62,17 @@ class ConvBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         init = axes.param(nn.initializers.lecun_normal(), None, None, axes.CONV_IN, axes.CONV_OUT)
-        x = nn.Conv(self.features, (3, 3), dtype=self.dtype, kernel_init=init,
-                    bias_init=axes.param(nn.initializers.zeros, axes.CONV_OUT))(x)
-        x = nn.LayerNorm(dtype=self.dtype, scale_init=axes.param(nn.initializers.ones, axes.NORM),
-                         bias_init=axes.param(nn.initializers.zeros, axes.NORM))(x)
+        x = nn.Conv(
+            self.features,
+            (3, 3),
+            dtype=self.dtype,
+            kernel_init=init,
+            bias_init=axes.param(nn.initializers.zeros, axes.CONV_OUT),
+        )(x)
+        x = nn.LayerNorm(
+            dtype=self.dtype,
+            scale_init=axes.param(nn.initializers.ones, axes.NORM),
+            bias_init=axes.param(nn.initializers.zeros, axes.NORM),
+        )(x)
         x = nn.gelu(x)
         return axes.constrain(x, axes.BATCH, None, None, axes.CONV_OUT)

@@ -3,6 +3,7 @@
 Parameters are float32; `dtype` is the compute dtype. Every weight names its axes from
 `netlab.sharding.axes`, so the same module shards by the rules of whatever config uses it.
 """
+
 import math
 from typing import Any
 
@@ -18,21 +19,35 @@ xavier = nn.initializers.xavier_uniform()
 zeros = nn.initializers.zeros
 
 
-def dense(features, in_axis, out_axis, dtype=jnp.float32, kernel_init=xavier, name=None, use_bias=True):
-    return nn.Dense(features, dtype=dtype, use_bias=use_bias, name=name,
-                    kernel_init=axes.param(kernel_init, in_axis, out_axis),
-                    bias_init=axes.param(zeros, out_axis))
+def dense(
+    features, in_axis, out_axis, dtype=jnp.float32, kernel_init=xavier, name=None, use_bias=True
+):
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        use_bias=use_bias,
+        name=name,
+        kernel_init=axes.param(kernel_init, in_axis, out_axis),
+        bias_init=axes.param(zeros, out_axis),
+    )
 
 
 def layer_norm(dtype=jnp.float32, affine=True, name=None, epsilon=1e-6):
-    return nn.LayerNorm(epsilon=epsilon, use_bias=affine, use_scale=affine, dtype=dtype, name=name,
-                        scale_init=axes.param(nn.initializers.ones, axes.NORM),
-                        bias_init=axes.param(zeros, axes.NORM))
+    return nn.LayerNorm(
+        epsilon=epsilon,
+        use_bias=affine,
+        use_scale=affine,
+        dtype=dtype,
+        name=name,
+        scale_init=axes.param(nn.initializers.ones, axes.NORM),
+        bias_init=axes.param(zeros, axes.NORM),
+    )
 
 
 @MLPS.register("dense")
 class Mlp(nn.Module):
     """Two-layer feed-forward block (GELU, tanh approximation as in ViT/DiT)."""
+
     hidden: int
     dtype: Any = jnp.float32
 
@@ -55,7 +70,9 @@ def sincos_2d(grid: int, dim: int) -> np.ndarray:
     """Fixed 2-D sin-cos position embedding (grid*grid, dim), as in MAE / DiT."""
     if dim % 4:
         raise ValueError(f"position embedding width {dim} must be divisible by 4")
-    ys, xs = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij")
+    ys, xs = np.meshgrid(
+        np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij"
+    )
     omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
 
     def one(pos):
@@ -66,7 +83,8 @@ def sincos_2d(grid: int, dim: int) -> np.ndarray:
 
 
 class TimestepEmbedder(nn.Module):
-    """Float32 sinusoidal features of the noise level -> MLP (kept float32 under bf16, pitfall #2)."""
+    """Float32 sinusoidal features of the noise level -> MLP (kept float32 under bf16, pitfall #2)."""  # noqa: E501
+
     width: int
     freq_dim: int = 256
 
@@ -75,7 +93,9 @@ class TimestepEmbedder(nn.Module):
         h = sinusoidal_embedding(t, self.freq_dim)
         init = nn.initializers.normal(0.02)
         h = dense(self.width, None, axes.MLP, jnp.float32, kernel_init=init, name="fc1")(h)
-        return dense(self.width, axes.MLP, axes.EMBED, jnp.float32, kernel_init=init, name="fc2")(nn.silu(h))
+        return dense(self.width, axes.MLP, axes.EMBED, jnp.float32, kernel_init=init, name="fc2")(
+            nn.silu(h)
+        )
 
 
 def modulate(x, shift, scale):

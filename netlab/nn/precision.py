@@ -5,6 +5,7 @@ model builder; models take `dtype` (compute) and `remat_policy` fields and never
 Parameters are float32 unless `compute_dtype=float64`, in which case everything is float64 (this
 needs `jax_enable_x64`; the oracle tests use it so that tolerances can be tight).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,12 @@ import jax.numpy as jnp
 
 from netlab.errors import UserError
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
+DTYPES = {
+    "float32": jnp.float32,
+    "bfloat16": jnp.bfloat16,
+    "float16": jnp.float16,
+    "float64": jnp.float64,
+}
 REMAT = ("none", "full", "dots", "dots_no_batch")
 
 
@@ -27,7 +33,7 @@ class Policy:
 
     @property
     def remat_policy(self):
-        """None (no remat) or a jax.checkpoint policy: `full` saves nothing, `dots` saves matmuls."""
+        """None (no remat) or a jax.checkpoint policy: `full` saves nothing, `dots` saves matmuls."""  # noqa: E501
         return remat_policy(self.remat)
 
     @property

@@ -8,7 +8,10 @@ pillar and are listed lazily, so `nn` never imports `moe`.
 
 from netlab.registry import Registry
 
-MLPS = Registry("mlp", "model.mlp", example="configs/moe/dit_moe_digits.py:cpu",
+MLPS = Registry(
+    "mlp",
+    "model.mlp",
+    example="configs/moe/dit_moe_digits.py:cpu",
     packages=("netlab.nn",),
     lazy={
         "moe": "netlab.moe.layer:MoEMLP",

@@ -5,25 +5,28 @@ each name lands on is decided by the rules in the config (`config.sharding.rules
 `configs/common.py`). Outside a mesh + rules context the annotations are no-ops, so a model runs
 unchanged in a notebook.
 """
+
 import flax.linen as nn
 
 # Activations.
-BATCH = "batch"          # examples / tokens of a data-parallel batch
-LENGTH = "length"        # sequence / patch positions
-NODES = "nodes"          # graph nodes (full-batch graph mode)
-EDGES = "edges"          # graph edges (edge-sharded full-batch mode)
-EXPERT_GROUP = "expert_group"  # token groups inside MoE expert buffers: the batch axes minus `expert`
+BATCH = "batch"  # examples / tokens of a data-parallel batch
+LENGTH = "length"  # sequence / patch positions
+NODES = "nodes"  # graph nodes (full-batch graph mode)
+EDGES = "edges"  # graph edges (edge-sharded full-batch mode)
+EXPERT_GROUP = (
+    "expert_group"  # token groups inside MoE expert buffers: the batch axes minus `expert`
+)
 # Parameters (and the matching activation feature axes).
-EMBED = "embed"          # model width
-MLP = "mlp"              # hidden width of feed-forward blocks
-HEADS = "heads"          # attention heads
-KV = "kv"                # per-head width
-VOCAB = "vocab"          # vocabulary / number of classes
-EXPERT = "expert"        # stacked experts (E, ...)
+EMBED = "embed"  # model width
+MLP = "mlp"  # hidden width of feed-forward blocks
+HEADS = "heads"  # attention heads
+KV = "kv"  # per-head width
+VOCAB = "vocab"  # vocabulary / number of classes
+EXPERT = "expert"  # stacked experts (E, ...)
 EXPERT_EMBED = "embed_no_exp"  # model width inside expert weights: never mapped to the expert axis
-CONV_IN = "conv_in"      # convolution input channels
-CONV_OUT = "conv_out"    # convolution output channels
-NORM = "norm"            # scales / biases of normalisation layers
+CONV_IN = "conv_in"  # convolution input channels
+CONV_OUT = "conv_out"  # convolution output channels
+NORM = "norm"  # scales / biases of normalisation layers
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
 

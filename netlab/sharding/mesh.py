@@ -3,12 +3,14 @@
 Axes are always (data, fsdp, expert, tensor); one size may be -1 to take the remaining devices.
 Meshes use AxisType.Auto so that linen's logical constraints work (Explicit axes reject them).
 """
+
 import math
 
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from netlab.errors import UserError
 from netlab.sharding.axes import MESH_AXES
@@ -17,22 +19,30 @@ from netlab.sharding.axes import MESH_AXES
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple:
     sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
     if any(s == 0 or s < -1 for s in sizes):
-        raise UserError(f"config.mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
+        raise UserError(
+            f"config.mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}"
+        )
     if sizes.count(-1) > 1:
         raise UserError("config.mesh: at most one axis may be -1 (fill the remaining devices)")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if num_devices % known:
-            raise UserError(f"config.mesh {dict(zip(MESH_AXES, sizes))}: fixed sizes {known} do not divide "
-                            f"the {num_devices} devices; set sizes whose product divides {num_devices}")
+            raise UserError(
+                f"config.mesh {dict(zip(MESH_AXES, sizes))}: fixed sizes {known} do not divide "
+                f"the {num_devices} devices; set sizes whose product divides {num_devices}"
+            )
         sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
         hint = ""
         if num_devices < math.prod(sizes) and jax.default_backend() == "cpu":
-            hint = (f" (on a CPU, simulate them: XLA_FLAGS=--xla_force_host_platform_device_count="
-                    f"{math.prod(sizes)} before starting Python)")
-        raise UserError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
-                        f"{num_devices} are available; make the product {num_devices} or use -1 on one axis{hint}")
+            hint = (
+                f" (on a CPU, simulate them: XLA_FLAGS=--xla_force_host_platform_device_count="
+                f"{math.prod(sizes)} before starting Python)"
+            )
+        raise UserError(
+            f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
+            f"{num_devices} are available; make the product {num_devices} or use -1 on one axis{hint}"  # noqa: E501
+        )
     return tuple(sizes)
 
 
@@ -40,8 +50,12 @@ def make_mesh(mesh_cfg, devices=None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(mesh_cfg, len(devices))
     if len(devices) == jax.device_count():
-        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(shape), devices=devices)
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(shape))
+        return jax.make_mesh(
+            shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(shape), devices=devices
+        )
+    return Mesh(
+        np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(shape)
+    )
 
 
 def rules(sharding_cfg) -> tuple:
@@ -66,13 +80,15 @@ def _fsdp_fallback(spec: P, shape, dtype, mesh: Mesh, min_bytes: int) -> P:
 
 
 def _divisible(spec: P, shape, mesh: Mesh) -> P:
-    """Drop mesh axes from dimensions they do not divide (tiny layers on big meshes stay replicated)."""
+    """Drop mesh axes from dimensions they do not divide (tiny layers on big meshes stay replicated)."""  # noqa: E501
     fixed = []
     for d, entry in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
         names = (entry,) if isinstance(entry, str) else tuple(entry or ())
         names = tuple(n for n in names if mesh.shape[n] > 1)
         size = math.prod(mesh.shape[n] for n in names)
-        fixed.append(None if not names or shape[d] % size else (names[0] if len(names) == 1 else names))
+        fixed.append(
+            None if not names or shape[d] % size else (names[0] if len(names) == 1 else names)
+        )
     return P(*fixed)
 
 
@@ -91,7 +107,9 @@ def state_shardings(abstract_boxed, mesh: Mesh, rule_set, fsdp_min_bytes: int):
 
     def one(spec, leaf):
         spec = _divisible(spec, leaf.shape, mesh)
-        return NamedSharding(mesh, _fsdp_fallback(spec, leaf.shape, leaf.dtype, mesh, fsdp_min_bytes))
+        return NamedSharding(
+            mesh, _fsdp_fallback(spec, leaf.shape, leaf.dtype, mesh, fsdp_min_bytes)
+        )
 
     return jax.tree.map(one, mesh_specs, abstract, is_leaf=is_spec)
 

@@ -10,6 +10,7 @@ estimate). With --topology the step is compiled for that TPU topology, which nee
 (`pip install 'jax[tpu]'`); without it the tool says so and exits 1. Nothing is allocated or
 written.
 """
+
 import argparse
 import math
 import os
@@ -19,8 +20,11 @@ from netlab.errors import UserError
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(prog="python -m netlab.tools.aot", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m netlab.tools.aot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", required=True, help="configs/<file>.py[:preset]")
     p.add_argument("--devices", type=int, default=0, help="compile for this many fake CPU devices")
     p.add_argument("--topology", default="", help="TPU topology, e.g. v5e:16x16 (needs libtpu)")
@@ -45,8 +49,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.devices:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={args.devices}")
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_force_host_platform_device_count={args.devices}"
+        )
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
     import numpy as np
@@ -62,17 +68,26 @@ def main(argv=None) -> int:
         if args.topology:
             try:
                 from jax.experimental import topologies
+
                 platform, _, shape = args.topology.partition(":")
-                devices = topologies.get_topology_desc(topology_name=shape, platform=platform).devices
+                devices = topologies.get_topology_desc(
+                    topology_name=shape, platform=platform
+                ).devices
             except Exception as e:  # noqa: BLE001 - any failure here means "cannot target this topology"
-                print(f"error: cannot compile for TPU topology {args.topology!r} on this machine "
-                      f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); install libtpu with "
-                      f"pip install 'jax[tpu]', or estimate with --devices N", file=sys.stderr)
+                print(
+                    f"error: cannot compile for TPU topology {args.topology!r} on this machine "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); install libtpu with "
+                    f"pip install 'jax[tpu]', or estimate with --devices N",
+                    file=sys.stderr,
+                )
                 return 1
         trainer = Trainer(cfg, devices=devices)
         local = trainer.task.train_batch(0)
-        batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
-                             local, trainer.batch_shardings)
+        batch = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
+            local,
+            trainer.batch_shardings,
+        )
         with trainer.context():
             compiled = trainer._step.lower(trainer.abstract_state, batch).compile()
     except UserError as e:
@@ -81,20 +96,36 @@ def main(argv=None) -> int:
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    state_bytes = sum(math.prod(s.shard_shape(a.shape)) * np.dtype(a.dtype).itemsize
-                      for a, s in zip(jax.tree.leaves(trainer.abstract_state), jax.tree.leaves(trainer.state_shardings)))
-    print(f"config      {args.config}  mesh {dict(trainer.mesh.shape)}  devices {trainer.mesh.size}")
+    state_bytes = sum(
+        math.prod(s.shard_shape(a.shape)) * np.dtype(a.dtype).itemsize
+        for a, s in zip(
+            jax.tree.leaves(trainer.abstract_state), jax.tree.leaves(trainer.state_shardings)
+        )
+    )
+    print(
+        f"config      {args.config}  mesh {dict(trainer.mesh.shape)}  devices {trainer.mesh.size}"
+    )
     print(f"parameters  {trainer.num_params():,}")
     print(f"per device  state (params + optimizer + EMA) {_gib(state_bytes)}")
     if mem is not None:
-        print(f"per device  arguments {_gib(mem.argument_size_in_bytes)}  outputs {_gib(mem.output_size_in_bytes)}  "
-              f"temporaries {_gib(mem.temp_size_in_bytes)}  generated code {_gib(mem.generated_code_size_in_bytes)}")
-        peak = mem.argument_size_in_bytes + mem.temp_size_in_bytes + max(mem.output_size_in_bytes - mem.alias_size_in_bytes, 0)
+        print(
+            f"per device  arguments {_gib(mem.argument_size_in_bytes)}  outputs {_gib(mem.output_size_in_bytes)}  "  # noqa: E501
+            f"temporaries {_gib(mem.temp_size_in_bytes)}  generated code {_gib(mem.generated_code_size_in_bytes)}"  # noqa: E501
+        )
+        peak = (
+            mem.argument_size_in_bytes
+            + mem.temp_size_in_bytes
+            + max(mem.output_size_in_bytes - mem.alias_size_in_bytes, 0)
+        )
         print(f"per device  peak estimate {_gib(peak)}")
     if cost and "flops" in cost:
         print(f"flops/step  {cost['flops']:.3e} per device (XLA cost analysis)")
     hlo = compiled.as_text()
-    found = [op for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute") if op in hlo]
+    found = [
+        op
+        for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+        if op in hlo
+    ]
     print(f"collectives {', '.join(found) or 'none'}")
     return 0
 

@@ -5,7 +5,8 @@
   Diffusion Models", Eq. 3 / Algorithm 2): `beta_t = (1 - 1/t)^(gamma + 1)` at update t (1-based), where
   gamma follows from the relative standard deviation sigma_rel by
   `sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3))` (their Eq. 4).
-"""
+"""  # noqa: E501
+
 import jax
 import jax.numpy as jnp
 import numpy as np

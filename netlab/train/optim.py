@@ -1,4 +1,5 @@
-"""Optax optimizer from `config.optimizer`: adamw/adam/sgd/lion, warmup + decay, clipping, wd masks."""
+"""Optax optimizer from `config.optimizer`: adamw/adam/sgd/lion, warmup + decay, clipping, wd masks."""  # noqa: E501
+
 import jax
 import optax
 
@@ -20,7 +21,9 @@ def learning_rate(opt_cfg, total_steps: int) -> optax.Schedule:
     elif opt_cfg.schedule == "constant":
         decay = optax.constant_schedule(peak)
     else:
-        raise UserError(f"optimizer.schedule={opt_cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        raise UserError(
+            f"optimizer.schedule={opt_cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+        )
     if warmup <= 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
@@ -42,7 +45,9 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     wd = opt_cfg.weight_decay
     name = opt_cfg.name
     if name == "adamw":
-        core = optax.adamw(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=wd, mask=mask)
+        core = optax.adamw(
+            lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=wd, mask=mask
+        )
     elif name == "adam":
         core = optax.adam(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
     elif name == "lion":

@@ -2,6 +2,7 @@
 
 Parameters always stay float32; models cast activations to the compute dtype.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -13,12 +14,14 @@ REMAT = ("none", "full", "dots", "dots_no_batch")
 
 def compute_dtype(train_cfg):
     if train_cfg.compute_dtype not in DTYPES:
-        raise UserError(f"train.compute_dtype={train_cfg.compute_dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise UserError(
+            f"train.compute_dtype={train_cfg.compute_dtype!r}; choose one of {', '.join(DTYPES)}"
+        )
     return DTYPES[train_cfg.compute_dtype]
 
 
 def remat_policy(name: str):
-    """None (no remat) or a jax.checkpoint policy; `full` saves nothing, `dots` saves matmul outputs."""
+    """None (no remat) or a jax.checkpoint policy; `full` saves nothing, `dots` saves matmul outputs."""  # noqa: E501
     if name == "none":
         return None
     if name == "full":

@@ -31,6 +31,7 @@ Contract (all arrays are numpy on the host unless stated):
   parameters are global arrays); `scalars` is a flat dict of floats, `images` a dict of
   name -> uint8 HxWx3 (or HxW) arrays that the lead process saves as PNG and logs to TensorBoard.
 """
+
 from typing import Any, Protocol
 
 import ml_collections
@@ -38,22 +39,27 @@ import ml_collections
 from netlab.registry import Registry
 
 # Short task names -> import paths (imported only when a config names them).
-TASKS = Registry("task", "task", example="configs/classify_digits.py:cpu", lazy={
-    "classify.digits": "netlab.classify.task:DigitsClassification",
-    "diffusion.toy2d": "netlab.diffusion.task:Toy2D",
-    "diffusion.digits": "netlab.diffusion.task:DigitsDiffusion",
-    "diffusion.image": "netlab.diffusion.image_task:ImageDiffusion",
-    "diffusion.cas_dm_digits": "netlab.diffusion.cas_task:CasDMDigits",
-    "moe.byte_lm": "netlab.moe.task:ByteLM",
-    "moe.vit_digits": "netlab.moe.task:ViTMoEDigits",
-    "moe.digits": "netlab.moe.task:MoEDigits",
-    "graph.node_classification": "netlab.graph.task:NodeClassification",
-    "graph.graph_classification": "netlab.graph.task:GraphClassification",
-    "graph.link_prediction": "netlab.graph.task:LinkPrediction",
-    "graph.continuous_node_classification": "netlab.graph.continuous_task:DiffusionNodeClassification",
-    "graph.digraph_clustering": "netlab.graph.digrac_task:DigraphClustering",
-    "graph.recommendation": "netlab.graph.recsys_task:Recommendation",
-})
+TASKS = Registry(
+    "task",
+    "task",
+    example="configs/classify_digits.py:cpu",
+    lazy={
+        "classify.digits": "netlab.classify.task:DigitsClassification",
+        "diffusion.toy2d": "netlab.diffusion.task:Toy2D",
+        "diffusion.digits": "netlab.diffusion.task:DigitsDiffusion",
+        "diffusion.image": "netlab.diffusion.image_task:ImageDiffusion",
+        "diffusion.cas_dm_digits": "netlab.diffusion.cas_task:CasDMDigits",
+        "moe.byte_lm": "netlab.moe.task:ByteLM",
+        "moe.vit_digits": "netlab.moe.task:ViTMoEDigits",
+        "moe.digits": "netlab.moe.task:MoEDigits",
+        "graph.node_classification": "netlab.graph.task:NodeClassification",
+        "graph.graph_classification": "netlab.graph.task:GraphClassification",
+        "graph.link_prediction": "netlab.graph.task:LinkPrediction",
+        "graph.continuous_node_classification": "netlab.graph.continuous_task:DiffusionNodeClassification",  # noqa: E501
+        "graph.digraph_clustering": "netlab.graph.digrac_task:DigraphClustering",
+        "graph.recommendation": "netlab.graph.recsys_task:Recommendation",
+    },
+)
 
 
 class Task(Protocol):

@@ -7,6 +7,7 @@ Shardings follow DESIGN.md: `jax.eval_shape` of the boxed init -> logical partit
 specs via the config's rules (+ FSDP fallback for unannotated large leaves) -> `jit(init,
 out_shardings=...)`. The train step is jitted with the same shardings and donates the state.
 """
+
 import contextlib
 import math
 
@@ -36,9 +37,9 @@ def build_task(config, policy=None):
 
 
 def process_rows(x, process_index: int, process_count: int):
-    """This process's contiguous block of the leading axis (the layout make_array_from_process_local_data expects)."""
+    """This process's contiguous block of the leading axis (the layout make_array_from_process_local_data expects)."""  # noqa: E501
     local = x.shape[0] // process_count
-    return x[process_index * local:(process_index + 1) * local]
+    return x[process_index * local : (process_index + 1) * local]
 
 
 class Trainer:
@@ -57,16 +58,28 @@ class Trainer:
         with self.context():
             self.abstract_boxed = jax.eval_shape(self._init_boxed, jax.random.key(0))
             self.state_shardings = meshlib.state_shardings(
-                self.abstract_boxed, self.mesh, self.rules, config.sharding.fsdp_min_bytes)
+                self.abstract_boxed, self.mesh, self.rules, config.sharding.fsdp_min_bytes
+            )
             self.batch_axes = self.task.batch_axes()
             self.batch_shardings = jax.tree.map(
-                lambda a: meshlib.logical_sharding(self.mesh, self.rules, a or ()), self.batch_axes, is_leaf=_is_axes)
+                lambda a: meshlib.logical_sharding(self.mesh, self.rules, a or ()),
+                self.batch_axes,
+                is_leaf=_is_axes,
+            )
         self.abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            meshlib.strip_boxes(self.abstract_boxed), self.state_shardings)
-        self._init = jax.jit(lambda r: nn.unbox(self._init_boxed(r)), out_shardings=self.state_shardings)
-        self._step = jax.jit(self._train_step, in_shardings=(self.state_shardings, self.batch_shardings),
-                             out_shardings=(self.state_shardings, None), donate_argnums=0)
+            meshlib.strip_boxes(self.abstract_boxed),
+            self.state_shardings,
+        )
+        self._init = jax.jit(
+            lambda r: nn.unbox(self._init_boxed(r)), out_shardings=self.state_shardings
+        )
+        self._step = jax.jit(
+            self._train_step,
+            in_shardings=(self.state_shardings, self.batch_shardings),
+            out_shardings=(self.state_shardings, None),
+            donate_argnums=0,
+        )
 
     # ----------------------------------------------------------------------------------------------
     def context(self):
@@ -80,19 +93,25 @@ class Trainer:
         if not gbs:
             axes = jax.tree.leaves(self.task.batch_axes(), is_leaf=_is_axes)
             if any(a and a[0] == "batch" for a in axes):
-                raise UserError(f"train.batch_size={self.config.train.batch_size}: this task "
-                                "trains on mini-batches; expected an integer >= 1")
+                raise UserError(
+                    f"train.batch_size={self.config.train.batch_size}: this task "
+                    "trains on mini-batches; expected an integer >= 1"
+                )
             return
         dp = meshlib.data_parallel_size(self.mesh, self.rules)
         accum = int(self.config.train.grad_accum)
         if accum < 1:
             raise UserError(f"train.grad_accum={accum}; use an integer >= 1")
         if gbs % accum or (gbs // accum) % dp:
-            raise UserError(f"global batch {gbs} with grad_accum={accum} gives micro-batches of {gbs / accum:g} rows, "
-                            f"not divisible by the data-parallel size {dp} (data*fsdp*expert); "
-                            f"set train.batch_size to a multiple of {dp * accum}")
+            raise UserError(
+                f"global batch {gbs} with grad_accum={accum} gives micro-batches of {gbs / accum:g} rows, "  # noqa: E501
+                f"not divisible by the data-parallel size {dp} (data*fsdp*expert); "
+                f"set train.batch_size to a multiple of {dp * accum}"
+            )
         if gbs % jax.process_count():
-            raise UserError(f"global batch {gbs} is not divisible by the {jax.process_count()} processes")
+            raise UserError(
+                f"global batch {gbs} is not divisible by the {jax.process_count()} processes"
+            )
 
     def _init_boxed(self, rng):
         variables = dict(self.task.init_variables(rng))
@@ -111,7 +130,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     def global_batch(self, step: int):
-        """The task's batch for `step`, cut to this process's rows and assembled into global arrays."""
+        """The task's batch for `step`, cut to this process's rows and assembled into global arrays."""  # noqa: E501
         pc, pi = jax.process_count(), jax.process_index()
         full = self.task.train_batch(int(step))
 
@@ -132,11 +151,16 @@ class Trainer:
         rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
         accum = int(self.config.train.grad_accum)
         if accum == 1:
-            loss, metrics, model_state, grads = self._loss_and_grad(state.params, state.model_state, batch, rng)
+            loss, metrics, model_state, grads = self._loss_and_grad(
+                state.params, state.model_state, batch, rng
+            )
         else:
+
             def split(axes, x):
                 if not axes or axes[0] != "batch":
-                    raise UserError("train.grad_accum > 1 needs every batch leaf to have a leading 'batch' axis")
+                    raise UserError(
+                        "train.grad_accum > 1 needs every batch leaf to have a leading 'batch' axis"
+                    )
                 x = x.reshape((accum, x.shape[0] // accum) + x.shape[1:])
                 return nn.with_logical_constraint(x, (None,) + tuple(axes))
 
@@ -146,21 +170,29 @@ class Trainer:
                 i, mb = inputs
                 grads_sum, model_state = carry
                 loss, metrics, model_state, grads = self._loss_and_grad(
-                    state.params, model_state, mb, jax.random.fold_in(rng, i))
+                    state.params, model_state, mb, jax.random.fold_in(rng, i)
+                )
                 grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
                 return (grads_sum, model_state), (loss, metrics)
 
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             (grads, model_state), (losses, metrics) = jax.lax.scan(
-                body, (zeros, state.model_state), (jnp.arange(accum), micro))
+                body, (zeros, state.model_state), (jnp.arange(accum), micro)
+            )
             grads = jax.tree.map(lambda g: g / accum, grads)
             loss, metrics = losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = TrainState(
-            step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state,
-            ema=emalib.update(state.ema, params, state.step, self.ema_slots))
-        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=self.lr_schedule(state.step))
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            model_state=model_state,
+            ema=emalib.update(state.ema, params, state.step, self.ema_slots),
+        )
+        metrics = dict(
+            metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=self.lr_schedule(state.step)
+        )
         return new_state, metrics
 
     def train_step(self, state, batch):
@@ -178,10 +210,12 @@ class Trainer:
 
     def evaluate(self, state: TrainState, workdir: str):
         with self.context():
-            return self.task.evaluate(self.eval_params(state), state.model_state, int(state.step), workdir)
+            return self.task.evaluate(
+                self.eval_params(state), state.model_state, int(state.step), workdir
+            )
 
     def param_summary(self) -> dict:
-        """{path: [shape, dtype]} of the parameters, to tell one model's checkpoint from another's."""
+        """{path: [shape, dtype]} of the parameters, to tell one model's checkpoint from another's."""  # noqa: E501
         flat = jax.tree_util.tree_flatten_with_path(self.abstract_state.params)[0]
         return {jax.tree_util.keystr(p): [list(a.shape), str(a.dtype)] for p, a in flat}
 

@@ -1,4 +1,5 @@
 """Tiny stand-in parts that configs name by import path in the diffusion tests."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -11,6 +12,7 @@ class SownMlp(nn.Module):
     """A 'sparse' MLP for tests: one dense layer that sows `weight * mean(x^2)` as the aux loss
     "load_balance", and the metric "train_mode" (1.0 when called with train=True), a Python
     branch on `train` that only traces when `train` reaches it as a static value."""
+
     hidden: int
     weight: float = 0.5
     dtype: Any = jnp.float32

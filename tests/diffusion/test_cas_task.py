@@ -1,5 +1,6 @@
 """Cas-DM wired as a task: its DDIM equals the generic DDIM when x0 is implied by eps, training lowers
-the loss, evaluation reports both Frechet distances, and config mistakes are one-line errors."""
+the loss, evaluation reports both Frechet distances, and config mistakes are one-line errors."""  # noqa: E501
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,14 +11,23 @@ from netlab.diffusion import cas_dm, samplers, schedules
 from netlab.errors import UserError
 from netlab.train.trainer import Trainer
 
-SMALL = {"model.depth": "1", "model.width": "32", "model.num_heads": "2", "train.batch_size": "16",
-         "eval.num_samples": "20", "diffusion.sample_steps": "4", "cas_dm.x0_depth": "1"}
+SMALL = {
+    "model.depth": "1",
+    "model.width": "32",
+    "model.num_heads": "2",
+    "train.batch_size": "16",
+    "eval.num_samples": "20",
+    "diffusion.sample_steps": "4",
+    "cas_dm.x0_depth": "1",
+}
 
 
 def test_cas_ddim_with_eps_implied_x0_is_generic_ddim():
-    grid = jnp.asarray(schedules.sampling_grid(schedules.Schedule("cosine"), 6, "uniform_logsnr"), jnp.float32)
+    grid = jnp.asarray(
+        schedules.sampling_grid(schedules.Schedule("cosine"), 6, "uniform_logsnr"), jnp.float32
+    )
     x_T = jax.random.normal(jax.random.key(0), (5, 3))
-    eps_net = lambda x, logsnr: jnp.tanh(x * (1 + 0.1 * logsnr))      # any smooth "network"
+    eps_net = lambda x, logsnr: jnp.tanh(x * (1 + 0.1 * logsnr))  # any smooth "network"
 
     def pair(x, logsnr):
         alpha, sigma = schedules.alpha_sigma(logsnr)
@@ -34,7 +44,9 @@ def test_cas_ddim_with_eps_implied_x0_is_generic_ddim():
 
 def test_perfect_pair_for_a_point_mass_lands_on_it():
     c = jnp.array([0.3, -0.7])
-    grid = jnp.asarray(schedules.sampling_grid(schedules.Schedule("cosine"), 3, "uniform_logsnr"), jnp.float32)
+    grid = jnp.asarray(
+        schedules.sampling_grid(schedules.Schedule("cosine"), 3, "uniform_logsnr"), jnp.float32
+    )
 
     def pair(x, logsnr):
         alpha, sigma = schedules.alpha_sigma(logsnr)
@@ -45,7 +57,10 @@ def test_perfect_pair_for_a_point_mass_lands_on_it():
 
 
 def test_training_lowers_the_loss_and_evaluation_reports_both_distances(tmp_path):
-    cfg = configlib.load("configs/diffusion/digits_casdm.py:cpu", overrides=dict(SMALL, **{"train.steps": "60", "optimizer.warmup_steps": "10"}))
+    cfg = configlib.load(
+        "configs/diffusion/digits_casdm.py:cpu",
+        overrides=dict(SMALL, **{"train.steps": "60", "optimizer.warmup_steps": "10"}),
+    )
     trainer = Trainer(cfg, devices=jax.devices()[:1])
     held = [(trainer.global_batch(10_000 + i), jax.random.key(i)) for i in range(4)]
 
@@ -64,11 +79,16 @@ def test_training_lowers_the_loss_and_evaluation_reports_both_distances(tmp_path
     assert images["samples"].dtype == np.uint8
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"cas_dm.metric": "lpipz"}, "choose one of ssim, lpips, none"),
-    ({"cas_dm.metric": "lpips"}, "cas_dm.lpips_weights"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"cas_dm.metric": "lpipz"}, "choose one of ssim, lpips, none"),
+        ({"cas_dm.metric": "lpips"}, "cas_dm.lpips_weights"),
+    ],
+)
 def test_bad_metric_settings_are_one_line_errors(overrides, match):
-    cfg = configlib.load("configs/diffusion/digits_casdm.py:cpu", overrides=dict(SMALL, **overrides))
+    cfg = configlib.load(
+        "configs/diffusion/digits_casdm.py:cpu", overrides=dict(SMALL, **overrides)
+    )
     with pytest.raises(UserError, match=match):
         Trainer(cfg, devices=jax.devices()[:1])

@@ -1,5 +1,6 @@
 """DC-Solver: identity with UniPC at rho = 1, exact Lagrange interpolation, fitted ratios beat
-UniPC against a many-step reference, and the cascade polynomial regression recovers its coefficients."""
+UniPC against a many-step reference, and the cascade polynomial regression recovers its coefficients."""  # noqa: E501
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,9 @@ import numpy as np
 from netlab.diffusion import dc_solver, samplers, schedules
 from netlab.diffusion.oracle import GaussianMixture
 
-GMM = GaussianMixture(np.array([[-1.0, 0.5], [1.0, -0.5]]), np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([0.4, 0.6]))
+GMM = GaussianMixture(
+    np.array([[-1.0, 0.5], [1.0, -0.5]]), np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([0.4, 0.6])
+)
 SCHED = schedules.Schedule("cosine_shifted", logsnr_min=-10.0, logsnr_max=4.0)
 run_dc = jax.jit(lambda x, grid, r: dc_solver.dc_unipc(GMM.denoise, x, grid, r))
 
@@ -18,7 +21,7 @@ def test_all_ratios_one_is_unipc():
     base = samplers.sample(GMM.denoise, x, grid, "unipc", finish=False)
     np.testing.assert_allclose(run_dc(x, grid, jnp.ones(8)), base, rtol=1e-5, atol=1e-6)
     moved = run_dc(x, grid, jnp.full(8, 0.8))
-    assert float(jnp.abs(moved - base).max()) > 1e-4         # the ratios do act
+    assert float(jnp.abs(moved - base).max()) > 1e-4  # the ratios do act
 
 
 def test_lagrange3_is_exact_on_quadratics():
@@ -26,7 +29,9 @@ def test_lagrange3_is_exact_on_quadratics():
     q = np.poly1d([0.7, -2.0, 0.5])
     vals = tuple(jnp.asarray(q(float(n)), jnp.float32) for n in nodes)
     for at in (-2.0, 0.2, 0.5, 3.0):
-        np.testing.assert_allclose(float(dc_solver.lagrange3(nodes, vals, jnp.float32(at))), q(at), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            float(dc_solver.lagrange3(nodes, vals, jnp.float32(at))), q(at), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_fitted_ratios_reduce_error_on_held_out_points():

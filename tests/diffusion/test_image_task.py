@@ -1,5 +1,6 @@
 """ImageDiffusion (CIFAR-10 / ImageNet-latent configs): config loading, a loss step on a user npz,
 deterministic batches, the grid picture, tfds mock data when tensorflow-datasets is installed."""
+
 import pathlib
 
 import flax.linen as nn
@@ -19,7 +20,9 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "diffusion"
 def _latents(tmp_path, n=40, side=8):
     rng = np.random.default_rng(0)
     label = rng.integers(0, 1000, n)
-    x = (rng.standard_normal((n, side, side, 4)) + (label % 4)[:, None, None, None]).astype(np.float32) / 0.18215
+    x = (rng.standard_normal((n, side, side, 4)) + (label % 4)[:, None, None, None]).astype(
+        np.float32
+    ) / 0.18215
     np.savez(tmp_path / "lat.npz", x=x, label=label)
     return str(tmp_path / "lat.npz")
 
@@ -33,12 +36,20 @@ def test_configs_load(name, preset):
 
 @pytest.mark.slow
 def test_npz_latents_train_and_evaluate(tmp_path):
-    c = configlib.load(str(CONFIGS / "imagenet_latent_dit.py"), "cpu",
-                       {"data.path": _latents(tmp_path), "data.image_size": 8, "model.patch": 2, "eval.num_samples": 10})
+    c = configlib.load(
+        str(CONFIGS / "imagenet_latent_dit.py"),
+        "cpu",
+        {
+            "data.path": _latents(tmp_path),
+            "data.image_size": 8,
+            "model.patch": 2,
+            "eval.num_samples": 10,
+        },
+    )
     task = ImageDiffusion(c)
     b1, b2 = task.train_batch(3), task.train_batch(3)
-    np.testing.assert_array_equal(b1["x"], b2["x"])                    # a pure function of the step
-    assert b1["x"].shape == (8, 8, 8, 4) and abs(float(b1["x"].std()) - 1.1) < 0.3   # scaled latents
+    np.testing.assert_array_equal(b1["x"], b2["x"])  # a pure function of the step
+    assert b1["x"].shape == (8, 8, 8, 4) and abs(float(b1["x"].std()) - 1.1) < 0.3  # scaled latents
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
     opt = optax.adam(1e-3)
     state = opt.init(params)
@@ -70,10 +81,20 @@ def test_rgb_grid_layout():
 
 
 def test_unet_backbone_builds(tmp_path):
-    c = configlib.load(str(CONFIGS / "cifar10_dit.py"), "cpu",
-                       {"data.source": "npz", "data.path": _latents(tmp_path, 4, 32), "data.channels": 4,
-                        "model.backbone": "unet", "model.width": 32, "model.channel_mult": (1, 2),
-                        "model.num_res_blocks": 1, "model.attention_resolutions": (8,)})
+    c = configlib.load(
+        str(CONFIGS / "cifar10_dit.py"),
+        "cpu",
+        {
+            "data.source": "npz",
+            "data.path": _latents(tmp_path, 4, 32),
+            "data.channels": 4,
+            "model.backbone": "unet",
+            "model.width": 32,
+            "model.channel_mult": (1, 2),
+            "model.num_res_blocks": 1,
+            "model.attention_resolutions": (8,),
+        },
+    )
     task = ImageDiffusion(c)
     shapes = jax.eval_shape(task.init_variables, jax.random.key(0))
     assert "conv_in" in shapes["params"] and "label_embed" in shapes["params"]
@@ -91,7 +112,9 @@ def test_missing_npz_path_is_one_line():
 
 
 def test_cifar10_with_tfds_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed (data extra)")
+    tfds = pytest.importorskip(
+        "tensorflow_datasets", reason="tensorflow-datasets not installed (data extra)"
+    )
     c = configlib.load(str(CONFIGS / "cifar10_dit.py"), "cpu")
     with tfds.testing.mock_data(num_examples=20):
         task = ImageDiffusion(c)

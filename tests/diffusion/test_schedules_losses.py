@@ -1,4 +1,5 @@
 """Schedule identities, parameterisation round-trips, and the loss-weight identities."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,11 +18,15 @@ def test_variance_preserving_and_monotone(name):
     sched = schedules.Schedule(name)
     logsnr = sched.logsnr(T)
     alpha, sigma = schedules.alpha_sigma(logsnr)
-    np.testing.assert_allclose(alpha ** 2 + sigma ** 2, 1.0, rtol=1e-12)
+    np.testing.assert_allclose(alpha**2 + sigma**2, 1.0, rtol=1e-12)
     assert np.all(np.diff(logsnr) <= 1e-12), "log-SNR must fall from data to noise"
     # numpy (host, float64) and jax (in jit, float32) agree
-    np.testing.assert_allclose(np.asarray(jax.jit(sched.logsnr)(jnp.asarray(T[1:-1], jnp.float32))),
-                               logsnr[1:-1], rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(sched.logsnr)(jnp.asarray(T[1:-1], jnp.float32))),
+        logsnr[1:-1],
+        rtol=2e-3,
+        atol=2e-3,
+    )
 
 
 def test_linear_beta_matches_ddpm_alphabar():
@@ -29,7 +34,9 @@ def test_linear_beta_matches_ddpm_alphabar():
     abar = np.cumprod(1 - betas)
     sched = schedules.Schedule("linear")
     idx = np.array([0, 487, 999])
-    np.testing.assert_allclose(schedules.alpha_sigma(sched.logsnr(idx / 999))[0] ** 2, abar[idx], rtol=1e-10)
+    np.testing.assert_allclose(
+        schedules.alpha_sigma(sched.logsnr(idx / 999))[0] ** 2, abar[idx], rtol=1e-10
+    )
 
 
 def test_resolution_and_input_scale_are_constant_logsnr_shifts():
@@ -43,8 +50,11 @@ def test_resolution_and_input_scale_are_constant_logsnr_shifts():
     b = 0.5
     sig = schedules.Schedule("sigmoid")
     alpha, sigma = schedules.alpha_sigma(sig.logsnr(inner))
-    np.testing.assert_allclose(np.log((b * alpha) ** 2 / sigma ** 2),
-                               sig.logsnr(inner) + schedules.shift_for_input_scale(b), rtol=1e-9)
+    np.testing.assert_allclose(
+        np.log((b * alpha) ** 2 / sigma**2),
+        sig.logsnr(inner) + schedules.shift_for_input_scale(b),
+        rtol=1e-9,
+    )
 
 
 def test_chen_sigmoid_endpoints_and_edm_sigmas():
@@ -52,7 +62,9 @@ def test_chen_sigmoid_endpoints_and_edm_sigmas():
     gamma = lambda t: schedules.alpha_sigma(sig.logsnr(np.array([t])))[0] ** 2
     assert gamma(0.0)[0] == pytest.approx(1.0, abs=1e-8) and gamma(1.0)[0] < 1e-8
     edm = schedules.Schedule("edm", logsnr_min=-40, logsnr_max=40)
-    np.testing.assert_allclose(schedules.edm_sigma(edm.logsnr(np.array([1.0, 0.0]))), [80.0, 0.002], rtol=1e-10)
+    np.testing.assert_allclose(
+        schedules.edm_sigma(edm.logsnr(np.array([1.0, 0.0]))), [80.0, 0.002], rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("kind", registries.PARAMETERIZATIONS.names())
@@ -71,7 +83,9 @@ def test_parameterisation_round_trip(kind):
     else:
         c_skip, c_out, _, _ = P.edm_scalings(sigma / alpha)
         target = (x0 - c_skip * x_t / alpha) / c_out
-    np.testing.assert_allclose(P.denoised(x_t, target, alpha, sigma, kind), x0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        P.denoised(x_t, target, alpha, sigma, kind), x0, rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_allclose(P.eps_from_x0(x_t, x0, alpha, sigma), eps, rtol=1e-5, atol=1e-5)
 
 
@@ -86,13 +100,18 @@ def test_loss_weights_are_the_objectives_they_name():
     eps_hat = eps + 0.1 * err
     x0_hat = P.x0_from_eps(x_t, eps_hat, a, s)
     w = losses.weight(logsnr, "eps")
-    np.testing.assert_allclose(w * jnp.mean((x0_hat - x0) ** 2, 1), jnp.mean((eps_hat - eps) ** 2, 1), rtol=1e-4)
+    np.testing.assert_allclose(
+        w * jnp.mean((x0_hat - x0) ** 2, 1), jnp.mean((eps_hat - eps) ** 2, 1), rtol=1e-4
+    )
     v_hat = P.v_from_x0_eps(x0_hat, P.eps_from_x0(x_t, x0_hat, a, s), a, s)
     v = P.v_from_x0_eps(x0, eps, a, s)
-    np.testing.assert_allclose(losses.weight(logsnr, "v") * jnp.mean((x0_hat - x0) ** 2, 1),
-                               jnp.mean((v_hat - v) ** 2, 1), rtol=1e-4)
+    np.testing.assert_allclose(
+        losses.weight(logsnr, "v") * jnp.mean((x0_hat - x0) ** 2, 1),
+        jnp.mean((v_hat - v) ** 2, 1),
+        rtol=1e-4,
+    )
     _, c_out, _, _ = P.edm_scalings(sigma / alpha)
-    np.testing.assert_allclose(losses.weight(logsnr, "edm") * c_out ** 2, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(losses.weight(logsnr, "edm") * c_out**2, 1.0, rtol=1e-5)
     assert jnp.all(losses.weight(logsnr, "min_snr", gamma=5.0) <= 5.0)
 
 
@@ -106,7 +125,7 @@ def test_oracle_reaches_the_bayes_loss():
     alpha, sigma = schedules.alpha_sigma(logsnr)
     x_t = alpha * x0 + sigma * jax.random.normal(jax.random.key(3), x0.shape)
     mse = float(jnp.mean((g.denoise(x_t, logsnr) - x0) ** 2))
-    bayes = std ** 2 - alpha ** 2 * std ** 4 / (alpha ** 2 * std ** 2 + sigma ** 2)
+    bayes = std**2 - alpha**2 * std**4 / (alpha**2 * std**2 + sigma**2)
     assert mse == pytest.approx(float(bayes), rel=0.03)
 
 
@@ -116,7 +135,7 @@ def test_time_sampling_is_float32_and_in_range(kind):
     logsnr = losses.sample_logsnr(jax.random.key(0), 512, sched, kind)
     assert logsnr.dtype == jnp.float32 and logsnr.shape == (512,)
     assert bool(jnp.all(jnp.isfinite(logsnr)))
-    if kind == "antithetic":   # stratified: exactly one sample per 1/n stratum of t
+    if kind == "antithetic":  # stratified: exactly one sample per 1/n stratum of t
         t = np.sort(np.asarray(logsnr))
         assert len(np.unique(np.round(t, 5))) == 512
 
@@ -132,13 +151,13 @@ def test_bad_names():
         schedules.sampling_grid(schedules.Schedule("cosine"), 4, "log")
 
 
-WEIGHT_FORMULAS = {       # numpy transcriptions of Kingma & Gao 2023, Table 1 (x0-space weights)
+WEIGHT_FORMULAS = {  # numpy transcriptions of Kingma & Gao 2023, Table 1 (x0-space weights)
     "x0": lambda l: np.ones_like(l),
     "eps": np.exp,
     "v": lambda l: 1 + np.exp(l),
     "min_snr": lambda l: np.minimum(np.exp(l), 5.0),
     "edm": lambda l: (np.exp(-l) + 0.25) / (np.exp(-l) * 0.25),
-    "sigmoid": lambda l: np.exp(l) / (1 + np.exp(l + 1.0)),        # SNR sigmoid(-1 - logsnr)
+    "sigmoid": lambda l: np.exp(l) / (1 + np.exp(l + 1.0)),  # SNR sigmoid(-1 - logsnr)
 }
 
 
@@ -146,8 +165,11 @@ WEIGHT_FORMULAS = {       # numpy transcriptions of Kingma & Gao 2023, Table 1 (
 def test_every_weighting_matches_its_formula(kind):
     assert kind in WEIGHT_FORMULAS, f"weighting {kind!r} has no formula here"
     logsnr = np.linspace(-8.0, 8.0, 17)
-    np.testing.assert_allclose(losses.weight(jnp.asarray(logsnr, jnp.float32), kind),
-                               WEIGHT_FORMULAS[kind](logsnr), rtol=2e-5)
+    np.testing.assert_allclose(
+        losses.weight(jnp.asarray(logsnr, jnp.float32), kind),
+        WEIGHT_FORMULAS[kind](logsnr),
+        rtol=2e-5,
+    )
 
 
 @pytest.mark.parametrize("kind", registries.GRIDS.names())
@@ -155,5 +177,5 @@ def test_every_grid_runs_from_the_noisy_end_to_the_clean_end(kind):
     sched = schedules.Schedule("cosine_shifted", logsnr_min=-10.0, logsnr_max=6.0)
     grid = schedules.sampling_grid(sched, 7, kind)
     assert grid.dtype == np.float64 and grid.shape == (8,)
-    assert np.all(np.diff(grid) > 0)                          # log-SNR rises towards the data
+    assert np.all(np.diff(grid) > 0)  # log-SNR rises towards the data
     np.testing.assert_allclose(grid[[0, -1]], sched.logsnr(np.array([1.0, 0.0])), rtol=1e-12)

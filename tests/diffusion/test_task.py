@@ -1,4 +1,5 @@
 """The diffusion tasks: DiT shapes and errors, training lowers the loss, sharded steps agree."""
+
 import functools
 
 import jax
@@ -11,8 +12,14 @@ from netlab.diffusion.dit import DiT, preset
 from netlab.errors import UserError
 from netlab.train.trainer import Trainer
 
-SMALL_DIT = {"model.depth": "2", "model.width": "32", "model.num_heads": "2", "train.batch_size": "16",
-             "eval.num_samples": "20", "diffusion.sample_steps": "4"}
+SMALL_DIT = {
+    "model.depth": "2",
+    "model.width": "32",
+    "model.num_heads": "2",
+    "train.batch_size": "16",
+    "eval.num_samples": "20",
+    "diffusion.sample_steps": "4",
+}
 
 
 def test_dit_shapes_presets_and_zero_init():
@@ -21,17 +28,20 @@ def test_dit_shapes_presets_and_zero_init():
     variables = jax.jit(model.init)(jax.random.key(1), x, jnp.zeros(3), jnp.zeros(3, jnp.int32))
     out = jax.jit(model.apply)(variables, x, jnp.ones(3), jnp.array([0, 5, 10]))
     assert out.shape == x.shape and out.dtype == jnp.float32
-    np.testing.assert_array_equal(out, 0.0)           # adaLN-Zero: the final layer starts at zero
+    np.testing.assert_array_equal(out, 0.0)  # adaLN-Zero: the final layer starts at zero
     assert preset("XL/2") == dict(depth=28, width=1152, num_heads=16, patch=2)
     with pytest.raises(UserError, match="unknown DiT preset"):
         preset("M/3")
     with pytest.raises(UserError, match="model.patch=3 does not divide the image size 8"):
         DiT(image_size=8, channels=1, patch=3, width=32, depth=1, num_heads=2).init(
-            jax.random.key(0), x, jnp.zeros(3))
+            jax.random.key(0), x, jnp.zeros(3)
+        )
 
 
 def test_bf16_compute_keeps_float32_time_embedding():
-    model = DiT(image_size=8, channels=1, patch=4, width=32, depth=1, num_heads=2, dtype=jnp.bfloat16)
+    model = DiT(
+        image_size=8, channels=1, patch=4, width=32, depth=1, num_heads=2, dtype=jnp.bfloat16
+    )
     x = jnp.ones((2, 8, 8, 1))
     variables = jax.eval_shape(model.init, jax.random.key(0), x, jnp.zeros(2))
     p = jax.tree.leaves(variables)
@@ -43,14 +53,18 @@ def test_bf16_compute_keeps_float32_time_embedding():
 
 
 def test_toy_training_lowers_the_loss_and_samples_the_modes(tmp_path):
-    cfg = configlib.load("configs/diffusion/toy2d.py:cpu", overrides={
-        "train.steps": "300", "optimizer.warmup_steps": "20", "eval.num_samples": "500"})
+    cfg = configlib.load(
+        "configs/diffusion/toy2d.py:cpu",
+        overrides={"train.steps": "300", "optimizer.warmup_steps": "20", "eval.num_samples": "500"},
+    )
     trainer = Trainer(cfg, devices=jax.devices()[:1])
     init = trainer.init_state()
     held_out = [(trainer.global_batch(10_000 + i), jax.random.key(i)) for i in range(10)]
 
     def loss(params):
-        return np.mean([float(trainer.task.loss_fn(params, {}, b, k, True)[0]) for b, k in held_out])
+        return np.mean(
+            [float(trainer.task.loss_fn(params, {}, b, k, True)[0]) for b, k in held_out]
+        )
 
     initial = loss(init.params)
     state = trainer.init_state()
@@ -94,31 +108,41 @@ def test_digits_evaluation_reports_fd_and_a_grid(tmp_path):
     trainer = Trainer(cfg, devices=jax.devices()[:1])
     scalars, images = trainer.evaluate(trainer.init_state(), str(tmp_path))
     assert scalars["digits_fd"] > scalars["digits_fd_real_floor"] > 0
-    assert (tmp_path / "fd_classifier.npz").exists()          # trained once, cached in the workdir
+    assert (tmp_path / "fd_classifier.npz").exists()  # trained once, cached in the workdir
     assert images["samples"].ndim == 2 and images["samples"].dtype == np.uint8
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"diffusion.sampler": "plms"}, "diffusion.sampler='plms': unknown sampler; choose one of"),
-    ({"model.backbone": "vit"}, "model.backbone='vit': unknown backbone"),
-    ({"diffusion.schedule": "cosin"}, "did you mean 'cosine'"),
-    ({"diffusion.parameterization": "score"}, "diffusion.parameterization='score'"),
-    ({"diffusion.weighting": "snr"}, "diffusion.weighting='snr'"),
-    ({"diffusion.time_sampling": "beta"}, "diffusion.time_sampling='beta'"),
-    ({"diffusion.grid": "log"}, "diffusion.grid='log'"),
-    ({"diffusion.sampler": "ddim", "diffusion.sampler_kwargs": {"etta": 1.0}},
-     "diffusion.sampler_kwargs.etta: not an option of sampler 'ddim'; choose from eta; did"),
-    ({"diffusion.sampler": "dc_solver", "diffusion.sampler_kwargs": {"ratios": (1.0, 1.0)}},
-     "2 ratios for 20 sampling steps"),
-    ({"diffusion.sample_steps": "0"}, "diffusion.sample_steps=0: expected an integer >= 1"),
-    ({"model.patch": "3"}, "model.patch=3 does not divide the image size 8; choose one of 1, 2, 4"),
-    ({"model.num_heads": "3"}, "model.num_heads=3"),
-    ({"model.variant": "M/3"}, "model.variant='M/3'"),
-    ({"model.backbone": "mlp"}, "model.backbone='mlp' needs vector data"),
-    ({"model.backbone": "unet", "model.width": "48"}, "multiple of 32"),
-    ({"model.mlp": "sparse"}, "model.mlp='sparse': unknown mlp"),
-    ({"model.mlp": "moe"}, "model.mlp='moe' needs model.mlp_kwargs.num_experts"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"diffusion.sampler": "plms"}, "diffusion.sampler='plms': unknown sampler; choose one of"),
+        ({"model.backbone": "vit"}, "model.backbone='vit': unknown backbone"),
+        ({"diffusion.schedule": "cosin"}, "did you mean 'cosine'"),
+        ({"diffusion.parameterization": "score"}, "diffusion.parameterization='score'"),
+        ({"diffusion.weighting": "snr"}, "diffusion.weighting='snr'"),
+        ({"diffusion.time_sampling": "beta"}, "diffusion.time_sampling='beta'"),
+        ({"diffusion.grid": "log"}, "diffusion.grid='log'"),
+        (
+            {"diffusion.sampler": "ddim", "diffusion.sampler_kwargs": {"etta": 1.0}},
+            "diffusion.sampler_kwargs.etta: not an option of sampler 'ddim'; choose from eta; did",
+        ),
+        (
+            {"diffusion.sampler": "dc_solver", "diffusion.sampler_kwargs": {"ratios": (1.0, 1.0)}},
+            "2 ratios for 20 sampling steps",
+        ),
+        ({"diffusion.sample_steps": "0"}, "diffusion.sample_steps=0: expected an integer >= 1"),
+        (
+            {"model.patch": "3"},
+            "model.patch=3 does not divide the image size 8; choose one of 1, 2, 4",
+        ),
+        ({"model.num_heads": "3"}, "model.num_heads=3"),
+        ({"model.variant": "M/3"}, "model.variant='M/3'"),
+        ({"model.backbone": "mlp"}, "model.backbone='mlp' needs vector data"),
+        ({"model.backbone": "unet", "model.width": "48"}, "multiple of 32"),
+        ({"model.mlp": "sparse"}, "model.mlp='sparse': unknown mlp"),
+        ({"model.mlp": "moe"}, "model.mlp='moe' needs model.mlp_kwargs.num_experts"),
+    ],
+)
 def test_bad_diffusion_config_is_one_line_at_construction(overrides, match):
     cfg = configlib.load("configs/diffusion/digits_dit.py:cpu", overrides=overrides)
     with pytest.raises(UserError, match=match) as err:
@@ -128,8 +152,15 @@ def test_bad_diffusion_config_is_one_line_at_construction(overrides, match):
 
 def test_cli_bad_sampler_exits_2_and_writes_nothing(tmp_path, capsys):
     work = tmp_path / "run"
-    code = main.main(["--config", "configs/diffusion/digits_dit.py:cpu", "--workdir", str(work),
-                      "--config.diffusion.sampler=dc_solvr"])
+    code = main.main(
+        [
+            "--config",
+            "configs/diffusion/digits_dit.py:cpu",
+            "--workdir",
+            str(work),
+            "--config.diffusion.sampler=dc_solvr",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "did you mean 'dc_solver'" in err, err
     assert not work.exists()

@@ -1,4 +1,5 @@
 """ADM U-Net: shapes, zero-initialised output, conditioning paths, a learning check, bad sizes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +8,16 @@ import pytest
 
 from netlab.diffusion.unet import UNet
 
-MODEL = UNet(image_size=8, channels=2, width=32, channel_mult=(1, 2), num_res_blocks=1,
-             attention_resolutions=(4,), num_heads=2, num_classes=3)
+MODEL = UNet(
+    image_size=8,
+    channels=2,
+    width=32,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(4,),
+    num_heads=2,
+    num_classes=3,
+)
 RNG = np.random.default_rng(0)
 X = jnp.asarray(RNG.standard_normal((4, 8, 8, 2)), jnp.float32)
 T = jnp.asarray(RNG.uniform(-10, 10, 4), jnp.float32)
@@ -19,7 +28,7 @@ fwd = jax.jit(lambda p, x, t, y: MODEL.apply({"params": p}, x, t, y))
 @pytest.fixture(scope="module")
 def trained():
     params = jax.jit(MODEL.init)(jax.random.key(0), X, T, Y)["params"]
-    target = jnp.tanh(X[..., ::-1])                                  # a fixed map to memorise
+    target = jnp.tanh(X[..., ::-1])  # a fixed map to memorise
     opt = optax.adam(1e-2)
 
     @jax.jit
@@ -40,7 +49,7 @@ def test_unet_starts_at_zero_and_trains(trained):
     init, _, losses = trained
     out0 = fwd(init, X, T, Y)
     assert out0.shape == X.shape and out0.dtype == jnp.float32
-    np.testing.assert_array_equal(np.asarray(out0), 0.0)           # zero-initialised conv_out
+    np.testing.assert_array_equal(np.asarray(out0), 0.0)  # zero-initialised conv_out
     assert losses[-1] < 0.5 * losses[0]
 
 

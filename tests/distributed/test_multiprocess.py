@@ -1,5 +1,6 @@
 """2 processes x 4 fake CPU devices on localhost: equal to one 8-device process, preemption-safe,
 and no hang when a peer dies."""
+
 import os
 import signal
 import socket
@@ -17,8 +18,14 @@ from tests.train.test_cli import _final_params
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 # A constant learning rate makes the trajectory independent of train.steps, so a run preempted
 # inside a very long schedule can be resumed with the reference's 30 steps.
-STEPS = {"train.steps": "30", "checkpoint.every": "5", "checkpoint.async_save": "false", "mesh.data": "-1",
-         "optimizer.schedule": "constant", "optimizer.warmup_steps": "0"}
+STEPS = {
+    "train.steps": "30",
+    "checkpoint.every": "5",
+    "checkpoint.async_save": "false",
+    "mesh.data": "-1",
+    "optimizer.schedule": "constant",
+    "optimizer.warmup_steps": "0",
+}
 
 
 def _port():
@@ -32,10 +39,22 @@ def _spawn(workdir, n=2, devices=4, **overrides):
     procs = []
     for i in range(n):
         env = cli_env(devices)
-        env.update(NETLAB_COORDINATOR=f"localhost:{port}", NETLAB_NUM_PROCESSES=str(n), NETLAB_PROCESS_ID=str(i),
-                   NETLAB_HEARTBEAT_TIMEOUT="10")
-        procs.append(subprocess.Popen(cli_args(workdir, **{**STEPS, **overrides}), cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env.update(
+            NETLAB_COORDINATOR=f"localhost:{port}",
+            NETLAB_NUM_PROCESSES=str(n),
+            NETLAB_PROCESS_ID=str(i),
+            NETLAB_HEARTBEAT_TIMEOUT="10",
+        )
+        procs.append(
+            subprocess.Popen(
+                cli_args(workdir, **{**STEPS, **overrides}),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -83,7 +102,11 @@ def test_two_processes_equal_one(reference, two_process):
     workdir = two_process[0]
     assert (workdir / "metrics.jsonl").exists() and (workdir / "config.json").exists()
     # each process wrote its own shards; the lead wrote metrics once per log step
-    steps = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if '"train/loss"' in line]
+    steps = [
+        line
+        for line in (workdir / "metrics.jsonl").read_text().splitlines()
+        if '"train/loss"' in line
+    ]
     assert len(steps) == 30 // int(TINY["train.log_every"])
 
 
@@ -91,8 +114,11 @@ def test_sigterm_to_one_process_saves_everywhere_then_resumes_bit_identical(two_
     workdir = tmp_path / "term"
     procs = _spawn(workdir, **{"train.steps": "100000", "checkpoint.every": "1000"})
     deadline = time.time() + 180
-    while not (workdir / "ckpt").exists() or not (workdir / "metrics.jsonl").exists() or \
-            (workdir / "metrics.jsonl").stat().st_size == 0:
+    while (
+        not (workdir / "ckpt").exists()
+        or not (workdir / "metrics.jsonl").exists()
+        or (workdir / "metrics.jsonl").stat().st_size == 0
+    ):
         assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-2000:]
         assert time.time() < deadline
         time.sleep(0.2)
@@ -143,4 +169,6 @@ def test_checkpoint_from_one_process_resumes_in_two(reference, tmp_path):
     assert "resumed from" in outs[0][1] and "at step 15" in outs[0][1]
     step, params = _final_params(workdir)
     assert step == 30
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, reference[1])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, reference[1]
+    )

@@ -1,6 +1,7 @@
 """Graph tests import config helpers (``from configs import common``); under
 ``--import-mode=importlib`` the checkout is on sys.path only with ``python -m pytest``, so put it
 there for ``pytest`` too."""
+
 import pathlib
 import sys
 

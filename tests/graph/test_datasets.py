@@ -1,4 +1,5 @@
 """Offline dataset loaders: published statistics, splits, checksums and the restricted unpickler."""
+
 import hashlib
 import os
 import pickle
@@ -11,7 +12,10 @@ from netlab.errors import UserError
 from netlab.graph import datasets as D
 
 
-@pytest.mark.parametrize("name,n,f,c,e,train", [("cora", 2708, 1433, 7, 10556, 140), ("citeseer", 3327, 3703, 6, 9104, 120)])
+@pytest.mark.parametrize(
+    "name,n,f,c,e,train",
+    [("cora", 2708, 1433, 7, 10556, 140), ("citeseer", 3327, 3703, 6, 9104, 120)],
+)
 def test_planetoid_statistics_and_public_split(shared_data_dir, name, n, f, c, e, train):
     ds = D.load_planetoid(name, shared_data_dir)
     assert ds.x.shape == (n, f) and ds.num_classes == c and ds.num_edges == e
@@ -21,7 +25,9 @@ def test_planetoid_statistics_and_public_split(shared_data_dir, name, n, f, c, e
     assert all((r, s) in pairs for s, r in pairs)  # undirected: both directions present
     assert (ds.train_mask.sum(), ds.val_mask.sum(), ds.test_mask.sum()) == (train, 500, 1000)
     assert not np.any(ds.train_mask & ds.val_mask) and not np.any(ds.val_mask & ds.test_mask)
-    assert np.all(np.bincount(ds.y[ds.train_mask], minlength=c) == 20)  # 20 labelled nodes per class
+    assert np.all(
+        np.bincount(ds.y[ds.train_mask], minlength=c) == 20
+    )  # 20 labelled nodes per class
     g = ds.graph()
     assert g.sorted_receivers and g.num_nodes == n + 1
 
@@ -67,8 +73,13 @@ def test_malicious_pickle_is_refused(shared_data_dir, tmp_path):
     (root / "planetoid" / "ind.cora.x").write_bytes(payload)
     sums = (root / "SHA256SUMS").read_text().splitlines()
     digest = hashlib.sha256(payload).hexdigest()
-    sums = [f"{digest}  ./planetoid/ind.cora.x" if line.endswith("ind.cora.x") else line for line in sums]
-    (root / "SHA256SUMS").write_text("\n".join(sums) + "\n")  # checksum matches: the unpickler must refuse
+    sums = [
+        f"{digest}  ./planetoid/ind.cora.x" if line.endswith("ind.cora.x") else line
+        for line in sums
+    ]
+    (root / "SHA256SUMS").write_text(
+        "\n".join(sums) + "\n"
+    )  # checksum matches: the unpickler must refuse
     with pytest.raises(UserError, match="refusing to unpickle .*system") as err:
         D.load_planetoid("cora", root)
     assert "\n" not in str(err.value)

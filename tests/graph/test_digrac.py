@@ -1,5 +1,6 @@
 """DIGRAC: flow-imbalance loss vs numpy, ARI vs scikit-learn, DIMPA operators, learning on a
 DSBM."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,8 +26,12 @@ def _numpy_ci(P, A, norm):
     for k in range(K):
         for l in range(K):
             d = abs(W[k, l] - W[l, k])
-            ci[k, l] = {"plain": d / (W[k, l] + W[l, k] + 1e-8), "vol_sum": 2 * d / (V[k] + V[l] + 1e-8),
-                        "vol_min": d / (min(V[k], V[l]) + 1e-8), "vol_max": d / (max(V[k], V[l]) + 1e-8)}[norm]
+            ci[k, l] = {
+                "plain": d / (W[k, l] + W[l, k] + 1e-8),
+                "vol_sum": 2 * d / (V[k] + V[l] + 1e-8),
+                "vol_min": d / (min(V[k], V[l]) + 1e-8),
+                "vol_max": d / (max(V[k], V[l]) + 1e-8),
+            }[norm]
     return ci
 
 
@@ -82,9 +87,13 @@ def test_ari_matches_sklearn():
     rng = np.random.default_rng(0)
     for _ in range(5):
         a, b = rng.integers(0, 4, 80), rng.integers(0, 3, 80)
-        np.testing.assert_allclose(digrac.adjusted_rand_index(a, b), adjusted_rand_score(a, b), atol=1e-12)
+        np.testing.assert_allclose(
+            digrac.adjusted_rand_index(a, b), adjusted_rand_score(a, b), atol=1e-12
+        )
     a = rng.integers(0, 5, 50)
-    assert digrac.adjusted_rand_index(a, (a + 2) % 5) == pytest.approx(1.0)   # label names do not matter
+    assert digrac.adjusted_rand_index(a, (a + 2) % 5) == pytest.approx(
+        1.0
+    )  # label names do not matter
 
 
 def test_dimpa_operators_are_row_normalised():
@@ -97,7 +106,9 @@ def test_dimpa_operators_are_row_normalised():
         gr = g[key]
         dense = np.zeros((n, n))
         m = np.asarray(gr.edge_mask)
-        dense[np.asarray(gr.receivers)[m], np.asarray(gr.senders)[m]] = np.asarray(gr.norm["rw_edge"])[m]
+        dense[np.asarray(gr.receivers)[m], np.asarray(gr.senders)[m]] = np.asarray(
+            gr.norm["rw_edge"]
+        )[m]
         dense += np.diag(np.asarray(gr.norm["rw_self"])[:n])
         expect = (M + tau * np.eye(n)) / (M.sum(1) + tau)[:, None]
         np.testing.assert_allclose(dense, expect, rtol=1e-6)
@@ -114,13 +125,13 @@ def test_digrac_permutation_equivariant():
     us, ur = np.concatenate([s, n + perm[s]]), np.concatenate([r, n + perm[r]])
     g = digrac.dimpa_graphs(us, ur, 2 * n)
     xu = np.zeros((g["source"].num_nodes, 5), np.float32)
-    xu[:2 * n] = np.concatenate([x, xp])
+    xu[: 2 * n] = np.concatenate([x, xp])
     model = digrac.DIGRAC(3, hidden=8, hops=2)
     (P, z), _ = jax.jit(model.init_with_output)(jax.random.key(0), g["source"], g["target"], xu)
     P, z = np.asarray(P), np.asarray(z)
     np.testing.assert_allclose(z[n + perm], z[:n], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(P[n + perm], P[:n], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(P[:2 * n].sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(P[: 2 * n].sum(1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -128,10 +139,24 @@ def test_digraph_clustering_task_trains_and_reports_ari():
     import ml_collections
 
     from netlab.graph.digrac_task import DigraphClustering
-    cfg = ml_collections.ConfigDict(dict(
-        seed=0, model=dict(hidden=16, hops=2, dropout=0.5, tau=0.5),
-        data=dict(n=120, k=3, p=0.25, eta=0.05, style="cyclic", ambient=False, size_ratio=1.0, graph_seed=1),
-        loss=dict(beta=3, normalisation="vol_sum")))
+
+    cfg = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            model=dict(hidden=16, hops=2, dropout=0.5, tau=0.5),
+            data=dict(
+                n=120,
+                k=3,
+                p=0.25,
+                eta=0.05,
+                style="cyclic",
+                ambient=False,
+                size_ratio=1.0,
+                graph_seed=1,
+            ),
+            loss=dict(beta=3, normalisation="vol_sum"),
+        )
+    )
     task = DigraphClustering(cfg)
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
     ari0 = task.evaluate(params, {}, 0, "")[0]["ari"]
@@ -142,9 +167,12 @@ def test_digraph_clustering_task_trains_and_reports_ari():
     def train(params):
         def body(carry, i):
             p, o = carry
-            (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(p, {}, arrays, jax.random.key(i), True)
+            (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(
+                p, {}, arrays, jax.random.key(i), True
+            )
             u, o = tx.update(g, o, p)
             return (optax.apply_updates(p, u), o), loss
+
         return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(150))
 
     (params, _), losses = train(params)
@@ -152,6 +180,8 @@ def test_digraph_clustering_task_trains_and_reports_ari():
     # the restart criterion: dropout off, so deterministic, and the same as loss_fn(train=False)
     obj = float(task.objective(params))
     assert obj == float(task.objective(params))
-    assert obj == pytest.approx(float(task.loss_fn(params, {}, arrays, jax.random.key(5), False)[0]), rel=1e-6)
+    assert obj == pytest.approx(
+        float(task.loss_fn(params, {}, arrays, jax.random.key(5), False)[0]), rel=1e-6
+    )
     assert float(losses[-10:].mean()) < float(losses[:10].mean()) - 0.1
     assert ari0 < 0.5 and ari > 0.9, (ari0, ari)

@@ -1,4 +1,5 @@
 """SBM / CSBM / DSBM generators: densities and flow directions match their parameters."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The static-shape graph utilities and the message-passing core against numpy oracles."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,13 @@ def test_host_norm_equals_device_norm():
     s, r, _ = random_graph(rng, 9, 30)
     g = padding.from_edges(s, r, 9, symmetrize=True)
     e_host, s_host = g.norm["gcn_edge"], g.norm["gcn_self"]
-    e_dev, s_dev = G.gcn_norm(jnp.asarray(g.senders), jnp.asarray(g.receivers), jnp.asarray(g.edge_weight), g.num_nodes, xp=jnp)
+    e_dev, s_dev = G.gcn_norm(
+        jnp.asarray(g.senders),
+        jnp.asarray(g.receivers),
+        jnp.asarray(g.edge_weight),
+        g.num_nodes,
+        xp=jnp,
+    )
     np.testing.assert_allclose(e_host, e_dev, rtol=1e-6)
     np.testing.assert_allclose(s_host, s_dev, rtol=1e-6)
     assert np.all(e_host[~g.edge_mask] == 0)
@@ -52,9 +59,20 @@ def test_padding_keeps_sortedness_and_isolates_padding():
     graphs = []
     rng = np.random.default_rng(2)
     for n in (4, 7, 3):
-        s, r, w, _ = padding.canonical_edges(rng.integers(0, n, 10), rng.integers(0, n, 10), n, symmetrize=True)
-        graphs.append(jraph.GraphsTuple(nodes=rng.normal(size=(n, 3)).astype(np.float32), edges=None, senders=s,
-                                        receivers=r, globals=None, n_node=np.array([n]), n_edge=np.array([len(s)])))
+        s, r, w, _ = padding.canonical_edges(
+            rng.integers(0, n, 10), rng.integers(0, n, 10), n, symmetrize=True
+        )
+        graphs.append(
+            jraph.GraphsTuple(
+                nodes=rng.normal(size=(n, 3)).astype(np.float32),
+                edges=None,
+                senders=s,
+                receivers=r,
+                globals=None,
+                n_node=np.array([n]),
+                n_edge=np.array([len(s)]),
+            )
+        )
     g = padding.batch(graphs, padding.Budget(32, 64, 8))
     n_real = 14
     assert g.sorted_receivers and np.all(np.diff(g.receivers) >= 0)
@@ -94,12 +112,25 @@ def test_segment_softmax_normalises_per_receiver_and_ignores_masked():
 
 
 def test_pool_ignores_padding():
-    g = padding.batch([jraph.GraphsTuple(nodes=np.ones((n, 2), np.float32) * (k + 1), edges=None,
-                                   senders=np.zeros(0, np.int32), receivers=np.zeros(0, np.int32), globals=None,
-                                   n_node=np.array([n]), n_edge=np.array([0])) for k, n in enumerate((2, 3))],
-                padding.Budget(8, 8, 4))
+    g = padding.batch(
+        [
+            jraph.GraphsTuple(
+                nodes=np.ones((n, 2), np.float32) * (k + 1),
+                edges=None,
+                senders=np.zeros(0, np.int32),
+                receivers=np.zeros(0, np.int32),
+                globals=None,
+                n_node=np.array([n]),
+                n_edge=np.array([0]),
+            )
+            for k, n in enumerate((2, 3))
+        ],
+        padding.Budget(8, 8, 4),
+    )
     gd = padding.to_device(g)
-    x = jnp.asarray(g.nodes) + jnp.asarray(~g.node_mask, jnp.float32)[:, None] * 100.0  # poison padding rows
+    x = (
+        jnp.asarray(g.nodes) + jnp.asarray(~g.node_mask, jnp.float32)[:, None] * 100.0
+    )  # poison padding rows
     np.testing.assert_allclose(np.asarray(G.pool(gd, x, "sum"))[:2], [[2, 2], [6, 6]])
     np.testing.assert_allclose(np.asarray(G.pool(gd, x, "mean"))[:2], [[1, 1], [2, 2]])
     np.testing.assert_allclose(np.asarray(G.pool(gd, x, "max"))[:2], [[1, 1], [2, 2]])

@@ -1,5 +1,6 @@
 """Layers against dense numpy oracles; permutation equivariance; padding never changes real
 nodes."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,9 @@ def test_sgc_equals_k_dense_propagations_then_linear():
     np.testing.assert_allclose(np.asarray(f(params, g, g.nodes))[:N], expect, rtol=1e-4, atol=1e-5)
 
 
-def numpy_gat(x, adj, w, att_src, att_dst, bias, heads, ch, concat, v2=False, wr=None, br=None, bl=None):
+def numpy_gat(
+    x, adj, w, att_src, att_dst, bias, heads, ch, concat, v2=False, wr=None, br=None, bl=None
+):
     h = (x @ w + (bl if bl is not None else 0)).reshape(len(x), heads, ch)
     ht = (x @ wr + br).reshape(len(x), heads, ch) if v2 else None
     a = adj + np.eye(len(x))
@@ -90,8 +93,17 @@ def test_gat_attention_matches_numpy(concat):
     params, f = init_apply(gat.GATConv(3, heads=2, concat=concat), g, g.nodes)
     params = jax.tree.map(lambda v: v + 0.05, params)
     p = {k: np.asarray(v) for k, v in params["params"].items() if k != "lin"}
-    expect = numpy_gat(x, dense_adj(g), np.asarray(params["params"]["lin"]["kernel"]), p["att_src"], p["att_dst"],
-                       p["bias"], 2, 3, concat)
+    expect = numpy_gat(
+        x,
+        dense_adj(g),
+        np.asarray(params["params"]["lin"]["kernel"]),
+        p["att_src"],
+        p["att_dst"],
+        p["bias"],
+        2,
+        3,
+        concat,
+    )
     np.testing.assert_allclose(np.asarray(f(params, g, g.nodes))[:N], expect, rtol=1e-4, atol=1e-5)
 
 
@@ -100,9 +112,21 @@ def test_gatv2_attention_matches_numpy():
     params, f = init_apply(gatv2.GATv2Conv(3, heads=2), g, g.nodes)
     params = jax.tree.map(lambda v: v + 0.05, params)
     pp = params["params"]
-    expect = numpy_gat(x, dense_adj(g), np.asarray(pp["lin_l"]["kernel"]), np.asarray(pp["att"]), None,
-                       np.asarray(pp["bias"]), 2, 3, True, v2=True, wr=np.asarray(pp["lin_r"]["kernel"]),
-                       br=np.asarray(pp["lin_r"]["bias"]), bl=np.asarray(pp["lin_l"]["bias"]))
+    expect = numpy_gat(
+        x,
+        dense_adj(g),
+        np.asarray(pp["lin_l"]["kernel"]),
+        np.asarray(pp["att"]),
+        None,
+        np.asarray(pp["bias"]),
+        2,
+        3,
+        True,
+        v2=True,
+        wr=np.asarray(pp["lin_r"]["kernel"]),
+        br=np.asarray(pp["lin_r"]["bias"]),
+        bl=np.asarray(pp["lin_l"]["bias"]),
+    )
     np.testing.assert_allclose(np.asarray(f(params, g, g.nodes))[:N], expect, rtol=1e-4, atol=1e-5)
 
 
@@ -110,8 +134,12 @@ def test_gin_equals_mlp_of_self_plus_neighbour_sum():
     g, x = make(4)
     params, f = init_apply(gin.GINConv((5, 4), eps=0.25), g, g.nodes)
     mlp = L.MLP((5, 4))
-    expect = mlp.apply({"params": params["params"]["mlp"]}, jnp.asarray(1.25 * x + dense_adj(g) @ x, jnp.float32))
-    np.testing.assert_allclose(np.asarray(f(params, g, g.nodes))[:N], np.asarray(expect), rtol=1e-4, atol=1e-5)
+    expect = mlp.apply(
+        {"params": params["params"]["mlp"]}, jnp.asarray(1.25 * x + dense_adj(g) @ x, jnp.float32)
+    )
+    np.testing.assert_allclose(
+        np.asarray(f(params, g, g.nodes))[:N], np.asarray(expect), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_genconv_softmax_aggregation_interpolates_mean_and_max():
@@ -124,9 +152,16 @@ def test_genconv_softmax_aggregation_interpolates_mean_and_max():
         layer = deepergcn.GENConv(F, t=t, num_mlp_layers=1)
         params = nn.unbox(layer.init(jax.random.key(0), padding.to_device(g), jnp.asarray(g.nodes)))
         # capture the aggregated message m_v via the MLP input: out = MLP(x + m)
-        _, inter = layer.apply(params, padding.to_device(g), jnp.asarray(g.nodes), capture_intermediates=True,
-                               mutable=["intermediates"])
-        outs[t] = np.asarray(inter["intermediates"]["mlp"]["lin0"]["__call__"][0])  # MLP(norm-free) output
+        _, inter = layer.apply(
+            params,
+            padding.to_device(g),
+            jnp.asarray(g.nodes),
+            capture_intermediates=True,
+            mutable=["intermediates"],
+        )
+        outs[t] = np.asarray(
+            inter["intermediates"]["mlp"]["lin0"]["__call__"][0]
+        )  # MLP(norm-free) output
         lin = params["params"]["mlp"]["lin0"]
         outs[t] = (outs[t] - np.asarray(lin["bias"])) @ np.linalg.pinv(np.asarray(lin["kernel"]))
     has_nb = adj[:N].sum(1) > 0

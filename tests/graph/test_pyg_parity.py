@@ -5,6 +5,7 @@ Same graph, PyG weights copied into the linen parameters
 (Linear.weight [out, in] -> Dense.kernel = Wᵀ),
 dropout off: outputs must agree to float32 round-off.
 """
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -22,8 +23,14 @@ N, F = 13, 5
 
 def graph():
     rng = np.random.default_rng(0)
-    g = padding.from_edges(rng.integers(0, N, 40), rng.integers(0, N, 40), N,
-                     nodes=rng.normal(size=(N, F)).astype(np.float32), symmetrize=True, budget=padding.Budget(N + 3, 96, 2))
+    g = padding.from_edges(
+        rng.integers(0, N, 40),
+        rng.integers(0, N, 40),
+        N,
+        nodes=rng.normal(size=(N, F)).astype(np.float32),
+        symmetrize=True,
+        budget=padding.Budget(N + 3, 96, 2),
+    )
     m = g.edge_mask
     ei = torch.from_numpy(np.stack([g.senders[m], g.receivers[m]]).astype(np.int64))
     return g, torch.from_numpy(np.asarray(g.nodes)[:N]), ei
@@ -43,7 +50,11 @@ def lin(m):
 def run(layer, params, g):
     gd = padding.to_device(g)
     shapes = nn.unbox(layer.init(jax.random.key(0), gd, gd.nodes))["params"]
-    jax.tree.map(lambda a, b: None if a.shape == np.shape(b) else pytest.fail(f"{a.shape} vs {np.shape(b)}"), shapes, params)
+    jax.tree.map(
+        lambda a, b: None if a.shape == np.shape(b) else pytest.fail(f"{a.shape} vs {np.shape(b)}"),
+        shapes,
+        params,
+    )
     return np.asarray(layer.apply({"params": params}, gd, gd.nodes))[:N]
 
 
@@ -52,10 +63,14 @@ def test_gcn_sgc_appnp_match_pyg():
     torch.manual_seed(0)
     conv = pyg_nn.GCNConv(F, 4)
     torch.nn.init.normal_(conv.bias)
-    ours = run(gcn.GCNConv(4), {"lin": {"kernel": t2n(conv.lin.weight).T}, "bias": t2n(conv.bias)}, g)
+    ours = run(
+        gcn.GCNConv(4), {"lin": {"kernel": t2n(conv.lin.weight).T}, "bias": t2n(conv.bias)}, g
+    )
     np.testing.assert_allclose(ours, t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
     sg = pyg_nn.SGConv(F, 3, K=3)
-    np.testing.assert_allclose(run(sgc.SGConv(3, k=3), {"lin": lin(sg.lin)}, g), t2n(sg(x, ei)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run(sgc.SGConv(3, k=3), {"lin": lin(sg.lin)}, g), t2n(sg(x, ei)), rtol=1e-4, atol=1e-5
+    )
     ap = pyg_nn.APPNP(K=7, alpha=0.15)
     gd = padding.to_device(g)
     ours = np.asarray(appnp.APPNP(k=7, alpha=0.15).apply({}, gd, gd.nodes))[:N]
@@ -68,12 +83,26 @@ def test_gat_gatv2_match_pyg(concat):
     torch.manual_seed(1)
     conv = pyg_nn.GATConv(F, 3, heads=2, concat=concat)
     torch.nn.init.normal_(conv.bias)
-    p = {"lin": lin(conv.lin), "att_src": t2n(conv.att_src), "att_dst": t2n(conv.att_dst), "bias": t2n(conv.bias)}
-    np.testing.assert_allclose(run(gat.GATConv(3, 2, concat=concat), p, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
+    p = {
+        "lin": lin(conv.lin),
+        "att_src": t2n(conv.att_src),
+        "att_dst": t2n(conv.att_dst),
+        "bias": t2n(conv.bias),
+    }
+    np.testing.assert_allclose(
+        run(gat.GATConv(3, 2, concat=concat), p, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5
+    )
     conv2 = pyg_nn.GATv2Conv(F, 3, heads=2, concat=concat)
     torch.nn.init.normal_(conv2.bias)
-    p2 = {"lin_l": lin(conv2.lin_l), "lin_r": lin(conv2.lin_r), "att": t2n(conv2.att), "bias": t2n(conv2.bias)}
-    np.testing.assert_allclose(run(gatv2.GATv2Conv(3, 2, concat=concat), p2, g), t2n(conv2(x, ei)), rtol=1e-4, atol=1e-5)
+    p2 = {
+        "lin_l": lin(conv2.lin_l),
+        "lin_r": lin(conv2.lin_r),
+        "att": t2n(conv2.att),
+        "bias": t2n(conv2.bias),
+    }
+    np.testing.assert_allclose(
+        run(gatv2.GATv2Conv(3, 2, concat=concat), p2, g), t2n(conv2(x, ei)), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_gin_matches_pyg():
@@ -82,4 +111,6 @@ def test_gin_matches_pyg():
     mlp = torch.nn.Sequential(torch.nn.Linear(F, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
     conv = pyg_nn.GINConv(mlp, eps=0.3)
     p = {"mlp": {"lin0": lin(mlp[0]), "lin1": lin(mlp[2])}}
-    np.testing.assert_allclose(run(gin.GINConv((6, 4), eps=0.3), p, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run(gin.GINConv((6, 4), eps=0.3), p, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5
+    )

@@ -1,4 +1,5 @@
 """LightGCN / UltraGCN / BPR / Recall-NDCG against numpy oracles; LastFM + Gowalla loaders."""
+
 import csv
 import hashlib
 import math
@@ -40,11 +41,13 @@ def test_lightgcn_equals_mean_of_dense_normalised_powers():
     A = np.block([[np.zeros((U, U)), R], [R.T, np.zeros((I, I))]])
     d = A.sum(1)
     Ahat = A / np.sqrt(np.outer(d, d))
-    E0 = np.concatenate([np.asarray(out["users0"]), np.asarray(out["items0"])], 0).astype(np.float64)
+    E0 = np.concatenate([np.asarray(out["users0"]), np.asarray(out["items0"])], 0).astype(
+        np.float64
+    )
     expect = sum(np.linalg.matrix_power(Ahat, k) @ E0 for k in range(L + 1)) / (L + 1)
     got = np.concatenate([out["users"], out["items"]], 0)
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(got, E0, atol=1e-3)     # propagation changed something
+    assert not np.allclose(got, E0, atol=1e-3)  # propagation changed something
 
 
 def test_lightgcn_permutation_equivariant():
@@ -71,7 +74,7 @@ def test_bpr_loss_matches_numpy():
     loss, bpr = lightgcn.bpr_loss(eu, ep, en, 0.1, eu, ep, en)
     x = (eu * ep).sum(1) - (eu * en).sum(1)
     ref = np.mean(-np.log(1.0 / (1.0 + np.exp(-x))))
-    l2 = ((eu ** 2).sum() + (ep ** 2).sum() + (en ** 2).sum()) / 2 / 7
+    l2 = ((eu**2).sum() + (ep**2).sum() + (en**2).sum()) / 2 / 7
     np.testing.assert_allclose(bpr, ref, rtol=1e-5)
     np.testing.assert_allclose(loss, ref + 0.1 * l2, rtol=1e-5)
 
@@ -107,8 +110,10 @@ def test_recall_ndcg_at_20_matches_numpy():
     B, I, k = 6, 60, 20
     scores = rng.standard_normal((B, I)).astype(np.float32)
     train = [set(rng.choice(I, 8, replace=False).tolist()) for _ in range(B)]
-    test = [set(rng.choice(sorted(set(range(I)) - tr), n, replace=False).tolist()) if n else set()
-            for tr, n in zip(train, [3, 25, 1, 0, 10, 7])]
+    test = [
+        set(rng.choice(sorted(set(range(I)) - tr), n, replace=False).tolist()) if n else set()
+        for tr, n in zip(train, [3, 25, 1, 0, 10, 7])
+    ]
     # make user 0's training items the top scorers: if they leaked, recall would drop
     for j in train[0]:
         scores[0, j] = 100.0
@@ -140,8 +145,8 @@ def test_ultragcn_constraint_weights_match_numpy():
     np.fill_diagonal(omega, -np.inf)
     for it in range(I):
         ref = np.sort(omega[it][np.isfinite(omega[it]) & (G[it] > 0)])[::-1][:3]
-        np.testing.assert_allclose(c["ii_weights"][it][:len(ref)], ref, rtol=1e-5)
-        np.testing.assert_allclose(omega[it, c["ii_neighbors"][it][:len(ref)]], ref, rtol=1e-5)
+        np.testing.assert_allclose(c["ii_weights"][it][: len(ref)], ref, rtol=1e-5)
+        np.testing.assert_allclose(omega[it, c["ii_neighbors"][it][: len(ref)]], ref, rtol=1e-5)
 
 
 def test_ultragcn_loss_matches_numpy():
@@ -150,14 +155,18 @@ def test_ultragcn_loss_matches_numpy():
     users, pos, negs = np.array([0, 1, 3]), np.array([2, 5, 0]), np.array([[1, 3], [0, 4], [2, 5]])
     bu, bi = rng.random(4), rng.random(6)
     nb, nw = rng.integers(0, 6, (6, 2)), rng.random((6, 2))
-    loss, _ = ultragcn.ultragcn_loss(ue, ie, users, pos, negs, bu, bi, nb, nw, lam=0.7, gamma=0.3, neg_weight=2.0)
+    loss, _ = ultragcn.ultragcn_loss(
+        ue, ie, users, pos, negs, bu, bi, nb, nw, lam=0.7, gamma=0.3, neg_weight=2.0
+    )
     ls = lambda x: -np.log1p(np.exp(-x))  # noqa: E731  log sigmoid
     tot = 0.0
     for b in range(3):
         e = ue[users[b]]
         sp, sn = e @ ie[pos[b]], ie[negs[b]] @ e
         lo = -ls(sp) - 2.0 * np.mean(ls(-sn))
-        lc = -bu[users[b]] * bi[pos[b]] * ls(sp) - 2.0 * np.mean(bu[users[b]] * bi[negs[b]] * ls(-sn))
+        lc = -bu[users[b]] * bi[pos[b]] * ls(sp) - 2.0 * np.mean(
+            bu[users[b]] * bi[negs[b]] * ls(-sn)
+        )
         li = -np.sum(nw[pos[b]] * ls(ie[nb[pos[b]]] @ e))
         tot += lo + 0.7 * lc + 0.3 * li
     np.testing.assert_allclose(loss, tot / 3, rtol=1e-5)
@@ -190,6 +199,7 @@ def test_gowalla_loader_counts(shared_data_dir):
             users.add(int(ids[0]))
             n_test += len(ids) - 1
     import scipy.sparse as sp
+
     A = sp.load_npz(shared_data_dir / "lightgcn/gowalla/s_adj_mat.npz")
     assert (d.num_users, d.num_items) == (len(users), A.shape[0] - len(users))
     assert len(d.train_users) == A.nnz // 2 and len(d.test_users) == n_test
@@ -226,12 +236,25 @@ def test_corrupt_or_missing_file_refused(shared_data_dir, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # task
 def _config(name="lightgcn"):
-    return ml_collections.ConfigDict(dict(
-        seed=3,
-        model=dict(name=name, dim=16, num_layers=2, init_std=0.1, reg=1e-4, lam=1.0, gamma=0.5,
-                   neg_weight=1.0, num_negatives=4, num_neighbors=5),
-        data=dict(name="lastfm", data_dir="", k=20, eval_users_per_chunk=1024),
-        train=dict(batch_size=256)))
+    return ml_collections.ConfigDict(
+        dict(
+            seed=3,
+            model=dict(
+                name=name,
+                dim=16,
+                num_layers=2,
+                init_std=0.1,
+                reg=1e-4,
+                lam=1.0,
+                gamma=0.5,
+                neg_weight=1.0,
+                num_negatives=4,
+                num_neighbors=5,
+            ),
+            data=dict(name="lastfm", data_dir="", k=20, eval_users_per_chunk=1024),
+            train=dict(batch_size=256),
+        )
+    )
 
 
 def _tiny_data(seed=0):
@@ -243,8 +266,15 @@ def _tiny_data(seed=0):
     key = np.unique(u * I + i)
     u, i = key // I, key % I
     test = rng.random(len(u)) < 0.25
-    return recsys_data.Interactions("tiny", U, I, u[~test].astype(np.int32), i[~test].astype(np.int32),
-                                    u[test].astype(np.int32), i[test].astype(np.int32))
+    return recsys_data.Interactions(
+        "tiny",
+        U,
+        I,
+        u[~test].astype(np.int32),
+        i[~test].astype(np.int32),
+        u[test].astype(np.int32),
+        i[test].astype(np.int32),
+    )
 
 
 def test_bpr_sampling_is_pure_and_avoids_training_items():

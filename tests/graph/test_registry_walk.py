@@ -7,6 +7,7 @@ built as `cls(features, dtype=..., param_dtype=...)` and applied to a tiny graph
 `features`, padding rows with garbage change no real row, and float64 in gives float64 throughout.
 The tables must name exactly the registered entries, so a new model or layer joins the walk.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,14 +34,36 @@ MODEL_CONFIGS = {
     "graph_classifier": dict(hidden=4, num_layers=2, conv="gin"),
     "link_predictor": dict(hidden=4, out=4),
     "digrac": dict(hidden=4, hops=1, dropout=0.1, tau=0.5),
-    "lightgcn": dict(dim=4, num_layers=2, init_std=0.1, reg=1e-4, lam=0.0, gamma=0.0,
-                     neg_weight=1.0, num_negatives=1, num_neighbors=3),
-    "ultragcn": dict(dim=4, num_layers=0, init_std=0.1, reg=1e-4, lam=1.0, gamma=0.5,
-                     neg_weight=2.0, num_negatives=3, num_neighbors=3),
+    "lightgcn": dict(
+        dim=4,
+        num_layers=2,
+        init_std=0.1,
+        reg=1e-4,
+        lam=0.0,
+        gamma=0.0,
+        neg_weight=1.0,
+        num_negatives=1,
+        num_neighbors=3,
+    ),
+    "ultragcn": dict(
+        dim=4,
+        num_layers=0,
+        init_std=0.1,
+        reg=1e-4,
+        lam=1.0,
+        gamma=0.5,
+        neg_weight=2.0,
+        num_negatives=3,
+        num_neighbors=3,
+    ),
 }
-TASK_NAMES = {"node": "graph.node_classification", "graph": "graph.graph_classification",
-              "link": "graph.link_prediction", "digraph": "graph.digraph_clustering",
-              "recsys": "graph.recommendation"}
+TASK_NAMES = {
+    "node": "graph.node_classification",
+    "graph": "graph.graph_classification",
+    "link": "graph.link_prediction",
+    "digraph": "graph.digraph_clustering",
+    "recsys": "graph.recommendation",
+}
 
 
 def test_walk_tables_name_every_registered_entry():
@@ -73,23 +96,50 @@ def make_config(name):
     c.mesh.data = 1
     c.optimizer.lr = 0.05
     if kind == "node":
-        c.data = ml_collections.ConfigDict(dict(name="csbm", data_dir="", split=0,
-                                                row_normalize=False, edge_sharded=False,
-                                                precompute=True))
+        c.data = ml_collections.ConfigDict(
+            dict(
+                name="csbm",
+                data_dir="",
+                split=0,
+                row_normalize=False,
+                edge_sharded=False,
+                precompute=True,
+            )
+        )
     elif kind == "link":
-        c.data = ml_collections.ConfigDict(dict(name="csbm", data_dir="", val_fraction=0.1,
-                                                test_fraction=0.1, edge_sharded=False))
+        c.data = ml_collections.ConfigDict(
+            dict(name="csbm", data_dir="", val_fraction=0.1, test_fraction=0.1, edge_sharded=False)
+        )
     elif kind == "graph":
-        c.data = ml_collections.ConfigDict(dict(num_graphs=8, graphs_per_batch=2, max_nodes=32,
-                                                max_edges=128, num_buckets=1, test_fraction=0.25))
+        c.data = ml_collections.ConfigDict(
+            dict(
+                num_graphs=8,
+                graphs_per_batch=2,
+                max_nodes=32,
+                max_edges=128,
+                num_buckets=1,
+                test_fraction=0.25,
+            )
+        )
         c.train.batch_size = 2
     elif kind == "digraph":
-        c.data = ml_collections.ConfigDict(dict(n=24, k=2, p=0.3, eta=0.1, style="cyclic",
-                                                ambient=False, size_ratio=1.0, graph_seed=0))
+        c.data = ml_collections.ConfigDict(
+            dict(
+                n=24,
+                k=2,
+                p=0.3,
+                eta=0.1,
+                style="cyclic",
+                ambient=False,
+                size_ratio=1.0,
+                graph_seed=0,
+            )
+        )
         c.loss = ml_collections.ConfigDict(dict(beta=1, normalisation="vol_sum"))
     else:
-        c.data = ml_collections.ConfigDict(dict(name="tiny", data_dir="", k=5,
-                                                eval_users_per_chunk=8))
+        c.data = ml_collections.ConfigDict(
+            dict(name="tiny", data_dir="", k=5, eval_users_per_chunk=8)
+        )
         c.train.batch_size = 8
     return c
 
@@ -111,7 +161,7 @@ def make_task(config, policy=None):
     return cls(config, policy)
 
 
-@pytest.mark.slow   # one Trainer compile per model: a few seconds each on 2 cores
+@pytest.mark.slow  # one Trainer compile per model: a few seconds each on 2 cores
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
 def test_model_trains_one_step_from_its_config(name):
     from netlab.train.trainer import Trainer
@@ -144,16 +194,37 @@ def test_model_float64_loss_and_gradient_hold_no_float32(name):
 
 # Non-default layer hyperparameters for the walk (none needed so far: every layer is built as
 # `cls(features, dtype=..., param_dtype=...)`).
-LAYER_KW = {name: {} for name in ("appnp", "dimpa", "gat", "gatv2", "gcn", "genconv", "gin",
-                                  "grand", "lightgcn", "sgc", "sheaf")}
+LAYER_KW = {
+    name: {}
+    for name in (
+        "appnp",
+        "dimpa",
+        "gat",
+        "gatv2",
+        "gcn",
+        "genconv",
+        "gin",
+        "grand",
+        "lightgcn",
+        "sgc",
+        "sheaf",
+    )
+}
 NL, FL, OUT = 10, 6, 4
 
 
 def layer_graph(budget=None, dtype=np.float32, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(NL, FL)).astype(dtype)
-    return padding.from_edges(rng.integers(0, NL, 24), rng.integers(0, NL, 24), NL, nodes=x,
-                              symmetrize=True, budget=budget, dtype=dtype)
+    return padding.from_edges(
+        rng.integers(0, NL, 24),
+        rng.integers(0, NL, 24),
+        NL,
+        nodes=x,
+        symmetrize=True,
+        budget=budget,
+        dtype=dtype,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(LAYER_KW))
@@ -161,7 +232,7 @@ def test_layer_applies_and_ignores_padding_rows(name):
     layer = LAYERS.get(name)(OUT, **LAYER_KW[name])
     g = padding.to_device(layer_graph(padding.Budget(NL + 6, 96, 3)))
     garbage = 100.0 * np.random.default_rng(1).normal(size=(6, FL)).astype(np.float32)
-    nodes = jnp.stack([g.nodes, g.nodes.at[NL:].set(garbage)])     # clean / poisoned padding
+    nodes = jnp.stack([g.nodes, g.nodes.at[NL:].set(garbage)])  # clean / poisoned padding
     params = nn.unbox(jax.jit(layer.init)(jax.random.key(0), g, g.nodes))
     out = np.asarray(jax.jit(jax.vmap(lambda x: layer.apply(params, g.replace(nodes=x), x)))(nodes))
     assert out.shape == (2, NL + 6, OUT) and np.all(np.isfinite(out[0]))
@@ -171,8 +242,7 @@ def test_layer_applies_and_ignores_padding_rows(name):
 @pytest.mark.parametrize("name", sorted(LAYER_KW))
 def test_layer_float64_in_float64_throughout(name):
     with jax.enable_x64(True):
-        layer = LAYERS.get(name)(OUT, dtype=jnp.float64, param_dtype=jnp.float64,
-                                 **LAYER_KW[name])
+        layer = LAYERS.get(name)(OUT, dtype=jnp.float64, param_dtype=jnp.float64, **LAYER_KW[name])
         g = padding.to_device(layer_graph(dtype=np.float64))
         params = nn.unbox(jax.eval_shape(layer.init, jax.random.key(0), g, g.nodes))
         text = str(jax.make_jaxpr(lambda p: layer.apply(p, g, g.nodes))(params))

@@ -1,5 +1,6 @@
 """Neural Sheaf Diffusion: the sheaf Laplacian against its definition, its spectrum, special
 cases."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,11 @@ def _graph(n=7, seed=0):
     a = np.triu(rng.random((n, n)) < 0.4, 1)
     a[np.arange(n - 1), np.arange(1, n)] = True
     s, r = np.nonzero(a)
-    return padding.to_device(padding.from_edges(s, r, n, nodes=rng.standard_normal((n, 4)).astype(np.float32), symmetrize=True)), n
+    return padding.to_device(
+        padding.from_edges(
+            s, r, n, nodes=rng.standard_normal((n, 4)).astype(np.float32), symmetrize=True
+        )
+    ), n
 
 
 def _dense_laplacian(g, maps, map_type, normalised, augmented, n, d):
@@ -24,13 +29,16 @@ def _dense_laplacian(g, maps, map_type, normalised, augmented, n, d):
         lap = sheaf.SheafLaplacian(g, maps, map_type, normalised=normalised, augmented=augmented)
         x = jnp.eye(g.num_nodes * d, dtype=maps.dtype).reshape(g.num_nodes, d, g.num_nodes * d)
         return lap.apply(x)
+
     N = g.num_nodes
-    return np.asarray(run(g, maps)).reshape(N * d, N * d)[:n * d, :n * d]
+    return np.asarray(run(g, maps)).reshape(N * d, N * d)[: n * d, : n * d]
 
 
 def _random_maps(map_type, E, d, rng, orth_method="householder"):
     k = sheaf.num_map_params(map_type, d, orth_method)
-    return sheaf.maps_from_params(jnp.asarray(rng.standard_normal((E, k))), map_type, d, orth_method)
+    return sheaf.maps_from_params(
+        jnp.asarray(rng.standard_normal((E, k))), map_type, d, orth_method
+    )
 
 
 def _numpy_sheaf_laplacian(g, maps, n, d, diag):
@@ -39,25 +47,29 @@ def _numpy_sheaf_laplacian(g, maps, n, d, diag):
     F = {}
     for e in np.nonzero(m)[0]:
         M = np.asarray(maps[e], np.float64)
-        F[(int(s[e]), int(r[e]))] = np.diag(M) if diag else M      # F_{s ◁ {s, r}}
+        F[(int(s[e]), int(r[e]))] = np.diag(M) if diag else M  # F_{s ◁ {s, r}}
     L = np.zeros((n * d, n * d))
-    for (v, u), Fv in F.items():                                  # each incidence v ◁ {v, u}
+    for (v, u), Fv in F.items():  # each incidence v ◁ {v, u}
         Fu = F[(u, v)]
-        L[v * d:(v + 1) * d, v * d:(v + 1) * d] += Fv.T @ Fv
-        L[v * d:(v + 1) * d, u * d:(u + 1) * d] -= Fv.T @ Fu
+        L[v * d : (v + 1) * d, v * d : (v + 1) * d] += Fv.T @ Fv
+        L[v * d : (v + 1) * d, u * d : (u + 1) * d] -= Fv.T @ Fu
     D = np.zeros_like(L)
     for v in range(n):
-        D[v * d:(v + 1) * d, v * d:(v + 1) * d] = L[v * d:(v + 1) * d, v * d:(v + 1) * d]
+        D[v * d : (v + 1) * d, v * d : (v + 1) * d] = L[v * d : (v + 1) * d, v * d : (v + 1) * d]
     return L, D
 
 
-@pytest.mark.parametrize("map_type,orth", [("diag", None), ("orth", "householder"), ("orth", "cayley"),
-                                           ("general", None)])
+@pytest.mark.parametrize(
+    "map_type,orth",
+    [("diag", None), ("orth", "householder"), ("orth", "cayley"), ("general", None)],
+)
 def test_sheaf_laplacian_matches_definition_symmetric_psd(map_type, orth):
     g, n = _graph(seed=1)
     d = 3
     with jax.enable_x64(True):
-        maps = _random_maps(map_type, g.num_edges, d, np.random.default_rng(2), orth or "householder")
+        maps = _random_maps(
+            map_type, g.num_edges, d, np.random.default_rng(2), orth or "householder"
+        )
         L_ref, D_ref = _numpy_sheaf_laplacian(g, maps, n, d, map_type == "diag")
         for normalised, augmented in ((False, False), (True, False), (True, True)):
             L = _dense_laplacian(g, maps, map_type, normalised, augmented, n, d)
@@ -71,7 +83,7 @@ def test_sheaf_laplacian_matches_definition_symmetric_psd(map_type, orth):
             w = np.linalg.eigvalsh((L + L.T) / 2)
             assert w.min() > -1e-8
             if normalised and not augmented:
-                assert w.max() <= 2 + 1e-6                       # normalised spectrum in [0, 2]
+                assert w.max() <= 2 + 1e-6  # normalised spectrum in [0, 2]
 
 
 @pytest.mark.parametrize("map_type", ["diag", "orth", "general"])
@@ -87,9 +99,10 @@ def test_identity_maps_give_graph_laplacian_kron_identity(map_type):
         deg = A.sum(1)
         Lg = np.diag(deg) - A
         for normalised, augmented, expect in (
-                (False, False, Lg),
-                (True, False, np.eye(n) - A / np.sqrt(np.outer(deg, deg))),
-                (True, True, Lg / np.sqrt(np.outer(deg + 1, deg + 1)))):
+            (False, False, Lg),
+            (True, False, np.eye(n) - A / np.sqrt(np.outer(deg, deg))),
+            (True, True, Lg / np.sqrt(np.outer(deg + 1, deg + 1))),
+        ):
             L = _dense_laplacian(g, maps, map_type, normalised, augmented, n, d)
             np.testing.assert_allclose(L, np.kron(expect, np.eye(d)), atol=1e-8)
 
@@ -98,12 +111,20 @@ def test_identity_maps_give_graph_laplacian_kron_identity(map_type):
 def test_orthogonal_maps_are_orthogonal(method):
     d = 4
     rng = np.random.default_rng(0)
-    Q = np.asarray(jax.jit(sheaf.maps_from_params, static_argnums=(1, 2, 3))(
-        jnp.asarray(rng.standard_normal((50, sheaf.num_map_params("orth", d, method)))), "orth", d, method))
-    np.testing.assert_allclose(np.einsum("eji,ejk->eik", Q, Q), np.broadcast_to(np.eye(d), Q.shape), atol=1e-5)
-    assert np.abs(Q - np.eye(d)).max() > 0.1                     # not trivially the identity
+    Q = np.asarray(
+        jax.jit(sheaf.maps_from_params, static_argnums=(1, 2, 3))(
+            jnp.asarray(rng.standard_normal((50, sheaf.num_map_params("orth", d, method)))),
+            "orth",
+            d,
+            method,
+        )
+    )
+    np.testing.assert_allclose(
+        np.einsum("eji,ejk->eik", Q, Q), np.broadcast_to(np.eye(d), Q.shape), atol=1e-5
+    )
+    assert np.abs(Q - np.eye(d)).max() > 0.1  # not trivially the identity
     if method == "cayley":
-        np.testing.assert_allclose(np.linalg.det(Q), 1.0, atol=1e-4)   # SO(d)
+        np.testing.assert_allclose(np.linalg.det(Q), 1.0, atol=1e-4)  # SO(d)
 
 
 def test_reverse_edges():
@@ -124,22 +145,32 @@ def test_nsd_permutation_equivariant(map_type):
     perm = np.random.default_rng(6).permutation(n)
     xp = np.zeros_like(x)
     xp[perm] = x
-    union = padding.from_edges(np.concatenate([s, n + perm[s]]), np.concatenate([r, n + perm[r]]), 2 * n,
-                         nodes=np.concatenate([x, xp]))
-    model = sheaf.NeuralSheafDiffusion(num_classes=3, d=3, hidden_channels=4, num_layers=2, map_type=map_type,
-                                       nonlinear=True)
+    union = padding.from_edges(
+        np.concatenate([s, n + perm[s]]),
+        np.concatenate([r, n + perm[r]]),
+        2 * n,
+        nodes=np.concatenate([x, xp]),
+    )
+    model = sheaf.NeuralSheafDiffusion(
+        num_classes=3, d=3, hidden_channels=4, num_layers=2, map_type=map_type, nonlinear=True
+    )
     out, params = jax.jit(model.init_with_output)(jax.random.key(0), union, union.nodes)
     out = np.asarray(out)
     np.testing.assert_allclose(out[n + perm], out[:n], rtol=1e-4, atol=1e-5)
-    assert np.abs(out[:n] - out[:n].mean(0)).max() > 1e-4       # outputs differ across nodes
-    if map_type == "general":   # Newton–Schulz D^{-1/2}: finite gradients (eigh's would be NaN at D = I)
+    assert np.abs(out[:n] - out[:n].mean(0)).max() > 1e-4  # outputs differ across nodes
+    if (
+        map_type == "general"
+    ):  # Newton–Schulz D^{-1/2}: finite gradients (eigh's would be NaN at D = I)
         params = nn.unbox(params)
-        grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, union, union.nodes)[:2 * n] ** 2)))(params)
+        grads = jax.jit(
+            jax.grad(lambda p: jnp.sum(model.apply(p, union, union.nodes)[: 2 * n] ** 2))
+        )(params)
         assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(grads))
 
 
 def _train_task(task, steps, lr):
     import optax
+
     params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
     tx = optax.adam(lr)
     arrays = jax.tree.map(jnp.asarray, task.arrays)
@@ -148,9 +179,12 @@ def _train_task(task, steps, lr):
     def train(params):
         def body(carry, i):
             p, o = carry
-            (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(p, {}, arrays, jax.random.key(i), True)
+            (loss, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(
+                p, {}, arrays, jax.random.key(i), True
+            )
             u, o = tx.update(g, o, p)
             return (optax.apply_updates(p, u), o), loss
+
         (params, _), losses = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))
         return params, losses
 
@@ -164,14 +198,24 @@ def test_nsd_node_classification_task_on_csbm():
     from netlab.graph import datasets as D
     from netlab.graph import generators
     from netlab.graph.continuous_task import DiffusionNodeClassification
+
     s, r, y, x = generators.contextual_sbm((40, 40), 0.2, 0.02, feature_dim=8, mu=2.5, rng=0)
     rng = np.random.default_rng(1)
-    split = rng.permutation(3 * np.ones(80, int) - (np.arange(80) < 16) - (np.arange(80) < 32))  # 16/16/48
+    split = rng.permutation(
+        3 * np.ones(80, int) - (np.arange(80) < 16) - (np.arange(80) < 32)
+    )  # 16/16/48
     ds = D.NodeDataset("csbm", x, y, s, r, 2, split == 1, split == 2, split == 3)
-    cfg = ml_collections.ConfigDict(dict(
-        seed=0, model=dict(name="nsd", d=2, hidden_channels=4, num_layers=2, map_type="orth", dropout=0.0),
-        data=dict(name="csbm", data_dir="", split=0, row_normalize=False),
-        loss=dict(weight_decay=0.0, weight_decay_scope=""), train=dict(compute_dtype="float32")))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            model=dict(
+                name="nsd", d=2, hidden_channels=4, num_layers=2, map_type="orth", dropout=0.0
+            ),
+            data=dict(name="csbm", data_dir="", split=0, row_normalize=False),
+            loss=dict(weight_decay=0.0, weight_decay_scope=""),
+            train=dict(compute_dtype="float32"),
+        )
+    )
     task = DiffusionNodeClassification(cfg, dataset=ds)
     params, losses = _train_task(task, 60, 0.02)
     after = task.evaluate(params, {}, 60, "")[0]

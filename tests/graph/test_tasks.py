@@ -1,5 +1,6 @@
 """Graph tasks through the Task protocol: optax steps, evaluation, edge sharding, buckets,
 budgets; graph configs, their variants, and config errors."""
+
 import pathlib
 
 import flax.linen as nn
@@ -22,8 +23,19 @@ def node_config(model, **data):
     c = common.base_config()
     c.task = "graph.node_classification"
     c.model = ml_collections.ConfigDict(model)
-    c.data = ml_collections.ConfigDict(dict(dict(name="karate", data_dir="", split=0, row_normalize=True,
-                                                 edge_sharded=False, precompute=True), **data))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            dict(
+                name="karate",
+                data_dir="",
+                split=0,
+                row_normalize=True,
+                edge_sharded=False,
+                precompute=True,
+            ),
+            **data,
+        )
+    )
     c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))
     c.train.steps, c.train.batch_size = 3, 0
     c.optimizer.name, c.optimizer.lr, c.optimizer.schedule = "adam", 0.01, "constant"
@@ -38,7 +50,9 @@ def optax_steps(task, n, lr=0.05, seed=0):
 
     @jax.jit
     def step(params, opt, rng):
-        (loss, (metrics, _)), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, batch, rng, True)
+        (loss, (metrics, _)), g = jax.value_and_grad(task.loss_fn, has_aux=True)(
+            params, {}, batch, rng, True
+        )
         upd, opt = tx.update(g, opt, params)
         return optax.apply_updates(params, upd), opt, loss
 
@@ -50,8 +64,14 @@ def optax_steps(task, n, lr=0.05, seed=0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [dict(name="gcn", hidden=16, dropout=0.5), dict(name="gat", hidden=4, heads=2, dropout=0.2),
-                                   dict(name="appnp", hidden=16, k=5, alpha=0.1)])
+@pytest.mark.parametrize(
+    "model",
+    [
+        dict(name="gcn", hidden=16, dropout=0.5),
+        dict(name="gat", hidden=4, heads=2, dropout=0.2),
+        dict(name="appnp", hidden=16, k=5, alpha=0.1),
+    ],
+)
 def test_node_classification_protocol_and_training(model):
     task = T.NodeClassification(node_config(model))
     axes = task.batch_axes()
@@ -63,15 +83,24 @@ def test_node_classification_protocol_and_training(model):
     assert np.mean(losses[-5:]) < 0.85 * losses[0]
     scalars, images = task.evaluate(params, {}, 60, "/tmp")
     assert set(scalars) >= {"train_accuracy", "val_accuracy", "test_accuracy"}
-    assert scalars["train_accuracy"] == 1.0 and scalars["test_accuracy"] > 0.7  # two leaders label the clubs
+    assert (
+        scalars["train_accuracy"] == 1.0 and scalars["test_accuracy"] > 0.7
+    )  # two leaders label the clubs
 
 
 def test_sgc_precomputes_propagation_once():
     task = T.NodeClassification(node_config(dict(name="sgc", k=2)))
     assert task.model.k == 0  # S^K X is cached on the host: the trained model is a linear map
-    g = padding.from_edges(task.dataset.senders, task.dataset.receivers, 34, nodes=D.normalize_features(task.dataset.x))
+    g = padding.from_edges(
+        task.dataset.senders, task.dataset.receivers, 34, nodes=D.normalize_features(task.dataset.x)
+    )
     s = padding.dense_gcn_matrix(g.senders, g.receivers, g.edge_weight, g.num_nodes)[:34, :34]
-    np.testing.assert_allclose(task.arrays["nodes"][:34], s @ s @ D.normalize_features(task.dataset.x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        task.arrays["nodes"][:34],
+        s @ s @ D.normalize_features(task.dataset.x),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert task.train_batch(0)["nodes"].shape[0] == 8  # the two labelled rows, padded to 8
     assert set(task.batch_axes()) == {"nodes", "y", "train_mask"}
     params, losses = optax_steps(task, 30, lr=0.2)
@@ -98,7 +127,10 @@ def test_edge_sharded_training_equals_single_device():
     from netlab.train.trainer import Trainer
 
     results = {}
-    for name, devices, sharded in (("one", jax.devices()[:1], False), ("eight", jax.devices()[:8], True)):
+    for name, devices, sharded in (
+        ("one", jax.devices()[:1], False),
+        ("eight", jax.devices()[:8], True),
+    ):
         cfg = node_config(dict(name="gcn", hidden=8, dropout=0.5), edge_sharded=sharded)
         cfg.mesh.data = -1
         trainer = Trainer(cfg, devices=devices, task=T.NodeClassification(cfg))
@@ -106,20 +138,40 @@ def test_edge_sharded_training_equals_single_device():
         batch = trainer.global_batch(0)
         if sharded:
             assert len(batch["senders"].sharding.device_set) == 8
-            assert batch["senders"].addressable_shards[0].data.shape[0] == batch["senders"].shape[0] // 8
+            assert (
+                batch["senders"].addressable_shards[0].data.shape[0]
+                == batch["senders"].shape[0] // 8
+            )
         for step in range(3):
             state, metrics = trainer.train_step(state, trainer.global_batch(step))
         results[name] = (jax.device_get(state.params), float(metrics["loss"]))
     assert results["one"][1] == pytest.approx(results["eight"][1], rel=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results["one"][0], results["eight"][0])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        results["one"][0],
+        results["eight"][0],
+    )
 
 
 def graph_config(**data):
     c = common.base_config()
     c.task = "graph.graph_classification"
-    c.model = ml_collections.ConfigDict(dict(name="graph_classifier", hidden=16, num_layers=2, conv="gin"))
-    c.data = ml_collections.ConfigDict(dict(dict(num_graphs=96, graphs_per_batch=4, max_nodes=160, max_edges=800,
-                                                 num_buckets=4, test_fraction=0.25), **data))
+    c.model = ml_collections.ConfigDict(
+        dict(name="graph_classifier", hidden=16, num_layers=2, conv="gin")
+    )
+    c.data = ml_collections.ConfigDict(
+        dict(
+            dict(
+                num_graphs=96,
+                graphs_per_batch=4,
+                max_nodes=160,
+                max_edges=800,
+                num_buckets=4,
+                test_fraction=0.25,
+            ),
+            **data,
+        )
+    )
     c.train.batch_size = 2
     return c
 
@@ -160,7 +212,9 @@ def test_graph_classification_learns_and_shards_rows():
 
     @jax.jit
     def step(params, opt, batch):
-        (l, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(params, {}, batch, jax.random.key(0), True)
+        (l, _), g = jax.value_and_grad(task.loss_fn, has_aux=True)(
+            params, {}, batch, jax.random.key(0), True
+        )
         upd, opt = tx.update(g, opt, params)
         return optax.apply_updates(params, upd), opt, l
 
@@ -181,19 +235,24 @@ def test_over_budget_batch_is_a_one_line_error_at_construction():
     need = sum(sorted((int(g.n_node[0]) for g, _ in graphs), reverse=True)[:4]) + 1
     with pytest.raises(padding.GraphBudgetError):
         T.GraphClassification(graph_config(max_nodes=need - 8, num_buckets=1), graphs=graphs)
-    T.GraphClassification(graph_config(max_nodes=padding.round_up(need, 8), num_buckets=1),
-                          graphs=graphs)
+    T.GraphClassification(
+        graph_config(max_nodes=padding.round_up(need, 8), num_buckets=1), graphs=graphs
+    )
 
 
 @pytest.mark.slow
 def test_link_prediction_on_karate():
     c = common.base_config()
     c.model = ml_collections.ConfigDict(dict(name="link_predictor", hidden=16, out=8))
-    c.data = ml_collections.ConfigDict(dict(name="karate", data_dir="", val_fraction=0.1, test_fraction=0.15))
+    c.data = ml_collections.ConfigDict(
+        dict(name="karate", data_dir="", val_fraction=0.1, test_fraction=0.15)
+    )
     task = T.LinkPrediction(c)
     n_und = D.load_karate().num_edges // 2
     assert len(task.train_pos) + len(task.val_pos) + len(task.test_pos) == n_und
-    assert task.arrays["edge_mask"].sum() == 2 * len(task.train_pos)  # held-out edges are not in the graph
+    assert task.arrays["edge_mask"].sum() == 2 * len(
+        task.train_pos
+    )  # held-out edges are not in the graph
     params, losses = optax_steps(task, 50, lr=0.02)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     scalars, _ = task.evaluate(params, {}, 50, "/tmp")
@@ -203,18 +262,33 @@ def test_link_prediction_on_karate():
 def test_roc_auc_matches_pair_counting():
     rng = np.random.default_rng(0)
     s, y = rng.normal(size=50), rng.integers(0, 2, 50)
-    pairs = [(a > b) + 0.5 * (a == b) for a, ya in zip(s, y) for b, yb in zip(s, y) if ya == 1 and yb == 0]
+    pairs = [
+        (a > b) + 0.5 * (a == b)
+        for a, ya in zip(s, y)
+        for b, yb in zip(s, y)
+        if ya == 1 and yb == 0
+    ]
     assert T.roc_auc(s, y) == pytest.approx(np.mean(pairs))
 
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "graph"
 # (config file, argument) whose task is built: every Planetoid variant and one of each other file.
-BUILT = [("planetoid.py", f"model={m},data={d}") for m in ("gcn", "sgc", "gat", "gatv2", "appnp")
-         for d in ("cora", "citeseer")] + [
-    ("sheaf.py", "data=texas"), ("recsys.py", "model=lightgcn,data=lastfm"),
-    ("recsys.py", "model=ultragcn,data=lastfm"), ("gcn_karate.py", "cpu"),
-    ("gin_synthetic.py", "cpu"), ("gae_cora.py", "cpu"), ("deepergcn_cora.py", "cpu"),
-    ("gcn_texas.py", "cpu"), ("grand_cora.py", "cpu"), ("digrac_dsbm.py", "cpu")]
+BUILT = [
+    ("planetoid.py", f"model={m},data={d}")
+    for m in ("gcn", "sgc", "gat", "gatv2", "appnp")
+    for d in ("cora", "citeseer")
+] + [
+    ("sheaf.py", "data=texas"),
+    ("recsys.py", "model=lightgcn,data=lastfm"),
+    ("recsys.py", "model=ultragcn,data=lastfm"),
+    ("gcn_karate.py", "cpu"),
+    ("gin_synthetic.py", "cpu"),
+    ("gae_cora.py", "cpu"),
+    ("deepergcn_cora.py", "cpu"),
+    ("gcn_texas.py", "cpu"),
+    ("grand_cora.py", "cpu"),
+    ("digrac_dsbm.py", "cpu"),
+]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("*.py")))
@@ -257,7 +331,9 @@ def test_planetoid_variants_keep_the_papers_settings():
     def load(arg):
         return configlib.load(str(CONFIG_DIR / "planetoid.py"), arg)
 
-    gcn, sgc, gat, appnp = (load(f"model={m},data=citeseer") for m in ("gcn", "sgc", "gat", "appnp"))
+    gcn, sgc, gat, appnp = (
+        load(f"model={m},data=citeseer") for m in ("gcn", "sgc", "gat", "appnp")
+    )
     assert (gcn.model.hidden, gcn.loss.weight_decay_scope, gcn.train.steps) == (16, "conv0", 200)
     assert sgc.loss.weight_decay == 1e-4 and load("model=sgc,data=cora").loss.weight_decay == 3e-5
     assert (gat.model.heads, gat.optimizer.lr, gat.train.steps) == (8, 0.005, 1000)
@@ -270,10 +346,12 @@ def test_bad_variant_is_a_one_line_error():
     from netlab import configlib
     from netlab.errors import UserError
 
-    for path, arg, word in (("planetoid.py", "model=gin,data=cora", "gcn"),
-                            ("planetoid.py", "model=gcn,data=pubmed", "citeseer"),
-                            ("sheaf.py", "data=texas,maps=full", "orth"),
-                            ("recsys.py", "model=ultragcn,data=gowalla", "lightgcn")):
+    for path, arg, word in (
+        ("planetoid.py", "model=gin,data=cora", "gcn"),
+        ("planetoid.py", "model=gcn,data=pubmed", "citeseer"),
+        ("sheaf.py", "data=texas,maps=full", "orth"),
+        ("recsys.py", "model=ultragcn,data=gowalla", "lightgcn"),
+    ):
         with pytest.raises(UserError, match=word) as e:
             configlib.load(str(CONFIG_DIR / path), arg)
         assert "\n" not in str(e.value)
@@ -281,13 +359,15 @@ def test_bad_variant_is_a_one_line_error():
 
 # -- config keys -----------------------------------------------------------------------------------
 
-TASK_OF = {"grand_cora.py:cpu": "graph.continuous_node_classification",
-           "sheaf.py:data=texas": "graph.continuous_node_classification",
-           "sheaf.py:data=film": "graph.continuous_node_classification",
-           "digrac_dsbm.py:cpu": "graph.digraph_clustering",
-           "recsys.py:model=lightgcn,data=lastfm": "graph.recommendation",
-           "gin_synthetic.py:cpu": "graph.graph_classification",
-           "gae_cora.py:cpu": "graph.link_prediction"}
+TASK_OF = {
+    "grand_cora.py:cpu": "graph.continuous_node_classification",
+    "sheaf.py:data=texas": "graph.continuous_node_classification",
+    "sheaf.py:data=film": "graph.continuous_node_classification",
+    "digrac_dsbm.py:cpu": "graph.digraph_clustering",
+    "recsys.py:model=lightgcn,data=lastfm": "graph.recommendation",
+    "gin_synthetic.py:cpu": "graph.graph_classification",
+    "gae_cora.py:cpu": "graph.link_prediction",
+}
 
 
 @pytest.mark.parametrize("name", sorted(TASK_OF))
@@ -307,7 +387,9 @@ def test_data_dir_override_spelled_dir_is_a_config_error():
     from netlab.errors import UserError
 
     with pytest.raises(UserError, match="data.data_dir"):
-        configlib.load(str(CONFIG_DIR / "planetoid.py"), "model=gcn,data=cora", {"data.dir": "/tmp"})
+        configlib.load(
+            str(CONFIG_DIR / "planetoid.py"), "model=gcn,data=cora", {"data.dir": "/tmp"}
+        )
 
 
 def _with_data_dir_key(cfg):
@@ -321,21 +403,38 @@ def test_unknown_data_key_is_refused_by_every_task(shared_data_dir):
 
     from netlab.errors import UserError
     from netlab.graph import continuous_task, digrac_task, recsys_task
+
     cfg = _with_data_dir_key(node_config(dict(name="gcn", hidden=4)))
     with pytest.raises(UserError, match=r"'data.dir'.*did you mean 'data.data_dir'"):
         T.NodeClassification(cfg)
-    cfg = ml_collections.ConfigDict(dict(
-        seed=0, model=dict(name="grand", hidden_dim=4), data=dict(name="karate", data_dir="", dir="/x"),
-        loss=dict(weight_decay=0.0)))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            model=dict(name="grand", hidden_dim=4),
+            data=dict(name="karate", data_dir="", dir="/x"),
+            loss=dict(weight_decay=0.0),
+        )
+    )
     with pytest.raises(UserError, match="data.data_dir"):
         continuous_task.DiffusionNodeClassification(cfg)
-    cfg = ml_collections.ConfigDict(dict(seed=0, model=dict(name="lightgcn"), train=dict(batch_size=8),
-                                         data=dict(name="lastfm", data_dir=str(shared_data_dir), dir="/x")))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            model=dict(name="lightgcn"),
+            train=dict(batch_size=8),
+            data=dict(name="lastfm", data_dir=str(shared_data_dir), dir="/x"),
+        )
+    )
     with pytest.raises(UserError, match="data.data_dir"):
         recsys_task.Recommendation(cfg)
-    cfg = ml_collections.ConfigDict(dict(seed=0, model=dict(hidden=4, hops=1, dropout=0.0), loss=dict(beta=0),
-                                         data=dict(n=30, k=2, p=0.3, eta=0.1, style="cyclic", graph_seed=0,
-                                                   nodes=30)))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            model=dict(hidden=4, hops=1, dropout=0.0),
+            loss=dict(beta=0),
+            data=dict(n=30, k=2, p=0.3, eta=0.1, style="cyclic", graph_seed=0, nodes=30),
+        )
+    )
     with pytest.raises(UserError, match="'data.nodes'"):
         digrac_task.DigraphClustering(cfg)
     cfg = _with_data_dir_key(graph_config())
@@ -345,18 +444,22 @@ def test_unknown_data_key_is_refused_by_every_task(shared_data_dir):
 
 # -- model choice errors and the precision policy -------------------------------------------------
 
-@pytest.mark.parametrize("model,key,match", [
-    (dict(name="lightgcn"), "model.name", "graph.recommendation.*choose one of .*gcn"),
-    (dict(name="gcnn"), "model.name", "did you mean 'gcn'"),
-    (dict(name="gcn", hiden=4), "model.hiden", "did you mean 'model.hidden'"),
-    (dict(name="gat", heads=0), "model.heads", ">= 1"),
-    (dict(name="nsd", map_type="diagonal"), "model.map_type", "did you mean 'diag'"),
-    (dict(name="grand", hidden_dim=4, method="rk45"), "model.method", "euler, rk4, dopri5"),
-])
+
+@pytest.mark.parametrize(
+    "model,key,match",
+    [
+        (dict(name="lightgcn"), "model.name", "graph.recommendation.*choose one of .*gcn"),
+        (dict(name="gcnn"), "model.name", "did you mean 'gcn'"),
+        (dict(name="gcn", hiden=4), "model.hiden", "did you mean 'model.hidden'"),
+        (dict(name="gat", heads=0), "model.heads", ">= 1"),
+        (dict(name="nsd", map_type="diagonal"), "model.map_type", "did you mean 'diag'"),
+        (dict(name="grand", hidden_dim=4, method="rk45"), "model.method", "euler, rk4, dopri5"),
+    ],
+)
 def test_bad_model_values_are_one_line_errors_before_data_loads(model, key, match):
     from netlab.errors import UserError
 
-    cfg = node_config(model, name="no_such_dataset")   # the model is checked before the data
+    cfg = node_config(model, name="no_such_dataset")  # the model is checked before the data
     with pytest.raises(UserError, match=match) as e:
         T.NodeClassification(cfg)
     assert "\n" not in str(e.value) and key in str(e.value)
@@ -368,12 +471,13 @@ def test_remat_is_refused_for_models_without_it_and_exact_for_the_others():
     from netlab.nn import precision
 
     with pytest.raises(UserError, match="train.remat='full'.*model.name='sgc'.*gcn"):
-        T.NodeClassification(node_config(dict(name="sgc", k=2)),
-                             precision.Policy(remat="full"))
+        T.NodeClassification(node_config(dict(name="sgc", k=2)), precision.Policy(remat="full"))
     grads = {}
     for remat in ("none", "full"):
-        task = T.NodeClassification(node_config(dict(name="gat", hidden=4, heads=2, dropout=0.3)),
-                                    precision.Policy(remat=remat))
+        task = T.NodeClassification(
+            node_config(dict(name="gat", hidden=4, heads=2, dropout=0.3)),
+            precision.Policy(remat=remat),
+        )
         assert (task.model.remat_policy is None) == (remat == "none")
         params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
         batch = jax.tree.map(jnp.asarray, task.train_batch(0))
@@ -381,5 +485,8 @@ def test_remat_is_refused_for_models_without_it_and_exact_for_the_others():
         grads[remat] = fn(params)
         if remat == "full":
             assert "remat" in str(jax.make_jaxpr(fn)(params))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 grads["none"], grads["full"])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        grads["none"],
+        grads["full"],
+    )

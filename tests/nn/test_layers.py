@@ -1,4 +1,5 @@
 """netlab.nn blocks against direct numpy computations; logical axis names; float32 time features."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ def test_attention_matches_numpy(causal):
     x = jax.random.normal(jax.random.key(0), (2, 5, 8))
     variables = mod.init(jax.random.key(1), x)
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), nn.unbox(variables)["params"])
-    p["qkv_bias"] = p["qkv_bias"] + 0.1                      # zero-initialised: exercise it anyway
+    p["qkv_bias"] = p["qkv_bias"] + 0.1  # zero-initialised: exercise it anyway
     out = mod.apply({"params": jax.tree.map(jnp.asarray, p)}, x)
     xn = np.asarray(x, np.float64)
     ref = np.zeros_like(xn)
@@ -31,7 +32,7 @@ def test_attention_matches_numpy(causal):
             logits = np.where(np.tril(np.ones((5, 5), bool)), logits, -np.inf)
         ref += _softmax(logits) @ v @ p["out"][h]
     np.testing.assert_allclose(out, ref + p["out_bias"], rtol=1e-4, atol=1e-5)
-    if causal:   # the first position sees only itself: changing later tokens leaves it unchanged
+    if causal:  # the first position sees only itself: changing later tokens leaves it unchanged
         out2 = mod.apply({"params": jax.tree.map(jnp.asarray, p)}, x.at[:, 1:].add(1.0))
         np.testing.assert_allclose(out2[:, 0], out[:, 0], rtol=1e-5, atol=1e-6)
 
@@ -44,11 +45,15 @@ def test_attention_rejects_bad_width():
 
 def test_parameters_carry_logical_axis_names():
     x = jnp.zeros((1, 3, 8))
-    specs = nn.get_partition_spec(layers.Attention(num_heads=2).init(jax.random.key(0), x))["params"]
+    specs = nn.get_partition_spec(layers.Attention(num_heads=2).init(jax.random.key(0), x))[
+        "params"
+    ]
     assert tuple(specs["qkv"]) == (axes.EMBED, None, axes.HEADS, axes.KV)
     assert tuple(specs["out"]) == (axes.HEADS, axes.KV, axes.EMBED)
     mlp = nn.get_partition_spec(layers.Mlp(16).init(jax.random.key(0), x))["params"]
-    assert tuple(mlp["fc1"]["kernel"]) == (axes.EMBED, axes.MLP) and tuple(mlp["fc2"]["kernel"]) == (axes.MLP, axes.EMBED)
+    assert tuple(mlp["fc1"]["kernel"]) == (axes.EMBED, axes.MLP) and tuple(
+        mlp["fc2"]["kernel"]
+    ) == (axes.MLP, axes.EMBED)
 
 
 def test_mlp_matches_numpy():
@@ -56,7 +61,7 @@ def test_mlp_matches_numpy():
     mod = layers.Mlp(6)
     p = nn.unbox(mod.init(jax.random.key(3), x))["params"]
     h = np.asarray(x) @ np.asarray(p["fc1"]["kernel"]) + np.asarray(p["fc1"]["bias"])
-    h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
+    h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
     ref = h @ np.asarray(p["fc2"]["kernel"]) + np.asarray(p["fc2"]["bias"])
     np.testing.assert_allclose(mod.apply({"params": p}, x), ref, rtol=1e-5, atol=1e-5)
 
@@ -65,14 +70,22 @@ def test_sinusoidal_and_sincos_2d():
     t = np.array([0.0, 1.5, 937.0])
     emb = np.asarray(layers.sinusoidal_embedding(jnp.asarray(t), 8))
     freqs = np.exp(-np.log(10000.0) * np.arange(4) / 4)
-    np.testing.assert_allclose(emb, np.concatenate([np.cos(t[:, None] * freqs), np.sin(t[:, None] * freqs)], 1),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        emb,
+        np.concatenate([np.cos(t[:, None] * freqs), np.sin(t[:, None] * freqs)], 1),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     pos = layers.sincos_2d(3, 8)
     assert pos.shape == (9, 8)
     # Row-major grid: token 4 is (y=1, x=1); the y half uses omega = 1/10000^(j/2).
     omega = 1 / 10000 ** (np.arange(2) / 2)
-    np.testing.assert_allclose(pos[5, :4], np.concatenate([np.sin(1 * omega), np.cos(1 * omega)]), rtol=1e-6)
-    np.testing.assert_allclose(pos[5, 4:], np.concatenate([np.sin(2 * omega), np.cos(2 * omega)]), rtol=1e-6)
+    np.testing.assert_allclose(
+        pos[5, :4], np.concatenate([np.sin(1 * omega), np.cos(1 * omega)]), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        pos[5, 4:], np.concatenate([np.sin(2 * omega), np.cos(2 * omega)]), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="divisible by 4"):
         layers.sincos_2d(2, 6)
 

@@ -1,4 +1,5 @@
 """Optimizer schedules and masks, and the EMAs (fixed and EDM2 power-function) vs closed forms."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,14 @@ from tests.train.helpers import tiny_config
 
 
 def test_warmup_then_cosine():
-    cfg = tiny_config(**{"optimizer.lr": "0.1", "optimizer.warmup_steps": "10", "optimizer.schedule": "cosine",
-                         "optimizer.end_lr_factor": "0.0"}).optimizer
+    cfg = tiny_config(
+        **{
+            "optimizer.lr": "0.1",
+            "optimizer.warmup_steps": "10",
+            "optimizer.schedule": "cosine",
+            "optimizer.end_lr_factor": "0.0",
+        }
+    ).optimizer
     sched = optim.learning_rate(cfg, total_steps=110)
     assert float(sched(5)) == pytest.approx(0.05)
     assert float(sched(10)) == pytest.approx(0.1)
@@ -21,21 +28,35 @@ def test_warmup_then_cosine():
 
 def test_weight_decay_mask_skips_vectors():
     params = {"w": jnp.ones((3, 2)), "b": jnp.ones((2,))}
-    cfg = tiny_config(**{"optimizer.name": "adamw", "optimizer.lr": "0.0", "optimizer.weight_decay": "0.5",
-                         "optimizer.warmup_steps": "0", "optimizer.schedule": "constant"}).optimizer
+    cfg = tiny_config(
+        **{
+            "optimizer.name": "adamw",
+            "optimizer.lr": "0.0",
+            "optimizer.weight_decay": "0.5",
+            "optimizer.warmup_steps": "0",
+            "optimizer.schedule": "constant",
+        }
+    ).optimizer
     cfg.unlock()
     cfg.lr = 1.0
     tx = optim.build(cfg, 10)
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params)
-    np.testing.assert_allclose(updates["w"], -0.5 * np.ones((3, 2)))   # decayed: -lr * wd * w
-    np.testing.assert_allclose(updates["b"], 0.0)                      # vectors untouched
+    np.testing.assert_allclose(updates["w"], -0.5 * np.ones((3, 2)))  # decayed: -lr * wd * w
+    np.testing.assert_allclose(updates["b"], 0.0)  # vectors untouched
 
 
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
 def test_each_optimizer_descends_a_quadratic(name):
-    cfg = tiny_config(**{"optimizer.name": name, "optimizer.lr": "0.05", "optimizer.warmup_steps": "0",
-                         "optimizer.schedule": "constant", "optimizer.clip_norm": "10.0"}).optimizer
+    cfg = tiny_config(
+        **{
+            "optimizer.name": name,
+            "optimizer.lr": "0.05",
+            "optimizer.warmup_steps": "0",
+            "optimizer.schedule": "constant",
+            "optimizer.clip_norm": "10.0",
+        }
+    ).optimizer
     tx = optim.build(cfg, 100)
     p = {"x": jnp.array([3.0, -2.0])}
     state = tx.init(p)

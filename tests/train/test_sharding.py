@@ -1,4 +1,5 @@
 """The same training steps on 1 device and on data / fsdp meshes of 8 fake devices agree."""
+
 import jax
 import numpy as np
 import pytest
@@ -32,16 +33,20 @@ def test_step_equals_single_device(single_device, name):
     _, ref_params, ref_losses = single_device
     trainer, params, losses = _run(MESHES[name], jax.devices())
     np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6), params, ref_params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6), params, ref_params
+    )
     if trainer.mesh.shape["fsdp"] > 1:
         spec = trainer.state_shardings.params["hidden"]["kernel"].spec
-        assert spec[0] == "fsdp", spec            # the annotated `embed` axis lands on fsdp
+        assert spec[0] == "fsdp", spec  # the annotated `embed` axis lands on fsdp
         mu_spec = trainer.state_shardings.opt_state[0].mu["hidden"]["kernel"].spec
-        assert mu_spec == spec                    # optimizer state is sharded like its parameter
+        assert mu_spec == spec  # optimizer state is sharded like its parameter
 
 
 def test_unannotated_large_leaf_falls_back_to_fsdp():
-    trainer = Trainer(tiny_config(**{"mesh.fsdp": "8", "mesh.data": "1", "sharding.fsdp_min_bytes": "64"}))
+    trainer = Trainer(
+        tiny_config(**{"mesh.fsdp": "8", "mesh.data": "1", "sharding.fsdp_min_bytes": "64"})
+    )
     # conv kernels carry no mesh-mapped names (conv_in -> None, conv_out -> tensor of size 1):
     spec = trainer.state_shardings.params["block1"]["Conv_0"]["kernel"].spec
     assert "fsdp" in tuple(spec), spec
