@@ -10,7 +10,6 @@ import difflib
 import importlib.util
 import json
 import math
-import os
 import pathlib
 import sys
 
@@ -163,9 +162,8 @@ def import_task(cfg, policy=None):
 
 
 def data_dir(cfg_value: str = "") -> str:
-    """Where offline datasets live: the config's value, else $NETLAB_DATA_DIR, else ../shared/data."""  # noqa: E501
-    if cfg_value:
-        return cfg_value
-    if os.environ.get("NETLAB_DATA_DIR"):
-        return os.environ["NETLAB_DATA_DIR"]
-    return str(pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    """The first folder datasets are looked up in: the config's value, else $NETLAB_DATA_DIR, else
+    the download cache (``netlab.data.registry``; missing files are then downloaded into it)."""
+    from netlab.data import registry
+
+    return str(registry.search_dirs(cfg_value or None)[0][1])

@@ -6,20 +6,33 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite never downloads: data comes from NETLAB_DATA_DIR (.ci/run sets it) or the cache; the
+# download tests in tests/data/ serve their own files on 127.0.0.1 and lift this themselves.
+os.environ.setdefault("NETLAB_OFFLINE", "1")
 
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data_dir():
-    """`../shared/data` beside the checkout: the offline datasets CI provides."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(
-            f"offline datasets not found at {SHARED_DATA}; put ../shared beside the checkout"
+    """The data folder $NETLAB_DATA_DIR names (layout in docs/data.md; .ci/run sets it), else skip:
+    the suite never downloads."""
+    folder = os.environ.get("NETLAB_DATA_DIR", "")
+    if not folder or not pathlib.Path(folder).is_dir():
+        pytest.skip(
+            "no dataset folder: set NETLAB_DATA_DIR to a data folder, e.g. one filled by "
+            "`python -m netlab.data fetch all --dir DIR` (docs/data.md)"
         )
-    return SHARED_DATA
+    return pathlib.Path(folder)
+
+
+def pytest_runtest_logreport(report):
+    """With NETLAB_TEST_TIMES=FILE, append each test phase's duration (to find what to trim)."""
+    path = os.environ.get("NETLAB_TEST_TIMES")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{report.duration:.2f} {report.when} {report.nodeid}\n")

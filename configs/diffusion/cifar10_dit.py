@@ -1,10 +1,12 @@
-"""Class-conditional DiT on CIFAR-10 through tfds (array_record data_source, no TensorFlow).
+"""Class-conditional DiT on CIFAR-10 from tfds ArrayRecord files read with grain (no TensorFlow).
 
-    python -m tensorflow_datasets.scripts.download_and_prepare --datasets=cifar10 --file_format=array_record
+    tfds build cifar10 --data_dir ~/tensorflow_datasets --file_format=array_record  # once; needs TF
     python -m netlab.main --config configs/diffusion/cifar10_dit.py:gpu --workdir runs/cifar10_dit
     # ADM U-Net instead of the DiT:  --config.model.backbone=unet --config.model.width=128
-Needs the `data` extra (tensorflow-datasets, array-record). cpu is a smoke-test size.
-"""  # noqa: E501
+Needs the `data` extra (tensorflow-datasets, grain, array-record). Batches: one fixed-seed shuffle
+per epoch, random horizontal flips, a pure function of (seed, step) (netlab/data/tfds_grain.py).
+data.tfds_data_dir="" means $TFDS_DATA_DIR, else ~/tensorflow_datasets. cpu is a smoke-test size.
+"""
 
 import ml_collections
 
@@ -19,10 +21,11 @@ def get_config(arg=None):
     c.task = "diffusion.image"
     c.data = ml_collections.ConfigDict(
         dict(
-            source="tfds",
+            source="tfds_grain",  # or "npz" (data.path)
             name="cifar10",
             split="train",
-            data_dir="",
+            tfds_data_dir="",
+            random_flip=True,
             image_key="image",
             label_key="label",
             path="",
@@ -60,6 +63,7 @@ def get_config(arg=None):
             sampler="dpmpp_2m",
             sample_steps=25,
             grid="uniform_logsnr",
+            grid_final=None,  # or "zero": end the grid at sigma = 0 (default per grid)
             guidance=1.5,
             sampler_kwargs=None,
         )

@@ -47,6 +47,7 @@ def get_config(arg=None):
             sampler="dpmpp_2m",
             sample_steps=20,
             grid="uniform_logsnr",
+            grid_final=None,  # or "zero": end the grid at sigma = 0 (default per grid)
             sampler_kwargs=None,  # options: --config.diffusion.sampler_kwargs="{'eta': 1.0}"
             guidance=1.0,
         )

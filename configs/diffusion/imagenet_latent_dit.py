@@ -1,10 +1,14 @@
 """DiT on ImageNet latents (DiT's recipe: 256px images -> 32x32x4 SD-VAE latents x 0.18215, 1000
-classes, label dropout 0.1, CFG). The latents come from a file the user encodes beforehand
-(data.path: an .npz with x (N, 32, 32, 4) and label (N,)); netlab downloads no VAE.
+classes, label dropout 0.1, CFG). The user encodes the latents beforehand (netlab downloads no
+VAE) and writes them once as a tfds dataset (ArrayRecord), read with grain like the image configs:
 
-    python -m netlab.main --config configs/diffusion/imagenet_latent_dit.py:gpu --workdir runs/in_dit \\
-        --config.data.path=/data/imagenet256_latents.npz
-"""  # noqa: E501
+    python -m netlab.data.tfds_grain from-npz imagenet256_latents train=latents.npz --data_dir D
+    python -m netlab.main --config configs/diffusion/imagenet_latent_dit.py:gpu \\
+        --workdir runs/in_dit --config.data.tfds_data_dir=D
+The .npz holds x (N, 32, 32, 4) float latents and label (N,). `--config.data.source=npz
+--config.data.path=latents.npz` reads the .npz directly instead (all of it in memory, draws with
+replacement). random_flip is off: DiT flips the images before the VAE, not the latents.
+"""
 
 import ml_collections
 
@@ -19,11 +23,12 @@ def get_config(arg=None):
     c.task = "diffusion.image"
     c.data = ml_collections.ConfigDict(
         dict(
-            source="npz",
+            source="tfds_grain",  # or "npz" (data.path)
             path="",
-            name="",
+            name="imagenet256_latents",
             split="train",
-            data_dir="",
+            tfds_data_dir="",
+            random_flip=False,
             image_key="image",
             label_key="label",
             latent_scale=0.18215,
@@ -57,6 +62,7 @@ def get_config(arg=None):
             sampler="dpmpp_2m",
             sample_steps=25,
             grid="uniform_logsnr",
+            grid_final=None,  # or "zero": end the grid at sigma = 0 (default per grid)
             guidance=1.5,
             sampler_kwargs=None,
         )

@@ -30,6 +30,7 @@ def get_config(arg=None):
             sampler="dpmpp_2m",
             sample_steps=25,
             grid="uniform_logsnr",
+            grid_final=None,  # or "zero": end the grid at sigma = 0 (default per grid)
             guidance=1.0,
             sampler_kwargs=None,
         )

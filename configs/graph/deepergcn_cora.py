@@ -26,6 +26,8 @@ def get_config(arg=None):
             t=1.0,
             learn_t=True,
             msg_norm=False,
+            mlp_norm="layer",  # GENConv MLP norm: batch | layer | instance | none
+            bias=False,  # biases in GENConv's linear maps (PyG's default: none)
         )
     )
     c.data = ml_collections.ConfigDict(
@@ -47,7 +49,7 @@ def get_config(arg=None):
     c.optimizer.name = "adam"
     c.optimizer.lr = 0.005
     c.optimizer.schedule = "constant"
-    c.mesh.data = 1
+    c.mesh.data = -1  # full graph replicated on every device (identical gradients)
     if preset in ("gpu", "pod"):
         c.train.steps = 1000
     return c

@@ -44,7 +44,7 @@ def get_config(arg=None):
     c.optimizer.schedule = "constant"
     c.optimizer.weight_decay = 5e-4
     c.optimizer.wd_mask = "matrices"
-    c.mesh.data = 1
+    c.mesh.data = -1  # full graph replicated on every device (identical gradients)
     if preset in ("gpu", "pod"):
         c.data.n = 5000
     return c

@@ -35,8 +35,7 @@ def get_config(arg=None):
     c.optimizer.name = "adam"
     c.optimizer.lr = 0.01
     c.optimizer.schedule = "constant"
-    c.mesh.data = 1
+    c.mesh.data = -1  # every device; cpu/gpu: full graph replicated, pod: edges sharded
     if preset == "pod":
-        c.mesh.data = -1
         c.data.edge_sharded = True
     return c

@@ -4,7 +4,7 @@
         --workdir runs/gcn_cora
     python -m netlab.main --config configs/graph/planetoid.py:model=gat,data=citeseer,gpu \
         --workdir runs/gat_citeseer
-    # data from config.data.data_dir, else $NETLAB_DATA_DIR, else ../shared/data.
+    # data: config.data.data_dir, else $NETLAB_DATA_DIR, else the cache/a download (docs/data.md).
     # Reproduction over 10 seeds with the papers' early stopping: python bench/graph_reproduce.py
 
 Argument: model=gcn|sgc|gat|gatv2|appnp, data=cora|citeseer, and a preset (cpu | gpu | pod: pod
@@ -103,8 +103,6 @@ def get_config(arg=None):
     c.optimizer.lr = hp["lr"]
     c.optimizer.schedule = "constant"
     c.optimizer.weight_decay = 0.0  # L2 is in the loss (loss.weight_decay), as in the papers
-    c.mesh.data = 1  # one replica; pod: data=-1 with data.edge_sharded=True
-    if a.preset in ("gpu", "pod"):
-        c.data.edge_sharded = a.preset == "pod"
-        c.mesh.data = -1 if a.preset == "pod" else 1
+    c.mesh.data = -1  # every device; cpu/gpu: full graph replicated, pod: edges sharded
+    c.data.edge_sharded = a.preset == "pod"
     return c

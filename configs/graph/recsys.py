@@ -6,7 +6,7 @@ NDCG@20 over all items.
         --workdir runs/lightgcn_lastfm
     python -m netlab.main --config configs/graph/recsys.py:model=lightgcn,data=gowalla,gpu \
         --workdir runs/lightgcn_gowalla
-    # needs NETLAB_DATA_DIR (e.g. ../shared/data) or --config.data.data_dir=...
+    # data: --config.data.data_dir, else $NETLAB_DATA_DIR, else the cache/a download (docs/data.md)
 
 Argument: model=lightgcn|ultragcn, data=lastfm|gowalla (settings below) and a preset.
 - lightgcn, lastfm: batch 2048 (LightGCN-PyTorch bpr_batch), 3000 steps (~145 epochs of 42,135

@@ -5,7 +5,7 @@ Wisconsin, Cornell and Film, split `data.split` (0-9).
     python -m netlab.main --config configs/graph/sheaf.py:data=film,maps=orth \
         --workdir runs/sheaf_film_orth --config.data.split=3
     # paper (10 splits) on Texas: Diag 85.67±6.95, O(d) 85.95±5.51, Gen 82.97±5.13; other sets:
-    # ../shared/reference/graph.md §7. All 10 splits with early stopping:
+    # bench/graph_reproduce_advanced.py (NSD_PAPER). All 10 splits with early stopping:
     # python bench/graph_reproduce_advanced.py --only sheaf
 
 Argument: data=texas|wisconsin|cornell|film, maps=diag|orth|general (the restriction maps, i.e.
@@ -78,5 +78,5 @@ def get_config(arg=None):
     c.optimizer.lr = hp["lr"]
     c.optimizer.schedule = "constant"
     c.optimizer.weight_decay = 0.0
-    c.mesh.data = 1
+    c.mesh.data = -1  # full graph replicated on every device (identical gradients)
     return c

@@ -8,8 +8,10 @@ Argument: model=condconv|pmoe and a preset (cpu | gpu | pod).
 - condconv (Yang et al., NeurIPS 2019): two CondConv blocks (16, 32 channels, 4 experts each,
   per-example sigmoid routing, 2x2 average pooling between them), global average, linear head.
 - pmoe (Chowdhury et al., ICML 2023): 2x2 patches, 4 experts that each pick l = 4 of the 16
-  patches of an image (expert choice over patches), ReLU experts of 32 units, mean over patches,
-  linear head; `loss.load_balance` / `loss.z_loss` weight its router's balance and z-losses.
+  patches of an image by their own router score, gated by a softmax over the l patches (the
+  paper's router, model.moe.router="pmoe"), ReLU experts of 32 units, mean over patches, linear
+  head; no auxiliary loss, as in the paper (every expert takes exactly l patches):
+  `loss.load_balance` / `loss.z_loss` are 0 (set them to weight the router's balance / z-losses).
 """
 
 import ml_collections
@@ -29,7 +31,7 @@ MODELS = {
         patches_per_expert=4,
         hidden=32,
         moe=ml_collections.ConfigDict(
-            dict(backend="capacity", router="expert_choice", expert_axis="expert")
+            dict(backend="capacity", router="pmoe", expert_axis="expert")
         ),
     ),
 }
@@ -44,6 +46,8 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict(MODELS[a.model])
     c.data = ml_collections.ConfigDict(dict(test_fraction=0.2))
     c.loss = ml_collections.ConfigDict(dict(load_balance=0.01, z_loss=1e-3))
+    if a.model == "pmoe":  # the paper trains without auxiliary losses
+        c.loss.load_balance, c.loss.z_loss = 0.0, 0.0
     c.train.steps = 600
     c.train.batch_size = 128
     c.train.eval_every = 200

@@ -8,12 +8,13 @@
 
 The diffusion pillar's digits task and DiT (configs/diffusion/digits_dit.py: same diffusion
 settings, samples/ and eval/digits_fd) with `model.mlp = "dit_moe"` (netlab/moe/dit_moe_mlp.py:
-SwiGLU experts, 2 shared experts, softmax top-2 without renormalisation) in every
-`model.mlp_every`-th block; `model.mlp_kwargs` are that MLP's fields. The balance loss weight
-`model.mlp_kwargs.load_balance_weight` is per MoE layer; this config has always trained with 0.01
-on the MEAN over its depth / mlp_every MoE layers, so each preset sets 0.01 / (depth // mlp_every)
-(0.005 for cpu): set it yourself when you override depth or mlp_every (0.01 per layer is the
-paper's sum). The layers' routing metrics are logged as train/aux/<name>.
+SwiGLU experts, 2 shared experts, softmax top-2 without renormalisation); `model.mlp_kwargs` are
+that MLP's fields. As in the reference code (feizc/DiT-MoE `models.py`): an MoE MLP in every block
+(`model.mlp_every = 1`); no token dropped (the reference trains without a capacity: backend
+`dropless`, and capacity factors 0 = "never drop", C = S, so that `backend=ep` / `capacity` keep
+every token too); the balance loss weight alpha = 0.01 per layer, i.e. applied to the SUM of the
+layers' balance losses (`model.mlp_kwargs.load_balance_weight`, nothing divides it). The layers'
+routing metrics are logged as train/aux/<name>.
 """
 
 import ml_collections
@@ -38,7 +39,7 @@ def get_config(arg=None):
             label_dropout=0.1,
             learn_logvar=False,
             mlp="dit_moe",
-            mlp_every=2,
+            mlp_every=1,  # MoE in every block (the reference)
             mlp_kwargs=ml_collections.ConfigDict(
                 dict(
                     num_experts=8,
@@ -46,10 +47,10 @@ def get_config(arg=None):
                     k=2,
                     num_shared=2,
                     router="topk",
-                    backend="capacity",
-                    capacity_factor=2.0,
-                    eval_capacity_factor=2.0,
-                    load_balance_weight=0.005,
+                    backend="dropless",  # the reference trains without a capacity
+                    capacity_factor=0.0,  # <= 0: never drop (C = S) on the slotted backends
+                    eval_capacity_factor=0.0,
+                    load_balance_weight=0.01,  # alpha per layer: on the sum over the layers
                     expert_axis="expert",
                 )
             ),
@@ -94,6 +95,5 @@ def get_config(arg=None):
         c.train.batch_size = 1024
         c.train.steps = 50000
         c.mesh.data, c.mesh.expert = -1, 8
-    # alpha = 0.01 on the mean over the MoE layers: alpha / (number of MoE layers) per layer
-    m.mlp_kwargs.load_balance_weight = 0.01 / max(1, m.depth // m.mlp_every)
+        m.mlp_kwargs.backend = "capacity"  # experts split over the expert axis; C = S: no drops
     return c

@@ -13,6 +13,8 @@ Metrics: train/cross_entropy, train/load_balance (1 = perfectly balanced), train
 train/aux_loss, eval/valid_loss; pictures expert_load/ and token_experts/ at each evaluation.
 Routers must be causal here (topk, hyper, sparsemixer, loss_free: e.g.
 --config.model.moe.router=loss_free uses DeepSeek-V3's bias with step model.moe.bias_update_rate).
+Capacity slots are filled in token order (a token's fate depends only on earlier tokens), and Batch
+Priority Routing (model.moe.bpr) is refused: it would let later tokens evict earlier ones.
 `loss.load_balance` and `loss.z_loss` weight the mean over the MoE layers.
 """
 
@@ -45,7 +47,7 @@ def get_config(arg=None):
                     capacity_factor=1.25,
                     eval_capacity_factor=2.0,
                     capacity_multiple=4,
-                    bpr=True,
+                    bpr=False,  # BPR sorts by confidence: not causal (a UserError here)
                     renormalize=False,
                     activation="gelu",
                     glu=False,
@@ -88,7 +90,6 @@ def get_config(arg=None):
         c.model.width, c.model.depth, c.model.num_heads, c.model.mlp_hidden = 1024, 14, 16, 4096
         c.model.moe.hidden = 4096
         c.model.moe.backend = "capacity"
-        c.model.moe.bpr = True
         c.data.seq_len = 1024
         c.train.batch_size = 256
         c.train.steps = 20000

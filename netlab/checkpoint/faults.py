@@ -4,7 +4,9 @@ A failed write (disk full, quota, file size limit, permission, read-only or fail
 the main thread from Orbax's save or wait; `storage_reason` recognises it (an OSError, or a
 TensorStore error carrying `os_error_code`) so the caller can say in one line which checkpoint was
 not written and which one is kept. Meanwhile Orbax logs every failed thread with a traceback and
-asyncio reports every abandoned write; `quiet_background_errors` filters exactly those.
+asyncio reports every abandoned write (and a failed restore of a damaged checkpoint leaves Orbax's
+read coroutines behind, which report again when the event loop closes); `quiet_background_errors`
+filters exactly those.
 """
 
 import errno
@@ -65,7 +67,10 @@ def _unraisable_filter(previous):
         if (isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in text) or (
             isinstance(info.exc_value, ImportError) and "shutting down" in text
         ):
-            return  # tensorstore callbacks of a failed / abandoned async save
+            return  # tensorstore callbacks of a failed / abandoned async save or restore
+        code = getattr(info.object, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            return  # a read of a damaged checkpoint, already reported in one line by the caller
         previous(info)
 
     hook.netlab = True

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 from netlab import distributed
 from netlab.checkpoint import compat
+from netlab.checkpoint.faults import quiet_background_errors
 from netlab.checkpoint.manager import _quiet_absl, _reader, _restore, steps
 from netlab.errors import UserError
 
@@ -95,6 +96,7 @@ def restore_newest(directory, candidates, abstract_state, lead=True, notice=prin
     moved aside to `unreadable-<step>` (by the lead process) with a one-line notice each."""
     directory = os.path.abspath(directory)
     failed = []
+    quiet_background_errors()  # a failed read leaves Orbax coroutines that report at exit
     with _reader(directory) as mngr, _quiet_absl():
         for step in candidates:
             try:

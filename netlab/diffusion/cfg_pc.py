@@ -15,7 +15,9 @@ production sampler. gamma and delta are traced arrays (no recompiles); K is stat
 As the sampler `diffusion.sampler="cfg_pc"` (`cfg_pc`), options from `diffusion.sampler_kwargs`,
 the conditional and unconditional denoisers are the two halves of the task's classifier-free
 guidance (`guidance.ClassifierFree`), and gamma defaults to 2w - 1 with w = `diffusion.guidance`:
-the PCG that matches CFG-DDPM at that scale.
+the PCG that matches CFG-DDPM at that scale. At w = 1 (gamma = 1, predictor_scale = 1) the
+unconditional model is not evaluated at all (`lax.cond` on traced scales), and no corrector runs
+at sigma = 0 (a grid that ends there takes the DDIM step x0_hat last).
 """
 
 import jax
@@ -30,11 +32,29 @@ def gamma_for_cfg_ddpm(w):
     return 2.0 * w - 1.0
 
 
+def unless_one(w, if_one, otherwise):
+    """`if_one()` when the weight w is 1, else `otherwise()`: a Python branch for a concrete w, a
+    `lax.cond` (only the taken branch runs) for a traced one."""
+    try:
+        one = bool(w == 1)
+    except jax.errors.ConcretizationTypeError:
+        return jax.lax.cond(w == 1, if_one, otherwise)
+    return if_one() if one else otherwise()
+
+
+def guided(denoise_cond, denoise_uncond, x, logsnr, w):
+    """D_u + w (D_c - D_u) = D_c + (w - 1)(D_c - D_u); at w = 1 D_c alone (no D_u call)."""
+    x0_c = denoise_cond(x, logsnr)
+    return unless_one(
+        w, lambda: x0_c, lambda: x0_c + (w - 1.0) * (x0_c - denoise_uncond(x, logsnr))
+    )
+
+
 def tilted_score(denoise_cond, denoise_uncond, x, logsnr, gamma):
+    """gamma s_c + (1 - gamma) s_u = (alpha D_gamma - x) / sigma^2 with D_gamma the guided
+    denoiser at weight gamma (Tweedie is linear in the denoiser)."""
     alpha, sigma = alpha_sigma(logsnr)
-    s_c = (alpha * denoise_cond(x, logsnr) - x) / sigma**2
-    s_u = (alpha * denoise_uncond(x, logsnr) - x) / sigma**2
-    return gamma * s_c + (1.0 - gamma) * s_u
+    return (alpha * guided(denoise_cond, denoise_uncond, x, logsnr, gamma) - x) / sigma**2
 
 
 def pcg(
@@ -48,7 +68,8 @@ def pcg(
     delta=0.1,
     predictor_scale=1.0,
 ):
-    """Predictor (DDIM, conditional at predictor_scale 1) + `num_corrector` Langevin steps per interval."""  # noqa: E501
+    """Predictor (DDIM, conditional at predictor_scale 1) + `num_corrector` Langevin steps per
+    interval (none into sigma = 0)."""
     gamma, delta = jnp.asarray(gamma, x.dtype), jnp.asarray(delta, x.dtype)
     w = jnp.asarray(predictor_scale, x.dtype)
     keys = jax.random.split(key, grid.shape[0] - 1)
@@ -57,8 +78,7 @@ def pcg(
         l_t, l_s, k = inputs
         a_t, s_t = alpha_sigma(l_t)
         a_s, s_s = alpha_sigma(l_s)
-        x0_c = denoise_cond(x, l_t)
-        x0 = x0_c + (w - 1.0) * (x0_c - denoise_uncond(x, l_t))  # CFG; exactly x0_c at w = 1
+        x0 = guided(denoise_cond, denoise_uncond, x, l_t, w)
         x = a_s * x0 + s_s * (x - a_t * x0) / s_t
         eps = delta * s_s**2
 
@@ -70,7 +90,10 @@ def pcg(
                 + jnp.sqrt(2.0 * eps) * z
             )
 
-        return jax.lax.fori_loop(0, num_corrector, langevin, x), None
+        def correct(x):
+            return jax.lax.fori_loop(0, num_corrector, langevin, x)
+
+        return jax.lax.cond(s_s > 0, correct, lambda x: x, x), None
 
     x, _ = jax.lax.scan(step, x, (grid[:-1], grid[1:], keys))
     return x

@@ -2,11 +2,14 @@
 entry) on user-provided image or latent datasets (CIFAR-10, ImageNet latents).
 
 `config.data.source`:
-- "tfds": `tfds.data_source(name, split, data_dir)` (array_record, no TensorFlow needed); uint8
-  images are scaled to [-1, 1] and, if `data.image_size` differs, resized bilinearly.
-- "npz": a file the user supplies with `x` (N, H, W, C) float latents and `label` (N,) ints, e.g.
-  ImageNet encoded by the SD VAE; `data.latent_scale` multiplies the latents (0.18215 for SD-VAE,
-  DiT's recipe).
+- "tfds_grain": a tfds-prepared dataset (`data.name`, `data.split`, ArrayRecord files under
+  `data.tfds_data_dir`) read with grain, see `netlab.data.tfds_grain`: one fixed-seed shuffle per
+  epoch, each process reads only its own rows of the global batch, `data.random_flip` flips rows
+  horizontally. uint8 images are scaled to [-1, 1] (float features, e.g. latents, are used as
+  stored) and, if `data.image_size` differs, resized bilinearly.
+- "npz": a file the user supplies with `x` (N, H, W, C) float latents and `label` (N,) ints
+  (uniform draws with replacement, no flips).
+`data.latent_scale` multiplies float inputs (0.18215 for SD-VAE latents, DiT's recipe).
 Batches are a pure function of (seed, step), drawn with their own numpy generator.
 Evaluation writes a class-ordered sample grid (first three channels) and the per-channel mean/std
 of the samples next to the data's. With `eval.inception_weights` set to a FID Inception-v3 .npz the
@@ -20,22 +23,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.data import tfds_grain
 from netlab.diffusion import inception
 from netlab.diffusion.task import _DiffusionTask
 from netlab.errors import UserError
 from netlab.registry import check_choice, check_range
 
 
-def _load_source(d):
-    check_choice("data.source", d.source, ("tfds", "npz"))
-    if d.source == "tfds":
-        try:
-            import tensorflow_datasets as tfds
-        except ImportError:
-            raise UserError(
-                "data.source='tfds' needs tensorflow-datasets; pip install 'netlab[data]'"
-            ) from None
-        return tfds.data_source(d.name, split=d.split, data_dir=d.data_dir or None)
+def _load_source(config):
+    d = config.data
+    check_choice("data.source", d.source, ("tfds_grain", "npz"))
+    if d.source == "tfds_grain":
+        return tfds_grain.TfdsGrainSource(
+            d.name,
+            d.split,
+            d.tfds_data_dir,
+            seed=int(config.seed),
+            batch_size=int(config.train.batch_size),
+            keys=(d.image_key, d.label_key),
+            random_flip=bool(d.random_flip),
+        )
     if not d.path:
         raise UserError("data.source='npz' needs data.path=<file with x (N,H,W,C) and label (N,)>")
     if not os.path.isfile(d.path):
@@ -54,7 +61,7 @@ class ImageDiffusion(_DiffusionTask):
             check_range(f"data.{key}", int(d[key]), 1, integer=True)
         self.data_shape = (int(d.image_size), int(d.image_size), int(d.channels))
         super().__init__(config, policy)
-        self.source = _load_source(d)
+        self.source = _load_source(config)
         self.inception, self._fid_ref = (
             _inception(config.eval.get("inception_weights", ""), int(d.channels)),
             None,
@@ -74,20 +81,39 @@ class ImageDiffusion(_DiffusionTask):
     def batch_axes(self):
         return {"x": ("batch", None, None, None), "label": ("batch",)}
 
-    def _rows(self, idx):
-        d = self.config.data
-        if isinstance(self.source, dict):
-            return self.source["x"][idx] * float(d.latent_scale), self.source["label"][idx]
-        recs = [self.source[int(i)] for i in idx]
-        x = np.stack([r[d.image_key] for r in recs]).astype(np.float32) / 127.5 - 1.0
+    def _scaled(self, x, label):
+        """Model inputs from stored rows: uint8 -> [-1, 1], float * latent_scale, resized."""
+        if x.dtype == np.uint8:
+            x = x.astype(np.float32) / 127.5 - 1.0
+        else:
+            x = x.astype(np.float32) * float(self.config.data.latent_scale)
         if x.shape[1:3] != self.data_shape[:2]:
             x = np.asarray(jax.image.resize(x, (len(x),) + self.data_shape, "bilinear"))
-        return x, np.asarray([r[d.label_key] for r in recs], np.int32)
+        return x, np.asarray(label, np.int32)
+
+    def _rows(self, idx):
+        """Rows `idx` of the dataset in stored order (evaluation's real images)."""
+        if isinstance(self.source, dict):
+            return self._scaled(self.source["x"][idx], self.source["label"][idx])
+        r = self.source.records(idx)
+        return self._scaled(r[self.source.keys[0]], r[self.source.keys[1]])
 
     def train_batch(self, step):
-        rng = np.random.default_rng([self.config.seed, step, 0x1A6E])
-        x, y = self._rows(rng.integers(0, len(self), self.batch_size))
-        return {"x": x, "label": y}
+        if isinstance(self.source, dict):
+            rng = np.random.default_rng([self.config.seed, step, 0x1A6E])
+            x, y = self._rows(rng.integers(0, len(self), self.batch_size))
+            return {"x": x, "label": y}
+        # tfds_grain: read and decode only this process's rows; the trainer keeps exactly this
+        # contiguous block (process_rows), so the other processes' rows are left as zeros.
+        pi, pc = jax.process_index(), jax.process_count()
+        r = self.source.batch(step, pi, pc)
+        x, y = self._scaled(r[self.source.keys[0]], r[self.source.keys[1]])
+        if pc == 1:
+            return {"x": x, "label": y}
+        full_x = np.zeros((self.batch_size,) + x.shape[1:], x.dtype)
+        full_y = np.zeros((self.batch_size,), y.dtype)
+        full_x[pi * len(x) : (pi + 1) * len(x)], full_y[pi * len(y) : (pi + 1) * len(y)] = x, y
+        return {"x": full_x, "label": full_y}
 
     def evaluate(self, params, model_state, step, workdir):
         n = int(self.config.eval.num_samples)

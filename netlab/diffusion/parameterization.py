@@ -12,6 +12,7 @@ network sees) and `denoised` (x0 from the network output).
 
 import jax.numpy as jnp
 
+from netlab.diffusion import schedules
 from netlab.diffusion.registries import PARAMETERIZATIONS
 
 
@@ -93,3 +94,22 @@ def network_input(x_t, alpha, sigma, kind, sigma_data=0.5):
 def denoised(x_t, out, alpha, sigma, kind, sigma_data=0.5):
     """x0 estimate from the raw network output `out` under parameterisation `kind`."""
     return PARAMETERIZATIONS.get(kind).denoised(x_t, out, alpha, sigma, sigma_data)
+
+
+def timestep_denoiser(net, schedule, kind: str = "eps", integer: bool = True):
+    """`denoise(x, logsnr) -> x0_hat` for `net(x, timesteps) -> eps | v` trained on the integer
+    timesteps 0..T-1 of `schedule` (T = `num_train_steps`; `linear` is DDPM's / Stable Diffusion's
+    table). The log-SNR is mapped back to its timestep (`schedules.timesteps_from_logsnr`, rounded
+    to the nearest integer with `integer`), so on a `leading`/`trailing`/`linspace` grid the
+    network sees exactly diffusers' timesteps; x0 = (x - sigma eps)/alpha or alpha x - sigma v with
+    alpha, sigma of the grid's log-SNR (the training table's values)."""
+    convert = PARAMETERIZATIONS.get(kind, key="parameterization")
+
+    def denoise(x, logsnr):
+        steps = schedules.timesteps_from_logsnr(schedule, logsnr)
+        steps = jnp.round(steps) if integer else steps
+        alpha, sigma = schedules.alpha_sigma(jnp.asarray(logsnr, x.dtype))
+        out = net(x, jnp.broadcast_to(steps, (x.shape[0],)))
+        return convert.denoised(x, out, alpha, sigma)
+
+    return denoise

@@ -24,7 +24,9 @@ config may also name a part of its own by import path, e.g.
 - WEIGHTINGS (`diffusion.weighting`): `fn(logsnr, gamma, sigmoid_bias, sigma_data) -> w`.
 - TIME_SAMPLINGS (`diffusion.time_sampling`):
   `fn(key, n, schedule, p_mean, p_std, t_eps, dtype) -> logsnr`.
-- GRIDS (`diffusion.grid`): `fn(schedule, t) -> float64 log-SNR grid` on the host.
+- GRIDS (`diffusion.grid`): `fn(schedule, t) -> float64 log-SNR grid` on the host, one point
+  per entry of t; an attribute `final = "zero"` makes `sampling_grid` end it at sigma = 0 by
+  default (diffusers' integer-timestep spacings).
 
 Registry kinds (for `kind:name` references): backbone, sampler, noise_schedule, parameterization,
 loss_weighting, time_sampling, sampling_grid.

@@ -6,9 +6,10 @@ drop labels to the null class with probability `model.label_dropout`, map the ne
 x0_hat by `diffusion.parameterization`, and weight the x0 error by `diffusion.weighting`
 (losses.py). Auxiliary losses that the network sows (an MoE MLP's load balance, `netlab.nn.aux`)
 are added and logged as `aux/<name>`. Evaluation samples with `diffusion.sampler` (options from
-`diffusion.sampler_kwargs`) over a host-built float64 grid of `sample_steps` intervals, with
-classifier-free guidance `diffusion.guidance`, and reports the digits Frechet distance (or sliced
-Wasserstein for 2-D data) and a picture of the samples.
+`diffusion.sampler_kwargs`) over a host-built float64 grid of `sample_steps` intervals
+(`diffusion.grid`, ending at sigma = 0 with `diffusion.grid_final="zero"`) cast to the samples'
+dtype, with classifier-free guidance `diffusion.guidance`, and reports the digits Frechet
+distance (or sliced Wasserstein for 2-D data) and a picture of the samples.
 
 The network is `model.backbone` (`registries.BACKBONES`: dit, unet, mlp, or `module:builder`),
 built with the trainer's precision policy (compute dtype, `train.remat`). A Transformer backbone
@@ -39,7 +40,7 @@ from netlab.diffusion.registries import (
 from netlab.errors import UserError
 from netlab.nn import aux, precision
 from netlab.nn.registries import MLPS
-from netlab.registry import check_range
+from netlab.registry import check_choice, check_range
 
 
 def _noise_cond(logsnr):
@@ -134,6 +135,8 @@ class _DiffusionTask:
         WEIGHTINGS.get(d.weighting)
         TIME_SAMPLINGS.get(d.time_sampling)
         GRIDS.get(d.grid)
+        if d.get("grid_final") is not None:
+            check_choice("diffusion.grid_final", d.grid_final, schedules.FINALS)
         check_range("diffusion.sample_steps", d.sample_steps, 1, integer=True)
         self.sampler_kwargs = _as_dict(d.get("sampler_kwargs", {}))
         samplers.check(
@@ -211,10 +214,14 @@ class _DiffusionTask:
         return loss + aux.total_loss(cols).astype(loss.dtype), (out, model_state)
 
     # --- sampling -------------------------------------------------------------------------------
-    def sampling_grid(self, steps=None, kind=None):
+    def sampling_grid(self, steps=None, kind=None, dtype=None):
+        """The host float64 grid in the dtype the samples are drawn in (float_dtype), or `dtype`:
+        the samplers compute in their input's dtype."""
         d = self.config.diffusion
-        grid = schedules.sampling_grid(self.schedule, steps or d.sample_steps, kind or d.grid)
-        return jnp.asarray(grid, self.float_dtype)
+        grid = schedules.sampling_grid(
+            self.schedule, steps or d.sample_steps, kind or d.grid, final=d.get("grid_final")
+        )
+        return jnp.asarray(grid, dtype or self.float_dtype)
 
     @functools.partial(jax.jit, static_argnums=(0, 5))
     def _sample(self, params, x_T, grid, labels, method, scale, key):
@@ -226,7 +233,9 @@ class _DiffusionTask:
         else:
             denoise = lambda x, logsnr: model(x, logsnr, None)  # noqa: E731
         kwargs = self.sampler_kwargs if method == self.config.diffusion.sampler else {}
-        return samplers.sample(denoise, x_T, grid, method, key=key, **kwargs)
+        return samplers.sample(
+            denoise, x_T, grid, method, key=key, schedule=self.schedule, **kwargs
+        )
 
     def sample(self, params, n, labels=None, method=None, steps=None, scale=None, seed=0):
         d = self.config.diffusion
@@ -236,9 +245,8 @@ class _DiffusionTask:
         )
         labels = jnp.zeros((n,), jnp.int32) if labels is None else jnp.asarray(labels, jnp.int32)
         scale = jnp.asarray(d.guidance if scale is None else scale, self.float_dtype)
-        out = self._sample(
-            params, x_T, self.sampling_grid(steps), labels, method or d.sampler, scale, key
-        )
+        grid = self.sampling_grid(steps, dtype=x_T.dtype)
+        out = self._sample(params, x_T, grid, labels, method or d.sampler, scale, key)
         return np.asarray(multihost_utils.process_allgather(out, tiled=True))
 
 

@@ -31,7 +31,9 @@ class APPNP(nn.Module):
     @nn.compact
     def __call__(self, graph, h, deterministic: bool = True):
         h = L.project(self, h, self.features)
-        edge_coef, self_coef = G.gcn_coefficients(graph)
+        edge_coef, self_coef = G.gcn_coefficients(
+            graph, dtype=G.accum_dtype(h.dtype, graph.edge_weight.dtype)
+        )
         z = h
         for _ in range(self.k):
             coef = L.Dropout(self.edge_dropout)(edge_coef, deterministic=deterministic)

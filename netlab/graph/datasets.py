@@ -1,12 +1,13 @@
-"""Offline graph datasets: karate club, Planetoid Cora/CiteSeer (raw files), geom-gcn heterophilic
+"""Graph datasets: karate club, Planetoid Cora/CiteSeer/PubMed (raw files), geom-gcn heterophilic
 sets.
 
-No downloads. The data folder comes from the config (``config.data.data_dir``) or
-``NETLAB_DATA_DIR`` (else ``../shared/data`` beside the checkout, :func:`default_root`); every
-file is checked against the folder's ``SHA256SUMS`` before it is read, and a missing or corrupt
-file raises a one-line :class:`netlab.errors.UserError` naming the file. The Planetoid pickles are
-read with a restricted unpickler that admits only the numpy/scipy classes (and the
-``defaultdict``/``list`` of the adjacency dict) those files need; anything else is refused.
+Files come through the dataset registry (:mod:`netlab.data.registry`): ``config.data.data_dir``,
+then ``$NETLAB_DATA_DIR``, then the download cache, else a verified download into the cache (see
+docs/data.md). Every file is checked against the catalog's SHA-256 before it is read; a missing or
+corrupt file raises the registry's one-line :class:`netlab.errors.UserError` naming the dataset,
+the file, the URL and how to place it by hand. The Planetoid pickles are read with a restricted
+unpickler that admits only the numpy/scipy classes (and the ``defaultdict``/``list`` of the
+adjacency dict) those files need; anything else is refused.
 
 Every loader returns a :class:`NodeDataset`: features, labels, an undirected edge list with both
 directions, no self-loops, no duplicates, sorted by (receiver, sender), and boolean split masks.
@@ -18,22 +19,20 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import io
-import os
-import pathlib
 import pickle
 from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
 
+from netlab.data import registry
 from netlab.errors import UserError
 from netlab.graph import graphs as G
 from netlab.graph import padding
 
-ENV = "NETLAB_DATA_DIR"
-PLANETOID = ("cora", "citeseer")
+ENV = registry.DATA_DIR_ENV
+PLANETOID = ("cora", "citeseer", "pubmed")
 GEOM_GCN = ("cornell", "texas", "wisconsin", "film")
 
 
@@ -90,32 +89,10 @@ def normalize_features(x: np.ndarray, dtype=np.float32) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def default_root(configured: str = "") -> str:
-    """Where the tasks look for offline data: ``config.data.data_dir`` if set, else
-    $NETLAB_DATA_DIR, else ``../shared/data`` beside the checkout (as ``configlib.data_dir``; kept
-    here so that the graph pillar does not import the config loader, which imports the trainer)."""
-    if configured:
-        return configured
-    if os.environ.get(ENV):
-        return os.environ[ENV]
-    return str(pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data")
-
-
-def data_dir(configured: Optional[str] = None) -> pathlib.Path:
-    """The datasets folder: ``configured`` (config.data.data_dir) if set, else $NETLAB_DATA_DIR."""
-    path = configured or os.environ.get(ENV, "")
-    if not path:
-        raise UserError(
-            f"no graph data folder: set config.data.data_dir or the {ENV} environment variable "
-            "(e.g. ../shared/data)"
-        )
-    p = pathlib.Path(path).expanduser().resolve()
-    if not p.is_dir():
-        raise UserError(
-            f"graph data folder {p} does not exist; set config.data.data_dir or {ENV} "
-            "to the folder holding planetoid/ and SHA256SUMS"
-        )
-    return p
+def default_root(configured: str = "") -> Optional[str]:
+    """The folder the tasks pass to the loaders: ``config.data.data_dir`` if set, else None
+    (the registry then tries $NETLAB_DATA_DIR, the cache, a download)."""
+    return configured or None
 
 
 def check_data_keys(data_config, allowed, task: str) -> None:
@@ -133,40 +110,9 @@ def check_data_keys(data_config, allowed, task: str) -> None:
         raise UserError(f"unknown config key 'data.{key}' for {task}{hint}")
 
 
-def _checksums(root: pathlib.Path) -> dict:
-    f = root / "SHA256SUMS"
-    if not f.is_file():
-        raise UserError(f"missing {f}: the data folder must hold SHA256SUMS beside the datasets")
-    sums = {}
-    for line in f.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split(None, 1)
-            sums[name.strip().lstrip("*").removeprefix("./")] = digest
-    return sums
-
-
-def read_verified(root: pathlib.Path, rel: str) -> bytes:
-    """Bytes of ``root/rel`` after checking its SHA256 against ``root/SHA256SUMS``."""
-    path = root / rel
-    if not path.is_file():
-        raise UserError(
-            f"missing data file {path}; copy the offline datasets (see data/README.md) or fix "
-            f"config.data.data_dir / {ENV}"
-        )
-    sums = _checksums(root)
-    if rel not in sums:
-        raise UserError(
-            f"{rel} is not listed in {root / 'SHA256SUMS'}; add its checksum or restore the file"
-        )
-    data = path.read_bytes()
-    got = hashlib.sha256(data).hexdigest()
-    if got != sums[rel]:
-        raise UserError(
-            f"checksum mismatch for {path} (sha256 {got[:12]}…, expected "
-            f"{sums[rel][:12]}…): the file is corrupt or modified; restore it from the "
-            "original source"
-        )
-    return data
+def read_verified(dataset: str, rel: str, root=None) -> bytes:
+    """Bytes of file ``rel`` of ``dataset`` after its SHA-256 check (downloaded if needed)."""
+    return registry.locate(dataset, rel, root).read_bytes()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,17 +184,13 @@ def load_planetoid(name: str, root=None) -> NodeDataset:
     test = ``test.index``."""
     name = name.lower()
     if name not in PLANETOID:
-        raise UserError(
-            f"unknown Planetoid dataset {name!r}; offline choices: {', '.join(PLANETOID)} "
-            "(PubMed's feature file is not available offline)"
-        )
-    root = data_dir(root if root is None else str(root))
+        raise UserError(f"unknown Planetoid dataset {name!r}; choose one of {', '.join(PLANETOID)}")
     obj = {}
     for part in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
         rel = f"planetoid/ind.{name}.{part}"
-        obj[part] = safe_unpickle(read_verified(root, rel), str(root / rel))
+        obj[part] = safe_unpickle(read_verified(name, rel, root), rel)
     test_idx = np.array(
-        [int(v) for v in read_verified(root, f"planetoid/ind.{name}.test.index").split()]
+        [int(v) for v in read_verified(name, f"planetoid/ind.{name}.test.index", root).split()]
     )
     test_sorted = np.sort(test_idx)
     tx, ty = obj["tx"].tolil() if sp.issparse(obj["tx"]) else obj["tx"], obj["ty"]
@@ -286,25 +228,25 @@ def load_geom_gcn(name: str, split: int = 0, root=None) -> NodeDataset:
     name = name.lower()
     if not 0 <= split < 10:
         raise UserError(f"geom-gcn split {split} out of range; use data.split in 0..9")
-    root = data_dir(root if root is None else str(root))
-    if name in PLANETOID:
+    if name in ("cora", "citeseer"):
         base = load_planetoid(name, root)
-        rel = f"geom_gcn/splits_{name}/{name}_split_0.6_0.2_{split}.npz"
+        dataset, rel = f"geom-{name}", f"geom_gcn/splits_{name}/{name}_split_0.6_0.2_{split}.npz"
     elif name in GEOM_GCN:
         base = _read_geom_gcn(root, name)
-        rel = f"geom_gcn/{name}/splits/{name}_split_0.6_0.2_{split}.npz"
+        dataset, rel = name, f"geom_gcn/{name}/splits/{name}_split_0.6_0.2_{split}.npz"
     else:
         raise UserError(
-            f"unknown geom-gcn dataset {name!r}; choose one of {', '.join(GEOM_GCN + PLANETOID)}"
+            f"unknown geom-gcn dataset {name!r}; choose one of {', '.join(GEOM_GCN)}, cora, "
+            "citeseer"
         )
-    with np.load(io.BytesIO(read_verified(root, rel)), allow_pickle=False) as z:
+    with np.load(io.BytesIO(read_verified(dataset, rel, root)), allow_pickle=False) as z:
         masks = [np.asarray(z[k]).astype(bool) for k in ("train_mask", "val_mask", "test_mask")]
     return dataclasses.replace(base, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
 
 
 def _read_geom_gcn(root, name):
     text = (
-        read_verified(root, f"geom_gcn/{name}/out1_node_feature_label.txt")
+        read_verified(name, f"geom_gcn/{name}/out1_node_feature_label.txt", root)
         .decode()
         .splitlines()[1:]
     )
@@ -325,7 +267,8 @@ def _read_geom_gcn(root, name):
             x[i] = f
     y = np.zeros(n, np.int32)
     y[ids] = labels
-    edges = read_verified(root, f"geom_gcn/{name}/out1_graph_edges.txt").decode().splitlines()[1:]
+    edges = read_verified(name, f"geom_gcn/{name}/out1_graph_edges.txt", root)
+    edges = edges.decode().splitlines()[1:]
     e = np.array([[int(v) for v in line.split("\t")] for line in edges if line.strip()])
     s, r = _undirected(e[:, 0], e[:, 1], n)
     empty = np.zeros(n, bool)
@@ -349,8 +292,8 @@ def load_karate(num_train_per_class: int = 1) -> NodeDataset:
 
 
 def load(name: str, root=None, split: int = 0) -> NodeDataset:
-    """By name: karate, cora, citeseer (public split), geom-<name> (geom-gcn split ``split``),
-    cornell/texas/wisconsin/film."""
+    """By name: karate, cora, citeseer, pubmed (public split), geom-<name> (geom-gcn split
+    ``split``), cornell/texas/wisconsin/film."""
     name = name.lower()
     if name == "karate":
         return load_karate()
@@ -361,7 +304,8 @@ def load(name: str, root=None, split: int = 0) -> NodeDataset:
     if name in GEOM_GCN:
         return load_geom_gcn(name, split, root)
     raise UserError(
-        f"unknown graph dataset {name!r}; choose karate, cora, citeseer, geom-cora, geom-citeseer, "
+        f"unknown graph dataset {name!r}; choose karate, cora, citeseer, pubmed, geom-cora, "
+        "geom-citeseer, "
         f"{', '.join(GEOM_GCN)} (or load_ogb_node for OGB)"
     )
 

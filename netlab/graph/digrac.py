@@ -68,13 +68,14 @@ def dimpa_graphs(senders, receivers, num_nodes: int, tau: float = 0.5, dtype=np.
     return {"source": out[0], "target": out[1]}
 
 
-def dimpa_operators(graph: G.Graph, tau: float = 0.5):
+def dimpa_operators(graph: G.Graph, tau: float = 0.5, dtype=None):
     """`dimpa_graphs` inside jit, from one directed Graph whose edge s -> r means A_sr = 1:
-    returns (source, target) Graphs with `rw_edge` / `rw_self` norms. The source operator runs its
-    messages against the edge direction, so its receivers are unsorted (no sortedness hint)."""
+    returns (source, target) Graphs with `rw_edge` / `rw_self` norms in `dtype` (default: the edge
+    weights' precision, float32 at least). The source operator runs its messages against the edge
+    direction, so its receivers are unsorted (no sortedness hint)."""
 
     def operator(g):
-        deg = G.degree(g, weighted=False) + tau
+        deg = G.degree(g, weighted=False, dtype=dtype) + tau
         m = g.edge_mask
         coef = jnp.where(m, 1.0 / deg[g.receivers], 0.0)
         self_coef = jnp.where(g.node_mask, tau / deg, 0.0)
@@ -86,15 +87,16 @@ def dimpa_operators(graph: G.Graph, tau: float = 0.5):
     return operator(reverse), operator(graph)
 
 
-def hermitian_features(senders, receivers, num_nodes: int, k: int) -> np.ndarray:
-    """[n, 2k] float32: real and imaginary parts of the top-k eigenvectors of H = i(A - A^T)."""
+def hermitian_features(senders, receivers, num_nodes: int, k: int, dtype=np.float32) -> np.ndarray:
+    """[n, 2k] in `dtype`: real and imaginary parts of the top-k eigenvectors of H = i(A - A^T)
+    (computed in float64)."""
     A = np.zeros((num_nodes, num_nodes))
     np.add.at(A, (np.asarray(senders), np.asarray(receivers)), 1.0)
     H = 1j * (A - A.T)
     w, U = np.linalg.eigh(H)
     top = U[:, np.argsort(-w)[:k]]
     x = np.concatenate([top.real, top.imag], 1) * np.sqrt(num_nodes)
-    return x.astype(np.float32)
+    return x.astype(dtype)
 
 
 def adjusted_rand_index(labels_true, labels_pred) -> float:
@@ -215,7 +217,8 @@ class DIMPAConv(nn.Module):
             raise UserError(
                 f"dimpa layer: features={self.features} must be even (source and target halves)"
             )
-        source, target = dimpa_operators(graph, self.tau)
+        dtype = G.accum_dtype(x.dtype, graph.edge_weight.dtype)
+        source, target = dimpa_operators(graph, self.tau, dtype)
         return DIMPA(
             self.features // 2, self.hops, 0.0, self.dtype, self.param_dtype, name="dimpa"
         )(source, target, x)

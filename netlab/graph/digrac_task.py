@@ -63,7 +63,7 @@ class DigraphClustering:
         )
         gs = digrac.dimpa_graphs(s, r, self.n, float(m.get("tau", 0.5)), dtype=fdt)
         x = np.zeros((gs["source"].num_nodes, 2 * self.k), fdt)
-        x[: self.n] = digrac.hermitian_features(s, r, self.n, self.k)
+        x[: self.n] = digrac.hermitian_features(s, r, self.n, self.k, fdt)
         self.arrays = {
             **padding.to_arrays(gs["source"], "src_"),
             **padding.to_arrays(gs["target"], "tgt_"),

@@ -25,7 +25,9 @@ onto devices (the edge-sharded full-batch mode), each device aggregates its edge
 node array and XLA sums the partial aggregates with one all-reduce.
 
 Precision: softmax normalisers, degrees and counts accumulate in float32, or in float64 when their
-inputs are float64 (a ``jax_enable_x64`` run stays float64 end to end).
+inputs are float64 (a ``jax_enable_x64`` run stays float64 end to end); normalisation coefficients
+are computed in the precision of the features they scale (float32 at least), recomputing a less
+precise host copy rather than rounding float64 features through float32 coefficients.
 """
 
 from __future__ import annotations
@@ -251,16 +253,13 @@ def edge_softmax_with_self(graph: Graph, edge_logits, self_logits):
     return (ex / denom[recv]).astype(dtype), (es / denom).astype(dtype)
 
 
-def degree(graph: Graph, weighted: bool = True):
-    """In-degree at each receiver (sum of edge weights, padding edges excluded), float32 [N]
-    (float64 for float64 edge weights)."""
+def degree(graph: Graph, weighted: bool = True, dtype=None):
+    """In-degree at each receiver (sum of edge weights, padding edges excluded) [N], in ``dtype``
+    (default: float32, or float64 for float64 edge weights)."""
     w = graph.edge_weight if weighted else graph.edge_mask
-    return segment_sum(
-        w.astype(accum_dtype(graph.edge_weight.dtype)),
-        graph.receivers,
-        graph.num_nodes,
-        graph.sorted_receivers,
-    )
+    if dtype is None:
+        dtype = accum_dtype(graph.edge_weight.dtype)
+    return segment_sum(w.astype(dtype), graph.receivers, graph.num_nodes, graph.sorted_receivers)
 
 
 def gcn_norm(
@@ -288,12 +287,19 @@ def gcn_norm(
     return edge_coef, self_coef
 
 
-def gcn_coefficients(graph: Graph, add_self_loops: bool = True):
-    """``(edge_coef [E], self_coef [N])`` of D^-1/2 (A + I) D^-1/2; the host-precomputed copy if
-    present (``padding.with_norms``), else computed here in the edge weights' precision."""
+def gcn_coefficients(graph: Graph, add_self_loops: bool = True, dtype=None):
+    """``(edge_coef [E], self_coef [N])`` of D^-1/2 (A + I) D^-1/2 in ``dtype`` (default: the edge
+    weights' precision, float32 at least). The host-precomputed copy (``padding.with_norms``) is
+    used when it is at least that precise; otherwise (e.g. float32 coefficients of a graph whose
+    features are float64) they are recomputed here, so a float64 layer never multiplies by float32
+    coefficients."""
     key = "gcn" if add_self_loops else "gcn_noloop"
+    if dtype is None:
+        dtype = accum_dtype(graph.edge_weight.dtype)
     if graph.norm is not None and f"{key}_edge" in graph.norm:
-        return graph.norm[f"{key}_edge"], graph.norm[f"{key}_self"]
+        edge, self_ = graph.norm[f"{key}_edge"], graph.norm[f"{key}_self"]
+        if jnp.promote_types(edge.dtype, dtype) == edge.dtype:
+            return edge, self_
     return gcn_norm(
         graph.senders,
         graph.receivers,
@@ -301,12 +307,15 @@ def gcn_coefficients(graph: Graph, add_self_loops: bool = True):
         graph.num_nodes,
         add_self_loops=add_self_loops,
         xp=jnp,
+        dtype=dtype,
     )
 
 
 def normalized_adjacency_matmul(graph: Graph, x, add_self_loops: bool = True):
-    """D^-1/2 (A + I) D^-1/2 X (Kipf & Welling 2017, eq. 2) through :func:`propagate`."""
-    edge_coef, self_coef = gcn_coefficients(graph, add_self_loops)
+    """D^-1/2 (A + I) D^-1/2 X (Kipf & Welling 2017, eq. 2) through :func:`propagate`, with
+    coefficients at least as precise as ``x``."""
+    dtype = accum_dtype(x.dtype, graph.edge_weight.dtype)
+    edge_coef, self_coef = gcn_coefficients(graph, add_self_loops, dtype)
     out = propagate(graph, gather(graph, x), edge_coef)
     return out + _expand(self_coef, x).astype(x.dtype) * x
 

@@ -1,4 +1,5 @@
-"""Building blocks shared by the graph layers and models: dense maps, hashed dropout, an MLP.
+"""Building blocks shared by the graph layers and models: dense maps, hashed dropout, an MLP with
+optional (masked batch / layer / instance) normalisation.
 
 The GNN layers themselves live one paper per file (``gcn.py``, ``sgc.py``, ``gat.py``, ``gatv2.py``,
 ``gin.py``, ``deepergcn.py``, ``appnp.py``, ``lightgcn.py``, ``grand.py``, ``sheaf.py``,
@@ -86,25 +87,104 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x)).astype(x.dtype)
 
 
-class MLP(nn.Module):
-    """Linear layers with ReLU between them (and an optional LayerNorm before each ReLU)."""
+NORMS = ("batch", "layer", "instance", "none")
 
-    features: Sequence[int]
-    norm: bool = False
+
+class MaskedBatchNorm(nn.Module):
+    """Batch normalisation (Ioffe & Szegedy 2015) over the rows where ``mask`` is true, so padding
+    rows never enter the statistics. Training normalises with the masked batch mean and biased
+    variance and updates running averages in the ``batch_stats`` collection (torch's convention:
+    new = (1 − momentum)·old + momentum·batch, unbiased variance); evaluation uses the running
+    averages. Equals ``torch.nn.BatchNorm1d(affine=True)`` on the real rows. Statistics accumulate
+    in float32 (float64 for float64 inputs)."""
+
+    momentum: float = 0.1
+    epsilon: float = 1e-5
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, mask=None, train: bool = False):
+        f = x.shape[-1]
+        acc = jnp.promote_types(jnp.result_type(x.dtype, self.param_dtype), jnp.float32)
+        mean_v = self.variable("batch_stats", "mean", lambda: jnp.zeros((f,), self.param_dtype))
+        var_v = self.variable("batch_stats", "var", lambda: jnp.ones((f,), self.param_dtype))
+        scale = self.param("scale", nn.initializers.ones, (f,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (f,), self.param_dtype)
+        xf = x.astype(acc)
+        if train:
+            w = jnp.ones(x.shape[:1], acc) if mask is None else mask.astype(acc)
+            w = w.reshape(w.shape + (1,) * (x.ndim - 1))
+            n = jnp.maximum(jnp.sum(w), 1.0)
+            axes_ = tuple(range(x.ndim - 1))
+            mean = jnp.sum(xf * w, axes_) / n
+            var = jnp.sum(jnp.square(xf - mean) * w, axes_) / n
+            if not self.is_initializing():
+                m = self.momentum
+                unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
+                mean_v.value = ((1 - m) * mean_v.value + m * mean).astype(self.param_dtype)
+                var_v.value = ((1 - m) * var_v.value + m * unbiased).astype(self.param_dtype)
+        else:
+            mean, var = mean_v.value.astype(acc), var_v.value.astype(acc)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon) * scale.astype(acc) + bias.astype(acc)
+        return y.astype(self.dtype or jnp.result_type(x.dtype, self.param_dtype))
+
+
+def norm_layer(kind: str, dtype=None, param_dtype=jnp.float32, name=None):
+    """The feature normalisation ``kind`` names, as PyG's ``GENConv`` MLP builds it (torch layers,
+    eps 1e-5): ``batch`` — :class:`MaskedBatchNorm`; ``layer`` — per-row LayerNorm with scale and
+    bias; ``instance`` — ``InstanceNorm1d(affine=False)``, which torch applies to a 2-D [nodes,
+    channels] input as an unbatched (C, L) tensor, i.e. per row over its channels without scale or
+    bias; ``none`` — None."""
+    if kind == "batch":
+        return MaskedBatchNorm(dtype=dtype, param_dtype=param_dtype, name=name)
+    if kind in ("layer", "instance"):
+        affine = kind == "layer"
+        return nn.LayerNorm(
+            epsilon=1e-5,
+            use_scale=affine,
+            use_bias=affine,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            name=name,
+        )
+    return None
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them and an optional normalisation (``NORMS``) before each
+    ReLU; ``mask`` marks the real rows for batch statistics, ``train`` selects batch (True) or
+    running (False) statistics."""
+
+    features: Sequence[int]
+    norm: str = "none"
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None, train: bool = False):
         for i, f in enumerate(self.features):
-            x = dense(f, True, f"lin{i}", self.dtype, self.param_dtype)(x)
+            x = dense(f, self.use_bias, f"lin{i}", self.dtype, self.param_dtype)(x)
             if i < len(self.features) - 1:
-                if self.norm:
-                    x = nn.LayerNorm(
-                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm{i}"
-                    )(x)
+                norm = norm_layer(self.norm, self.dtype, self.param_dtype, f"norm{i}")
+                if isinstance(norm, MaskedBatchNorm):
+                    x = norm(x, mask, train)
+                elif norm is not None:
+                    x = norm(x)
                 x = nn.relu(x)
         return x
 
 
-__all__ = ["Dropout", "MLP", "dense", "glorot", "hash_keep_mask", "project", "remat"]
+__all__ = [
+    "NORMS",
+    "Dropout",
+    "MLP",
+    "MaskedBatchNorm",
+    "dense",
+    "glorot",
+    "hash_keep_mask",
+    "norm_layer",
+    "project",
+    "remat",
+]

@@ -1,6 +1,6 @@
-"""Offline recommendation data: Gowalla and LastFM as split by LightGCN (He et al., SIGIR 2020).
+"""Recommendation data: Gowalla and LastFM as split by LightGCN (He et al., SIGIR 2020).
 
-Files (from gusye1234/LightGCN-PyTorch `data/`, mirrored in `../shared/data/lightgcn/`):
+Files (from gusye1234/LightGCN-PyTorch `data/`; `lightgcn/` in the data-folder layout):
 
 - Gowalla: `lightgcn/gowalla/s_adj_mat.npz`, a scipy CSR 0/1 adjacency of the (users + items)
   bipartite graph built from the training interactions (29,858 users then 40,981 items); training
@@ -9,19 +9,20 @@ Files (from gusye1234/LightGCN-PyTorch `data/`, mirrored in `../shared/data/ligh
 - LastFM: `lightgcn/lastfm/data1.txt` (train) and `test1.txt`, tab-separated `user item weight`
   with 1-based ids; 1,892 users, 4,489 items.
 
-Every file read is checked against `SHA256SUMS` at the data root; a missing or altered file raises
-a one-line `UserError` naming it. The data root is the `data_dir` argument, else `$NETLAB_DATA_DIR`.
+Files come through the dataset registry (`netlab.data.registry`): the `data_dir` argument
+(`config.data.data_dir`), then `$NETLAB_DATA_DIR`, then the download cache, else a verified download
+into the cache (docs/data.md). Each file is checked against the catalog's SHA-256; a missing or
+altered file raises the registry's one-line `UserError` naming the dataset, file and URL.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import pathlib
 
 import numpy as np
 
+from netlab.data import registry
 from netlab.errors import UserError
 
 DATASETS = ("lastfm", "gowalla")
@@ -55,57 +56,16 @@ class Interactions:
 
 
 def data_root(data_dir=None) -> pathlib.Path:
-    root = data_dir or os.environ.get("NETLAB_DATA_DIR", "")
-    if not root:
-        raise UserError(
-            "no data folder: set config.data.data_dir or NETLAB_DATA_DIR "
-            "(e.g. NETLAB_DATA_DIR=../shared/data)"
-        )
-    root = pathlib.Path(root).expanduser()
-    if not root.is_dir():
-        raise UserError(
-            f"data folder {str(root)!r} does not exist; set config.data.data_dir or NETLAB_DATA_DIR"
-        )
-    return root
+    """The first folder the registry searches: ``data_dir``, else $NETLAB_DATA_DIR, else the
+    cache; a named folder that does not exist is a one-line error."""
+    return registry.search_dirs(data_dir)[0][1]
 
 
-def _checksums(root: pathlib.Path) -> dict:
-    path = root / "SHA256SUMS"
-    if not path.is_file():
-        raise UserError(
-            f"{path} is missing; the data folder must hold the SHA256SUMS file it ships with"
-        )
-    sums = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split(None, 1)
-            sums[name.strip().removeprefix("./")] = digest
-    return sums
-
-
-def verified_path(root, rel: str) -> pathlib.Path:
-    """`root/rel` after checking it exists and matches its SHA256SUMS entry."""
-    root = pathlib.Path(root)
-    path = root / rel
-    if not path.is_file():
-        raise UserError(
-            f"missing data file {path}; copy {rel} into the data folder "
-            "(see ../shared/data/README.md)"
-        )
-    expected = _checksums(root).get(rel)
-    if expected is None:
-        raise UserError(
-            f"{rel} has no entry in {root / 'SHA256SUMS'}; add its checksum or restore the file"
-        )
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != expected:
-        raise UserError(
-            f"checksum mismatch for {path} (corrupt or altered); restore the original {rel}"
-        )
-    return path
+def verified_path(root, rel: str, name: str = "") -> pathlib.Path:
+    """The verified local path of ``rel`` (looked up in ``root`` first, then as the registry
+    resolves it)."""
+    name = name or rel.split("/")[1]
+    return registry.locate(name, rel, root)
 
 
 def _sorted_pairs(u, i):
@@ -120,8 +80,7 @@ def _read_triples(path):
 
 
 def load_lastfm(data_dir=None) -> Interactions:
-    root = data_root(data_dir)
-    train_path, test_path = (verified_path(root, rel) for rel in FILES["lastfm"])
+    train_path, test_path = (verified_path(data_dir, rel, "lastfm") for rel in FILES["lastfm"])
     tu, ti = _sorted_pairs(*_read_triples(train_path))
     su, si = _sorted_pairs(*_read_triples(test_path))
     return Interactions("lastfm", LASTFM_USERS, LASTFM_ITEMS, tu, ti, su, si)
@@ -130,8 +89,7 @@ def load_lastfm(data_dir=None) -> Interactions:
 def load_gowalla(data_dir=None) -> Interactions:
     import scipy.sparse as sp
 
-    root = data_root(data_dir)
-    adj_path, test_path = (verified_path(root, rel) for rel in FILES["gowalla"])
+    adj_path, test_path = (verified_path(data_dir, rel, "gowalla") for rel in FILES["gowalla"])
     adj = sp.load_npz(adj_path).tocsr()
     n_users = GOWALLA_USERS
     n_items = adj.shape[0] - n_users

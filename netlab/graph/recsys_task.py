@@ -6,7 +6,7 @@ Config (see configs/graph/recsys.py):
                       model.reg (L2 on batch embeddings), UltraGCN: model.lam, model.gamma,
                       model.neg_weight, model.num_negatives, model.num_neighbors
     data.name         "lastfm" | "gowalla";
-    data.data_dir     "" -> $NETLAB_DATA_DIR, else ../shared/data
+    data.data_dir     "" -> $NETLAB_DATA_DIR, the cache, a download (docs/data.md)
     data.k            cut-off of Recall@k / NDCG@k (20);  data.eval_users_per_chunk
                       (any other data.* key is a config error)
     train.batch_size  (user, positive, negative) triples per step

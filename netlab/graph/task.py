@@ -26,14 +26,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netlab.graph import builder, padding
+from netlab.graph import builder, padding, splits
 from netlab.graph import datasets as D
 from netlab.graph import graphs as G
 from netlab.graph.graphs import accum_dtype
 from netlab.graph.sgc import SGC, sgc_propagate
 
 # The config.data keys each task reads; anything else (e.g. ``data.dir``) is a config error.
-NODE_DATA_KEYS = ("name", "data_dir", "split", "row_normalize", "edge_sharded", "precompute")
+NODE_DATA_KEYS = (
+    "name",
+    "data_dir",
+    "split",
+    "split_protocol",
+    "row_normalize",
+    "edge_sharded",
+    "precompute",
+)
 GRAPH_DATA_KEYS = (
     "num_graphs",
     "graphs_per_batch",
@@ -93,6 +101,10 @@ class NodeClassification:
         spec = builder.model_spec(config, self.policy, "node")
         root = D.default_root(d.get("data_dir", ""))
         self.dataset = dataset if dataset is not None else D.load(d.name, root, d.get("split", 0))
+        # "lcc_random": GRAND's protocol, a random split (seed data.split) of the largest component
+        self.dataset = splits.apply_protocol(
+            self.dataset, d.get("split_protocol", "given"), int(d.get("split", 0))
+        )
         ds, fdt = self.dataset, builder.float_dtype(self.policy)
         budget = padding.Budget(
             ds.num_nodes + 1, padding.round_up(max(ds.num_edges, 1), _edge_multiple(config)), 2
@@ -152,9 +164,16 @@ class NodeClassification:
 
     def loss_fn(self, params, model_state, batch, rng, train):
         g = G.from_arrays(batch) if "senders" in batch else None
-        logits = self.model.apply(
-            {"params": params, **model_state}, g, batch["nodes"], train=train, rngs={"dropout": rng}
-        )
+        variables = {"params": params, **model_state}
+        kw = dict(train=train, rngs={"dropout": rng})
+        if train and "batch_stats" in model_state:
+            # BatchNorm (e.g. GENConv's MLP with norm='batch') updates its running averages.
+            logits, updates = self.model.apply(
+                variables, g, batch["nodes"], mutable=["batch_stats"], **kw
+            )
+            model_state = {**model_state, **updates}
+        else:
+            logits = self.model.apply(variables, g, batch["nodes"], **kw)
         ce = masked_cross_entropy(logits, batch["y"], batch["train_mask"])
         loss = ce + l2_penalty(params, self.weight_decay, self.wd_scope)
         accuracy = masked_accuracy(logits, batch["y"], batch["train_mask"])

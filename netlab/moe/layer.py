@@ -11,9 +11,10 @@ to the experts (`netlab.moe.experts`) and back.
 What the layer leaves in the `netlab.nn.aux` collections (float32 scalars over the global batch):
 - losses, already weighted: `load_balance` = load_balance_weight * Switch load-balancing loss
   (Fedus et al. 2021, eq. 4; 1 at perfect balance) and `z_loss` = z_loss_weight * router z-loss
-  (Zoph et al. 2022, eq. 5). A model sums them over its layers; the tasks set each layer's weight
-  to the config coefficient divided by the number of MoE layers, so the total is the coefficient
-  times the mean over layers (the weighting netlab has always used).
+  (Zoph et al. 2022, eq. 5). A model sums them over its layers; the MoE tasks (LM, ViT, pMoE) set
+  each layer's weight to the config coefficient divided by the number of MoE layers, so the total
+  is the coefficient times the mean over layers; DiT-MoE (diffusion task) gives each layer its
+  `load_balance_weight` directly, alpha on the sum over layers as in its reference code.
 - metrics: the unweighted `load_balance`, `z_loss`, V-MoE `importance`, `dropped_fraction`
   (assignments that found no slot) and `unrouted_fraction` (tokens that reached no expert).
 - `intermediates`: `gates` (G, S, E) and `expert_fraction` (E,) (share of assignments), for plots.
@@ -47,7 +48,8 @@ class MoEMLP(nn.Module):
     eval_capacity_factor: Optional[float] = 2.0
     capacity_multiple: int = 4
     expert_capacity: Optional[int] = None  # fixed slots per expert per group (overrides)
-    bpr: bool = False  # Batch Priority Routing (token choice, slotted backends)
+    bpr: bool = False  # Batch Priority Routing (token choice, slotted backends; not causal)
+    causal: bool = False  # in a causal decoder: slots in token order, causal routers, no BPR
     renormalize: bool = False  # divide the k weights by their sum
     activation: str = "gelu"  # gelu | relu | silu
     glu: bool = False  # gated experts (SwiGLU with activation="silu")
@@ -67,8 +69,10 @@ class MoEMLP(nn.Module):
         self, group_size: Optional[int] = None, causal: bool = False, expert_devices: int = 1
     ):
         """One-line UserErrors for bad field values (naming `config_key`.<field> and the choices);
-        called by the tasks when they are built and by the layer when it runs. -> the router."""
+        called by the tasks when they are built and by the layer when it runs. -> the router.
+        `causal` (or the `causal` field): the layer sits in a causal decoder."""
         key = self.config_key
+        causal = causal or self.causal
         router = ROUTERS.get(self.router, key=f"{key}.router")()
         BACKENDS.get(self.backend, key=f"{key}.backend")
         check_range(f"{key}.num_experts", self.num_experts, 1, None, integer=True)
@@ -78,6 +82,11 @@ class MoEMLP(nn.Module):
             raise UserError(
                 f"{key}.router={self.router!r} mixes tokens across positions and leaks "
                 f"future tokens in a causal LM; choose one of {', '.join(ok)}"
+            )
+        if causal and self.bpr:
+            raise UserError(
+                f"{key}.bpr=True sorts a sequence's tokens by router confidence, so later "
+                f"tokens decide which earlier ones keep a slot in a causal LM; set {key}.bpr=False"
             )
         if router.backends is not None and self.backend not in router.backends:
             raise UserError(
@@ -153,6 +162,7 @@ class MoEMLP(nn.Module):
                 routing.weight,
                 self.capacity(s, train, no_drop),
                 bpr=self.bpr,
+                causal=self.causal,
             )
         self.record(routing)
         y = router.apply_experts(self, routing, x, w, lambda r, x, w: backend.run(r, x, w, spec))

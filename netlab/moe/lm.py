@@ -3,7 +3,10 @@
 Block i (`netlab.nn.blocks.PreLNBlock`, causal) takes an MoE MLP (`netlab.moe.shared.mlp_factory`
 of the `moe` fields) when `i % moe_every == moe_every - 1` (every block for moe_every=1), else the
 dense `DenseMLP`, whose `wi`/`wo` names let `netlab.moe.upcycle` copy it into the experts. Each
-sequence is one routing group; the routers must be causal (a one-line UserError otherwise).
+sequence is one routing group. The MoE layers are built with `causal=True`: capacity slots are
+filled in token order, choice by choice (`netlab.moe.routing.slot_positions`), so whether a token
+keeps its experts depends only on earlier tokens; routers that mix positions (expert choice, Soft
+MoE, SMEAR) and Batch Priority Routing are one-line UserErrors.
 Input and output embeddings are tied. Returns logits (B, L, vocab); the MoE layers' losses and
 metrics go to the `netlab.nn.aux` collections. With `remat_policy` every block is rematerialised
 (`nn.remat`).
@@ -61,7 +64,7 @@ class MoELM(nn.Module):
         )
         x = (embed[tokens] + pos[:l]).astype(self.dtype)
         x = axes.constrain(x, axes.BATCH, axes.LENGTH, axes.EMBED)
-        sparse = mlp_factory(self.moe, self.dtype)
+        sparse = mlp_factory(dict(self.moe or {}, causal=True), self.dtype)
         if self.num_moe_layers():
             sparse(parent=None).check(group_size=l, causal=True)  # no router that sees the future
         dense = functools.partial(DenseMLP, self.mlp_hidden, self.dtype)

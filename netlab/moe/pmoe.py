@@ -2,8 +2,10 @@
 Provably Sample-efficient for Convolutional Neural Networks", §2 eq. 2-3).
 
 The image is cut into patches; each expert's router picks exactly `patches_per_expert` (l) patches
-of each image (expert-choice routing over patches, `netlab.moe.expert_choice`) and processes only
-those; the outputs are combined with the gate values. `PatchMoENet` is the paper's two-layer CNN:
+of each image by its own score w_s^T x^(j) and gates them with a softmax over the l selected
+patches (the paper's router, `netlab.moe.patch_router`, router="pmoe"; `moe.router` may name
+another, e.g. the softmax-over-experts "expert_choice") and processes only those; the outputs are
+combined with the gate values. `PatchMoENet` is the paper's two-layer CNN:
 the pMoE layer (experts = ReLU convolution filters on patches), averaged over patches, then a linear
 classifier.
 """
@@ -34,8 +36,8 @@ class PatchMoE(nn.Module):
     dtype: Any = jnp.float32
 
     def layer_fields(self) -> dict:
-        """The MoEMLP fields of the layer: expert choice of l patches, ReLU experts."""
-        fields = {"router": "expert_choice", "activation": "relu", **dict(self.moe or {})}
+        """The MoEMLP fields of the layer: the pMoE router keeping l patches, ReLU experts."""
+        fields = {"router": "pmoe", "activation": "relu", **dict(self.moe or {})}
         return dict(
             num_experts=self.num_experts,
             hidden=self.hidden,

@@ -136,14 +136,27 @@ def top_k_select(logits, k: int, *, renormalize: bool = False, bias=None):
     return probs, index, weight
 
 
-def slot_positions(index, num_experts: int, priority=None):
-    """Slot of each assignment in its expert's buffer (G, S, k), filled k-major: all first choices
-    (in token order, or in `priority` order when given) before any second choice.
+def slot_positions(index, num_experts: int, priority=None, causal: bool = False):
+    """Slot of each assignment in its expert's buffer (G, S, k).
 
-    `priority` (G, S): higher goes first — Batch Priority Routing (Riquelme et al. 2021, V-MoE §3.1)
-    passes each token's top routing weight, so under overload the least confident tokens drop.
+    Encoders (default): filled k-major, all first choices (in token order, or in `priority` order
+    when given) before any second choice, so top-1 fills the buffers first (V-MoE, Flaxformer).
+    `priority` (G, S): higher goes first — Batch Priority Routing (Riquelme et al. 2021, V-MoE
+    §3.1) passes each token's top routing weight, so under overload the least confident tokens drop.
+
+    `causal` (decoders): filled token-major, token by token and choice by choice within a token
+    (MaxText's dropping order), so whether token s keeps a slot depends only on tokens <= s. The
+    k-major order lets a later token's first choice take the slot of an earlier token's second
+    choice, and BPR lets a later, more confident token take it: both leak the future into a causal
+    LM's logits. No priority with `causal`.
     """
     g, s, k = index.shape
+    if causal:
+        if priority is not None:
+            raise ValueError("causal slot filling takes no priority (BPR sees later tokens)")
+        onehot = jax.nn.one_hot(index, num_experts, dtype=jnp.int32).reshape(g, s * k, -1)
+        pos = jnp.cumsum(onehot, axis=1) - 1
+        return jnp.sum(pos * onehot, axis=-1).reshape(g, s, k)
     if priority is not None:
         order = jnp.argsort(-priority, axis=1, stable=True)  # (G, S): rank -> token
         index = jnp.take_along_axis(index, order[..., None], axis=1)
@@ -171,15 +184,18 @@ def without_slots(probs, logits, index, weight) -> Routing:
     )
 
 
-def assign_slots(probs, logits, index, weight, capacity_: int, *, bpr: bool = False) -> Routing:
+def assign_slots(
+    probs, logits, index, weight, capacity_: int, *, bpr: bool = False, causal: bool = False
+) -> Routing:
     """Turn a token-choice assignment into dispatch/combine tensors, `capacity_` slots per expert.
 
     Assignments beyond the capacity are dropped (their token skips that expert; the residual
-    connection carries it). GShard (Lepikhin et al. 2020, Alg. 1) slot logic, BPR optional.
+    connection carries it). GShard (Lepikhin et al. 2020, Alg. 1) slot logic, BPR optional;
+    `causal` fills the slots in token order (decoders, see `slot_positions`).
     """
     num_experts = probs.shape[-1]
     priority = jnp.max(weight, axis=-1) if bpr else None
-    pos = slot_positions(index, num_experts, priority)
+    pos = slot_positions(index, num_experts, priority, causal)
     kept = (pos < capacity_).astype(F32)
     e_hot = jax.nn.one_hot(index, num_experts, dtype=F32)  # (G, S, k, E)
     c_hot = jax.nn.one_hot(pos, capacity_, dtype=F32)  # zero when pos >= C
@@ -196,11 +212,11 @@ def assign_slots(probs, logits, index, weight, capacity_: int, *, bpr: bool = Fa
 
 
 def top_k_routing(
-    logits, k: int, capacity_: int, *, renormalize=False, bpr=False, bias=None
+    logits, k: int, capacity_: int, *, renormalize=False, bpr=False, bias=None, causal=False
 ) -> Routing:
     """Top-k token choice with a capacity limit and optional Batch Priority Routing (see above)."""
     probs, index, weight = top_k_select(logits, k, renormalize=renormalize, bias=bias)
-    return assign_slots(probs, logits, index, weight, capacity_, bpr=bpr)
+    return assign_slots(probs, logits, index, weight, capacity_, bpr=bpr, causal=causal)
 
 
 # --------------------------------------------------------------------------------------------------

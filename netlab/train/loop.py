@@ -32,7 +32,7 @@ from netlab.checkpoint import manager as ckptlib
 from netlab.checkpoint import resume
 from netlab.errors import UserError
 from netlab.metrics.progress import Progress
-from netlab.metrics.writers import MetricWriter
+from netlab.metrics.writers import MetricWriter, read_jsonl
 from netlab.train import signals, validate
 from netlab.train.trainer import Trainer
 from netlab.train.workdir import WorkdirLock
@@ -204,6 +204,13 @@ def _train(cfg, workdir, trainer, state, start, ckpt, writer, progress, stop):
     t_log, n_log = time.perf_counter(), start
     step = start
     stop.check()
+    if start and start >= total:  # a finished run, rerun: report its evaluation, do not redo it
+        result["eval"] = _logged_eval(workdir, total)
+        progress.write(
+            f"already finished at step {total} (checkpoint in {ckdir}); raise "
+            "--config.train.steps to train on"
+        )
+        return result
     while step < total:
         if step == prof_start and lead:
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
@@ -244,6 +251,18 @@ def _train(cfg, workdir, trainer, state, start, ckpt, writer, progress, stop):
     result["eval"] = _evaluate(trainer, state, workdir, writer, progress, step)
     result["state"] = state
     return result
+
+
+def _logged_eval(workdir, step) -> dict:
+    """The `eval/` scalars metrics.jsonl holds for `step` (empty if none were logged)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    for rec in read_jsonl(path):
+        if rec.get("step") == step:
+            out.update({k[5:]: v for k, v in rec.items() if k.startswith("eval/")})
+    return out
 
 
 def _evaluate(trainer, state, workdir, writer, progress, step):

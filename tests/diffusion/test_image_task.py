@@ -40,6 +40,7 @@ def test_npz_latents_train_and_evaluate(tmp_path):
         str(CONFIGS / "imagenet_latent_dit.py"),
         "cpu",
         {
+            "data.source": "npz",
             "data.path": _latents(tmp_path),
             "data.image_size": 8,
             "model.patch": 2,
@@ -105,7 +106,7 @@ def test_unet_backbone_builds(tmp_path):
 
 
 def test_missing_npz_path_is_one_line():
-    c = configlib.load(str(CONFIGS / "imagenet_latent_dit.py"), "cpu")
+    c = configlib.load(str(CONFIGS / "imagenet_latent_dit.py"), "cpu", {"data.source": "npz"})
     with pytest.raises(ValueError, match="needs data.path") as err:
         ImageDiffusion(c)
     assert "\n" not in str(err.value)

@@ -140,9 +140,10 @@ def test_sampler_from_config_on_the_oracle(name):
     )
     denoise = guidance.classifier_free(_oracle, jnp.zeros((16,), jnp.int32), 1, jnp.float32(1.5))
     x = jax.random.normal(jax.random.key(0), (16, 2))
-    out = jax.jit(lambda x, k: samplers.sample(denoise, x, grid, d.sampler, k, **kwargs))(
-        x, jax.random.key(1)
-    )
+    sched = schedules.Schedule(d.schedule)
+    out = jax.jit(
+        lambda x, k: samplers.sample(denoise, x, grid, d.sampler, k, schedule=sched, **kwargs)
+    )(x, jax.random.key(1))
     assert out.shape == (16, 2) and bool(jnp.all(jnp.isfinite(out)))
     assert float(jnp.abs(out - x).max()) > 1e-3
 

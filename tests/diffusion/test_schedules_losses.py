@@ -178,4 +178,13 @@ def test_every_grid_runs_from_the_noisy_end_to_the_clean_end(kind):
     grid = schedules.sampling_grid(sched, 7, kind)
     assert grid.dtype == np.float64 and grid.shape == (8,)
     assert np.all(np.diff(grid) > 0)  # log-SNR rises towards the data
+    fn = registries.GRIDS.get(kind)
+    if getattr(fn, "final", "schedule") == "zero":  # diffusers' spacings: 7 timesteps, sigma 0
+        t = fn.timesteps(sched.num_train_steps, 7, 0) / (sched.num_train_steps - 1)
+        np.testing.assert_allclose(grid[:-1], sched.logsnr(t), rtol=1e-12)
+        assert np.isposinf(grid[-1]) and t[0] <= 1.0
+        return
     np.testing.assert_allclose(grid[[0, -1]], sched.logsnr(np.array([1.0, 0.0])), rtol=1e-12)
+    zero = schedules.sampling_grid(sched, 7, kind, final="zero")
+    assert zero.shape == (8,) and np.isposinf(zero[-1]) and np.all(np.diff(zero) > 0)
+    assert zero[0] == grid[0]

@@ -1,13 +1,14 @@
 """Offline dataset loaders: published statistics, splits, checksums and the restricted unpickler."""
 
-import hashlib
 import os
 import pickle
+import re
 import shutil
 
 import numpy as np
 import pytest
 
+from netlab.data import registry
 from netlab.errors import UserError
 from netlab.graph import datasets as D
 
@@ -51,13 +52,9 @@ def test_karate():
 
 def _copy_planetoid(src, dst, name="cora"):
     (dst / "planetoid").mkdir(parents=True)
-    lines = []
     for p in sorted((src / "planetoid").glob(f"ind.{name}.*")):
         shutil.copy(p, dst / "planetoid" / p.name)
-    for line in (src / "SHA256SUMS").read_text().splitlines():
-        if f"ind.{name}." in line:
-            lines.append(line)
-    (dst / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+        (dst / "planetoid" / p.name).chmod(0o644)
 
 
 class _Evil:
@@ -65,44 +62,78 @@ class _Evil:
         return (os.system, ("touch " + str(_Evil.marker),))
 
 
-def test_malicious_pickle_is_refused(shared_data_dir, tmp_path):
-    root = tmp_path / "data"
-    _copy_planetoid(shared_data_dir, root)
+def test_malicious_pickle_is_refused(tmp_path):
     _Evil.marker = tmp_path / "pwned"
     payload = pickle.dumps(_Evil(), protocol=2)
-    (root / "planetoid" / "ind.cora.x").write_bytes(payload)
-    sums = (root / "SHA256SUMS").read_text().splitlines()
-    digest = hashlib.sha256(payload).hexdigest()
-    sums = [
-        f"{digest}  ./planetoid/ind.cora.x" if line.endswith("ind.cora.x") else line
-        for line in sums
-    ]
-    (root / "SHA256SUMS").write_text(
-        "\n".join(sums) + "\n"
-    )  # checksum matches: the unpickler must refuse
     with pytest.raises(UserError, match="refusing to unpickle .*system") as err:
-        D.load_planetoid("cora", root)
+        D.safe_unpickle(payload, "planetoid/ind.cora.x")
     assert "\n" not in str(err.value)
     assert not _Evil.marker.exists()
 
 
-def test_corrupt_and_missing_files_are_refused(shared_data_dir, tmp_path):
+def test_corrupt_and_missing_files_are_refused(shared_data_dir, tmp_path, monkeypatch):
+    """A corrupt file in config.data.data_dir is refused (not replaced); a missing one, with no
+    other folder holding it and downloads off, is the registry's one-line error."""
     root = tmp_path / "data"
     _copy_planetoid(shared_data_dir, root)
+    monkeypatch.delenv(D.ENV, raising=False)
+    monkeypatch.setenv("NETLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NETLAB_OFFLINE", "1")
     p = root / "planetoid" / "ind.cora.graph"
     data = bytearray(p.read_bytes())
     data[100] ^= 1
     p.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="checksum mismatch for .*ind.cora.graph"):
+    with pytest.raises(UserError, match="dataset 'cora': checksum mismatch for .*ind.cora.graph"):
         D.load_planetoid("cora", root)
     p.unlink()
-    with pytest.raises(UserError, match="missing data file .*ind.cora.graph"):
+    with pytest.raises(UserError, match="dataset 'cora': missing data file .*ind.cora.graph") as e:
         D.load_planetoid("cora", root)
+    assert "\n" not in str(e.value) and "kimiyoung/planetoid" in str(e.value)
+    assert "shared" not in str(e.value)
+    assert not (tmp_path / "cache" / "planetoid" / "ind.cora.graph").exists()
 
 
-def test_data_dir_from_env(monkeypatch, shared_data_dir):
-    monkeypatch.delenv(D.ENV, raising=False)
-    with pytest.raises(UserError, match=r"config\.data\.data_dir or the NETLAB_DATA_DIR"):
-        D.data_dir(None)
+def test_data_dir_resolution_order(monkeypatch, shared_data_dir, tmp_path):
+    """config.data.data_dir, then $NETLAB_DATA_DIR, then the cache; a named folder that does not
+    exist is an error, not a silent fallback."""
+    cache, mine = tmp_path / "cache", tmp_path / "mine"
+    _copy_planetoid(shared_data_dir, mine)
+    monkeypatch.setenv("NETLAB_CACHE", str(cache))
     monkeypatch.setenv(D.ENV, str(shared_data_dir))
-    assert D.data_dir(None) == shared_data_dir.resolve()
+    rel = "planetoid/ind.cora.y"
+    assert registry.locate("cora", rel, mine) == mine / rel
+    assert registry.locate("cora", rel) == shared_data_dir / rel
+    monkeypatch.delenv(D.ENV)
+    _copy_planetoid(shared_data_dir, cache)
+    assert registry.locate("cora", rel) == cache / rel
+    with pytest.raises(UserError, match=r"config\.data\.data_dir='.*nope' is not a folder"):
+        registry.locate("cora", rel, tmp_path / "nope")
+    monkeypatch.setenv(D.ENV, str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="NETLAB_DATA_DIR='.*nope' is not a folder"):
+        D.load_planetoid("cora")
+
+
+def test_every_loader_words_missing_data_the_same(tmp_path, monkeypatch):
+    """Planetoid, geom-gcn and LightGCN loaders give the registry's one line: dataset, file, URL,
+    how to place it by hand; and nothing outside the repository is named."""
+    from netlab.graph import recsys_data
+
+    monkeypatch.delenv(D.ENV, raising=False)
+    monkeypatch.setenv("NETLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NETLAB_OFFLINE", "1")
+    shape = (
+        r"dataset '{}': missing data file {}: downloads are off \(NETLAB_OFFLINE=1\), not fetched "
+        r"from https://\S+; place the file by hand at {}/\S+ \(or at <folder>/\S+ with "
+        r"config.data.data_dir or NETLAB_DATA_DIR naming <folder>\), or run `python -m "
+        r"netlab.data fetch {}` where the network is reachable \(see docs/data.md\)"
+    )
+    for load, name, rel in [
+        (lambda: D.load("cora"), "cora", "planetoid/ind.cora.x"),
+        (lambda: D.load("texas"), "texas", "geom_gcn/texas/out1_node_feature_label.txt"),
+        (lambda: recsys_data.load("lastfm"), "lastfm", "lightgcn/lastfm/data1.txt"),
+    ]:
+        with pytest.raises(UserError) as err:
+            load()
+        pattern = shape.format(name, rel, tmp_path / "cache", name)
+        assert re.fullmatch(pattern, str(err.value)), str(err.value)
+        assert "shared" not in str(err.value)

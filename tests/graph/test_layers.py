@@ -149,7 +149,7 @@ def test_genconv_softmax_aggregation_interpolates_mean_and_max():
     msg_of = lambda xx: np.maximum(xx, 0) + 1e-7
     outs = {}
     for t in (1e-6, 200.0):
-        layer = deepergcn.GENConv(F, t=t, num_mlp_layers=1)
+        layer = deepergcn.GENConv(F, t=t, num_mlp_layers=1, bias=True)
         params = nn.unbox(layer.init(jax.random.key(0), padding.to_device(g), jnp.asarray(g.nodes)))
         # capture the aggregated message m_v via the MLP input: out = MLP(x + m)
         _, inter = layer.apply(

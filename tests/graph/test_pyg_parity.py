@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from netlab.graph import appnp, gat, gatv2, gcn, gin, padding, sgc
+from netlab.graph import appnp, deepergcn, gat, gatv2, gcn, gin, padding, sgc
 
 torch = pytest.importorskip("torch")
 pyg_nn = pytest.importorskip("torch_geometric.nn")
@@ -114,3 +114,43 @@ def test_gin_matches_pyg():
     np.testing.assert_allclose(
         run(gin.GINConv((6, 4), eps=0.3), p, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_genconv_matches_pyg(norm):
+    """GENConv(5 -> 4): separate lin_src / lin_dst, learnable t, MsgNorm, MLP norm and bias;
+    BatchNorm in eval mode with non-trivial running statistics."""
+    g, x, ei = graph()
+    torch.manual_seed(3)
+    conv = pyg_nn.GENConv(
+        F, 4, learn_t=True, t=0.7, msg_norm=True, learn_msg_scale=True, norm=norm, bias=True
+    )
+    bn = conv.mlp[1]
+    with torch.no_grad():
+        conv.msg_norm.scale.fill_(1.3)
+        torch.nn.init.normal_(bn.weight)
+        torch.nn.init.normal_(bn.bias)
+        if norm == "batch":
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    conv.eval()
+    mlp = {"lin0": lin(conv.mlp[0]), "lin1": lin(conv.mlp[4])}
+    mlp["norm0"] = {"scale": t2n(bn.weight), "bias": t2n(bn.bias)}
+    params = {
+        "lin_src": lin(conv.lin_src),
+        "lin_dst": lin(conv.lin_dst),
+        "t": t2n(conv.aggr_module.t).reshape(()),
+        "msg_norm": {"scale": t2n(conv.msg_norm.scale)},
+        "mlp": mlp,
+    }
+    layer = deepergcn.GENConv(
+        4, learn_t=True, msg_norm=True, learn_msg_scale=True, norm=norm, bias=True
+    )
+    gd = padding.to_device(g)
+    variables = {"params": params}
+    if norm == "batch":
+        variables["batch_stats"] = {
+            "mlp": {"norm0": {"mean": t2n(bn.running_mean), "var": t2n(bn.running_var)}}
+        }
+    ours = np.asarray(layer.apply(variables, gd, gd.nodes))[:N]
+    np.testing.assert_allclose(ours, t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)

@@ -215,8 +215,10 @@ def _copy_lastfm(src, dst):
     shutil.copy(src / "SHA256SUMS", dst / "SHA256SUMS")
 
 
-def test_corrupt_or_missing_file_refused(shared_data_dir, tmp_path):
+def test_corrupt_or_missing_file_refused(shared_data_dir, tmp_path, monkeypatch):
     _copy_lastfm(shared_data_dir, tmp_path)
+    monkeypatch.delenv("NETLAB_DATA_DIR")  # only tmp_path and an empty cache hold the files
+    monkeypatch.setenv("NETLAB_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "lightgcn/lastfm/test1.txt"
     path.chmod(0o644)
     good = path.read_bytes()

@@ -130,6 +130,7 @@ def test_edge_sharded_training_equals_single_device():
     for name, devices, sharded in (
         ("one", jax.devices()[:1], False),
         ("eight", jax.devices()[:8], True),
+        ("replicated", jax.devices()[:8], False),  # the full graph on each of 8 devices
     ):
         cfg = node_config(dict(name="gcn", hidden=8, dropout=0.5), edge_sharded=sharded)
         cfg.mesh.data = -1
@@ -145,12 +146,37 @@ def test_edge_sharded_training_equals_single_device():
         for step in range(3):
             state, metrics = trainer.train_step(state, trainer.global_batch(step))
         results[name] = (jax.device_get(state.params), float(metrics["loss"]))
-    assert results["one"][1] == pytest.approx(results["eight"][1], rel=1e-5)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-        results["one"][0],
-        results["eight"][0],
-    )
+    for other in ("eight", "replicated"):
+        assert results["one"][1] == pytest.approx(results[other][1], rel=1e-5)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+            results["one"][0],
+            results[other][0],
+        )
+
+
+@pytest.mark.slow
+def test_batch_norm_state_trains_replicated_like_one_device():
+    """DeeperGCN with BatchNorm in its GENConv MLPs (running averages in ``batch_stats``) on a
+    data=3 mesh, the full graph replicated on each device: loss, parameters and running averages
+    equal the one-device run."""
+    from netlab.train.trainer import Trainer
+
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:3]):
+        cfg = node_config(
+            dict(name="deepergcn", hidden=4, num_layers=1, dropout=0.5, mlp_norm="batch")
+        )
+        cfg.mesh.data = -1
+        trainer = Trainer(cfg, devices=devices, task=T.NodeClassification(cfg))
+        assert trainer.mesh.shape["data"] == len(devices)
+        state = trainer.init_state()
+        for step in range(2):
+            state, metrics = trainer.train_step(state, trainer.global_batch(step))
+        results.append(jax.device_get((state.params, state.model_state, metrics["loss"])))
+    stats = results[0][1]["batch_stats"]
+    assert not np.allclose(stats["conv0"]["mlp"]["norm0"]["mean"], 0.0)  # updated by training
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
 
 
 def graph_config(**data):
@@ -287,6 +313,7 @@ BUILT = [
     ("deepergcn_cora.py", "cpu"),
     ("gcn_texas.py", "cpu"),
     ("grand_cora.py", "cpu"),
+    ("grand_cora.py", "split=lcc,cpu"),
     ("digrac_dsbm.py", "cpu"),
 ]
 
@@ -490,3 +517,21 @@ def test_remat_is_refused_for_models_without_it_and_exact_for_the_others():
         grads["none"],
         grads["full"],
     )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("*.py")))
+def test_every_graph_preset_fits_a_multi_device_host(name):
+    """On an 8-device host every preset of every graph config builds its mesh (full-batch graphs
+    replicate over the data axis, or shard edges) and, for mini-batched tasks, splits its batch
+    evenly over the data-parallel devices."""
+    from netlab import configlib
+    from netlab.sharding import mesh as meshlib
+
+    path = CONFIG_DIR / name
+    for arg in configlib.presets(path):
+        cfg = configlib.load(str(path), arg)
+        shape = dict(zip(("data", "fsdp", "expert", "tensor"), meshlib.mesh_shape(cfg.mesh, 8)))
+        dp = shape["data"] * shape["fsdp"] * shape["expert"]
+        assert shape["data"] == 8, (name, arg, shape)
+        if "gpu" in arg or "pod" in arg:  # cpu presets are for one (CPU) device
+            assert cfg.train.batch_size % dp == 0, (name, arg, cfg.train.batch_size)

@@ -53,27 +53,52 @@ def test_dit_moe_balance_loss_is_the_k_normalised_switch_loss():
     np.testing.assert_allclose(losses.dit_moe_balance(probs, index), expect, rtol=1e-6)
 
 
+TINY = {
+    "model.width": 8,
+    "model.depth": 2,
+    "model.num_heads": 2,
+    "model.mlp_kwargs.hidden": 8,
+    "model.mlp_kwargs.num_experts": 4,
+    "train.batch_size": 8,
+    "diffusion.sample_steps": 2,
+}
+
+
+def test_dit_moe_digits_defaults_are_the_reference_and_alpha_weights_the_sum_over_layers():
+    """feizc/DiT-MoE: MoE in every block, no token dropped, alpha = 0.01 on the SUM of the layers'
+    balance losses (the config used to give each layer 0.01 / number of MoE layers)."""
+    from netlab.train.trainer import build_task
+
+    path = str(ROOT / "configs" / "moe" / "dit_moe_digits.py")
+    for preset in ("cpu", "gpu", "pod"):
+        m = configlib.load(path, preset).model
+        assert m.mlp_every == 1 and m.mlp_kwargs.load_balance_weight == 0.01, preset
+        assert m.mlp_kwargs.capacity_factor <= 0 and m.mlp_kwargs.eval_capacity_factor <= 0
+    task = build_task(configlib.load(path, "cpu", dict(TINY, **{"model.depth": 3})))
+    params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    _, cols = jax.jit(
+        lambda p: task.model.apply(
+            {"params": p}, x, jnp.full(4, 0.5), jnp.arange(4), True, mutable=aux.COLLECTIONS
+        )
+    )(params)
+    per_layer = [
+        float(cols[aux.METRICS][f"block{i}"]["mlp"]["routed"]["load_balance"]) for i in range(3)
+    ]  # the unweighted balance loss of each of the 3 MoE layers
+    assert all(lb >= 0.99 for lb in per_layer)
+    np.testing.assert_allclose(aux.total_loss(cols), 0.01 * sum(per_layer), rtol=1e-6)
+    assert float(aux.mean_metrics(cols)["dropped_fraction"]) == 0.0
+
+
 @pytest.mark.slow
 def test_dit_moe_digits_config_trains_through_the_diffusion_task():
     from netlab.train.trainer import build_task
 
-    cfg = configlib.load(
-        str(ROOT / "configs" / "moe" / "dit_moe_digits.py"),
-        "cpu",
-        {
-            "model.width": 8,
-            "model.depth": 2,
-            "model.num_heads": 2,
-            "model.mlp_kwargs.hidden": 8,
-            "model.mlp_kwargs.num_experts": 4,
-            "train.batch_size": 8,
-            "diffusion.sample_steps": 2,
-        },
-    )
+    cfg = configlib.load(str(ROOT / "configs" / "moe" / "dit_moe_digits.py"), "cpu", TINY)
     task = build_task(cfg)
     params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
-    assert params["block1"]["mlp"]["routed"]["wi"].shape == (4, 8, 8)
-    assert "fc1" in params["block0"]["mlp"]  # block 0 keeps the dense MLP
+    for i in range(2):  # an MoE MLP in every block
+        assert params[f"block{i}"]["mlp"]["routed"]["wi"].shape == (4, 8, 8)
     batch = jax.tree.map(jnp.asarray, task.train_batch(0))
     grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True), static_argnums=4)
     opt = optax.adam(3e-3)
@@ -85,9 +110,9 @@ def test_dit_moe_digits_config_trains_through_the_diffusion_task():
         updates, opt_state = opt.update(grads, opt_state)
         params = optax.apply_updates(params, updates)
     assert {"aux/load_balance", "aux/dropped_fraction", "x0_mse"} <= set(metrics), set(metrics)
-    # one MoE layer (depth 2, every 2nd block): its weight times its balance loss (>= 1)
+    # two MoE layers: the weight times the sum of their balance losses (each >= 1)
     w = cfg.model.mlp_kwargs.load_balance_weight
-    assert 0.99 * w < float(metrics["aux/load_balance"]) < 5 * w
+    assert 2 * 0.99 * w < float(metrics["aux/load_balance"]) < 10 * w
     assert float(jnp.abs(grads["block1"]["mlp"]["routed"]["router"]).max()) > 0
     assert float(jnp.abs(grads["block1"]["adaLN"]["kernel"]).max()) > 0
     assert losses_seen[-1] < losses_seen[0]

@@ -84,11 +84,18 @@ CASES = [
         ("loss_free", None, "lm"),
     ),
     (
-        "pmoe-expert_choice",
+        "expert_choice-capacity",
+        VIT,
+        {"model.moe.router": "expert_choice", "model.moe.backend": "capacity"},
+        1,
+        ("expert_choice", "capacity", None),
+    ),
+    (
+        "pmoe-pmoe",
         CONV + ":model=pmoe",
         {"model.features": 8, "model.hidden": 8, "train.batch_size": 8},
         1,
-        ("expert_choice", "capacity", "pmoe"),
+        ("pmoe", "capacity", "pmoe"),
     ),
     (
         "condconv",
@@ -131,7 +138,7 @@ def test_one_training_step(case):
         and np.array_equal(v, before[p])
     ]
     assert not frozen, frozen
-    if model != "condconv":
+    if model not in ("condconv", "pmoe"):  # pMoE trains without auxiliary losses (the paper)
         assert 0.0 < metrics["aux_loss"] and metrics["load_balance"] >= 0.99
     if router == "loss_free":
         bias = jax.tree.leaves(jax.device_get(new.model_state["router_bias"]))

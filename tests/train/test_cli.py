@@ -57,6 +57,16 @@ def test_rerun_resumes_instead_of_starting_over(finished_run):
     assert "resumed from" in proc.stderr and "at step 30" in proc.stderr, proc.stderr[-3000:]
     steps = [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r]
     assert steps == list(range(5, 36, 5))  # each step once
+    # Run again, finished: no training, no second final evaluation, the logged one reported.
+    before = (workdir / "metrics.jsonl").read_bytes()
+    again = run_cli(
+        workdir, **{"train.steps": "35", "checkpoint.every": "10", "train.eval_every": "0"}
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already finished at step 35" in again.stderr, again.stderr[-2000:]
+    assert (workdir / "metrics.jsonl").read_bytes() == before
+    final = [line for line in proc.stdout.splitlines() if line.startswith("final:")]
+    assert final and final == [l for l in again.stdout.splitlines() if l.startswith("final:")]
 
 
 @pytest.mark.parametrize(

@@ -326,7 +326,7 @@ def test_failing_writes_keep_the_last_checkpoint_and_rerun_resumes(copy):
 # --------------------------------------------------------------------------------------------------
 # 7. kill -9 at random moments during saves, then rerun: bit-identical to the run never killed.
 
-TRIALS = int(os.environ.get("NETLAB_FAULT_TRIALS", "2"))
+TRIALS = int(os.environ.get("NETLAB_FAULT_TRIALS", "1"))  # more: NETLAB_FAULT_TRIALS=10
 
 
 @pytest.mark.slow
