@@ -16,7 +16,7 @@ from netlab.graph import appnp, digrac, gat, gatv2, gcn, gin, grand, lightgcn, p
 N, F = 9, 5
 
 
-def graph64(seed=0):
+def graph64(seed=0, symmetrize=True):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(N, F))
     g = padding.from_edges(
@@ -24,7 +24,7 @@ def graph64(seed=0):
         rng.integers(0, N, 30),
         N,
         nodes=x,
-        symmetrize=True,
+        symmetrize=symmetrize,
         budget=padding.Budget(N + 3, 64, 2),
         dtype=np.float64,
     )
@@ -125,21 +125,7 @@ def layer64(layer, seed=0, directed=False):
     The graph's edge weights and host-precomputed coefficients are float32 (as a graph built with
     the default dtype has): a float64 layer must not compute through them in float32."""
     with jax.enable_x64(True):
-        if directed:
-            rng = np.random.default_rng(seed)
-            x = rng.normal(size=(N, F))
-            g = padding.from_edges(
-                rng.integers(0, N, 30),
-                rng.integers(0, N, 30),
-                N,
-                nodes=x,
-                budget=padding.Budget(N + 3, 64, 2),
-                dtype=np.float64,
-            )
-            adj = np.zeros((N, N))
-            adj[g.receivers[g.edge_mask], g.senders[g.edge_mask]] = 1.0
-        else:
-            g, x, adj = graph64(seed)
+        g, x, adj = graph64(seed, symmetrize=not directed)
         g = g.replace(
             edge_weight=g.edge_weight.astype(np.float32),
             norm={k: v.astype(np.float32) for k, v in (g.norm or {}).items()} or None,
