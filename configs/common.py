@@ -103,7 +103,7 @@ def base_config():
     )
     c.optimizer = ml_collections.ConfigDict(
         dict(
-            name="adamw",  # adamw | adam | sgd | lion
+            name="adamw",  # adamw | adam | adamax | sgd | lion | adamp | sgdp
             lr=1e-3,
             schedule="cosine",  # cosine | linear | constant (after warmup)
             warmup_steps=0,
@@ -111,7 +111,9 @@ def base_config():
             b1=0.9,
             b2=0.999,
             eps=1e-8,
-            momentum=0.9,  # sgd
+            momentum=0.9,  # sgd, sgdp
+            delta=0.1,  # adamp, sgdp: cosine threshold of the scale-invariance test (Heo et al.)
+            wd_ratio=0.1,  # adamp, sgdp: weight-decay factor on projected (scale-invariant) weights
             weight_decay=0.0,
             wd_mask="matrices",  # matrices (ndim >= 2 only) | all | none
             clip_norm=0.0,  # 0: no clipping

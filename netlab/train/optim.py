@@ -4,8 +4,12 @@ import jax
 import optax
 
 from netlab.errors import UserError
+from netlab.registry import check_choice
+from netlab.train import adamp
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "lion")
+OPTIMIZERS = ("adamw", "adam", "adamax", "sgd", "lion")
+# Heo et al. 2021 (netlab/train/adamp.py); optional keys optimizer.delta (0.1), .wd_ratio (0.1)
+SCALE_INVARIANT = ("adamp", "sgdp")
 SCHEDULES = ("cosine", "linear", "constant")
 WD_MASKS = ("matrices", "all", "none")
 
@@ -50,6 +54,8 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
         )
     elif name == "adam":
         core = optax.adam(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
+    elif name == "adamax":  # Kingma & Ba 2015, sec. 7.1 (GRAND's authors train with it)
+        core = optax.adamax(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
     elif name == "lion":
         core = optax.lion(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=wd, mask=mask)
     elif name == "sgd":
@@ -57,8 +63,19 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
         if wd:
             parts.insert(0, optax.add_decayed_weights(wd, mask=mask))
         core = optax.chain(*parts)
+    elif name in SCALE_INVARIANT:
+        extra = dict(
+            delta=opt_cfg.get("delta", 0.1),
+            wd_ratio=opt_cfg.get("wd_ratio", 0.1),
+            weight_decay=wd,
+            mask=mask,
+        )
+        if name == "adamp":
+            core = adamp.adamp(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, **extra)
+        else:
+            core = adamp.sgdp(lr, momentum=opt_cfg.momentum, **extra)
     else:
-        raise UserError(f"optimizer.name={name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        check_choice("optimizer.name", name, OPTIMIZERS + SCALE_INVARIANT)
     if opt_cfg.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), core)
     return core
