@@ -6,8 +6,8 @@ For each pick: mask the experts far below the best, M_i = (max_j z_j - z_i) / ma
 π = softmax(z̃). The forward weight is π_e·ω with ω = 1 when e is the argmax or with probability
 1/4, else ω = 1/3 (the Heun third-order midpoint trick); the backward pass is ∂π_e/∂z with ω held
 constant: w = π_e + stop_gradient(π_e·ω - π_e). The second pick masks the first to -inf.
-This is the straight-through simplification of GRIN's custom backward written down in
-docs/reference (shared/reference/moe.md §3.8), not a port of the PyTorch autograd function.
+This is a straight-through simplification of GRIN's custom backward (the paper's §2 estimator with
+the midpoint weight held constant), not a port of the PyTorch autograd function.
 """
 
 import jax
