@@ -1,4 +1,4 @@
-"""GCN, SGC, GAT, GATv2 and APPNP on the Planetoid citation graphs (Cora, CiteSeer; public split).
+"""GCN, SGC, GAT, GATv2, APPNP, Co-GNN and DRew on Planetoid (Cora, CiteSeer; public split).
 
     python -m netlab.main --config configs/graph/planetoid.py:model=gcn,data=cora \
         --workdir runs/gcn_cora
@@ -7,8 +7,8 @@
     # data: config.data.data_dir, else $NETLAB_DATA_DIR, else the cache/a download (docs/data.md).
     # Reproduction over 10 seeds with the papers' early stopping: python bench/graph_reproduce.py
 
-Argument: model=gcn|sgc|gat|gatv2|appnp, data=cora|citeseer, and a preset (cpu | gpu | pod: pod
-splits the edge arrays over all devices, data.edge_sharded). Hyperparameters (the papers'):
+Argument: model=gcn|sgc|gat|gatv2|appnp|cognn|drew, data=cora|citeseer, and a preset (cpu | gpu |
+pod: pod splits the edge arrays over all devices, data.edge_sharded). Hyperparameters (the papers'):
 - gcn (Kipf & Welling, ICLR 2017): 2 layers, 16 hidden, dropout 0.5, Adam 0.01, L2 5e-4 on the
   first layer only (Kipf's weight_decay * l2_loss), 200 epochs.
 - sgc (Wu et al., ICML 2019): K = 2, Adam 0.2, 100 epochs, no dropout; weight decay tuned on the
@@ -17,6 +17,9 @@ splits the edge arrays over all devices, data.edge_sharded). Hyperparameters (th
   0.005, L2 5e-4 on all parameters; gatv2 (Brody et al., ICLR 2022): the same with GATv2 layers.
 - appnp (Klicpera et al., ICLR 2019): MLP 64 hidden, dropout 0.5, K = 10, alpha = 0.1, Adam 0.01,
   L2 5e-3 on the first layer's weights.
+- cognn (Finkelshtein et al., ICML 2024) and drew (Gutteridge et al., ICML 2023, nu = 1): netlab's
+  choice, not the papers': GCN's schedule, 64 hidden, 2 (cognn) / 3 (drew) layers, dropout 0.5 on
+  the inputs and after every layer, L2 5e-4 on all parameters.
 """
 
 import ml_collections
@@ -26,7 +29,9 @@ from configs import common
 PRESETS = ("cpu", "gpu", "pod")
 DATASETS = ("cora", "citeseer")
 VARIANTS = tuple(
-    f"model={m},data={d}" for m in ("gcn", "sgc", "gat", "gatv2", "appnp") for d in DATASETS
+    f"model={m},data={d}"
+    for m in ("gcn", "sgc", "gat", "gatv2", "appnp", "cognn", "drew")
+    for d in DATASETS
 )
 
 _GAT = dict(
@@ -65,6 +70,9 @@ TABLE = {
         lr=0.01,
     ),
 }
+_NEW = dict(hidden=64, num_layers=2, dropout=0.5, input_dropout=0.5)
+TABLE["cognn"] = dict(TABLE["gcn"], model=_NEW, scope="")
+TABLE["drew"] = dict(TABLE["gcn"], model=dict(_NEW, num_layers=3), scope="")
 OVERRIDES = {
     ("sgc", "cora"): dict(weight_decay=3e-5),
     ("sgc", "citeseer"): dict(weight_decay=1e-4),

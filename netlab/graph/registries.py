@@ -12,6 +12,8 @@ hyperparameters; the remaining `model.*` config entries are passed to it as keyw
 (plus `dtype` / `param_dtype` from the precision policy, and `remat_policy` when it has that field).
 Its class attribute `TASK` names the kind of task that can train it ("node", "graph", "link",
 "digraph", "recsys"); a task refuses a model of another kind with a one-line error.
+A node model may define `prepare_graph(graph) -> graph` (host, numpy): the node task calls it once
+on the padded graph and passes what it adds to `graph.norm` into every step (DRew's hop lists).
 
 A new layer or model is one new module under `netlab/graph/` with `@LAYERS.register("name")` or
 `@MODELS.register("name")` on its class, plus its test; no table to edit.

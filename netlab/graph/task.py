@@ -123,6 +123,8 @@ class NodeClassification:
             )
             fixed["k"] = 0
         self.model = spec(num_classes=ds.num_classes, **fixed)
+        if hasattr(self.model, "prepare_graph"):  # host-side structure, built once (DRew's hops)
+            graph = self.model.prepare_graph(graph)
         pad = lambda m: np.concatenate([m, np.zeros(budget.n_node - len(m), m.dtype)])  # noqa: E731
         self.arrays = dict(padding.to_arrays(graph.replace(nodes=x)))
         self.arrays.update(y=pad(ds.y.astype(np.int32)), train_mask=pad(ds.train_mask))

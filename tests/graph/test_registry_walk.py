@@ -24,6 +24,8 @@ from netlab.nn import precision
 # Small hyperparameters per model (its config's model.* besides the name).
 MODEL_CONFIGS = {
     "gcn": dict(hidden=4),
+    "cognn": dict(hidden=4, num_layers=2, dropout=0.1),
+    "drew": dict(hidden=4, num_layers=2, nu=1, dropout=0.1),
     "sgc": dict(k=2),
     "gat": dict(hidden=2, heads=2, dropout=0.2),
     "gatv2": dict(hidden=2, heads=2, dropout=0.2),
@@ -198,12 +200,14 @@ LAYER_KW = {
     name: {}
     for name in (
         "appnp",
+        "cognn",
         "dimpa",
         "gat",
         "gatv2",
         "gcn",
         "genconv",
         "gin",
+        "gnp",
         "grand",
         "lightgcn",
         "sgc",
