@@ -67,6 +67,9 @@ class DiT(nn.Module):
     remat_policy: Any = None
     sparse_mlp: Optional[Callable[..., nn.Module]] = None  # e.g. partial(MoEMLP, ...)
     sparse_every: int = 1
+    # Constants of diffusers' DiT port (`netlab.convert.dit`); the defaults are the original DiT's.
+    freq_shift: float = 0.0  # timestep frequencies 10000^(-i/(128 - freq_shift)); diffusers: 1
+    mlp_norm_eps: float = 1e-6  # LayerNorm eps before each block's MLP; diffusers: 1e-5
 
     def setup_check(self):
         if self.image_size % self.patch:
@@ -99,7 +102,9 @@ class DiT(nn.Module):
         )(x.astype(self.dtype))
         h = h.reshape(b, g * g, self.width) + layers.sincos_2d(g, self.width).astype(self.dtype)
         h = axes.constrain(h, axes.BATCH, axes.LENGTH, axes.EMBED)
-        c = layers.TimestepEmbedder(self.width, name="t_embed")(noise_cond)
+        c = layers.TimestepEmbedder(self.width, freq_shift=self.freq_shift, name="t_embed")(
+            noise_cond
+        )
         if self.num_classes:
             table = self.param(
                 "label_embed",
@@ -112,9 +117,14 @@ class DiT(nn.Module):
         if self.remat_policy is not None:  # static_argnums counts self: (self, x, c, train)
             block = nn.remat(AdaLNZeroBlock, policy=self.remat_policy, static_argnums=(3,))
         for i in range(self.depth):
-            h = block(self.width, self.num_heads, self.mlp(i), self.dtype, name=f"block{i}")(
-                h, c, train
-            )
+            h = block(
+                self.width,
+                self.num_heads,
+                self.mlp(i),
+                self.dtype,
+                mlp_norm_eps=self.mlp_norm_eps,
+                name=f"block{i}",
+            )(h, c, train)
         mod = layers.dense(
             2 * self.width, axes.EMBED, axes.MLP, fdt, kernel_init=layers.zeros, name="final_adaLN"
         )(nn.silu(c))

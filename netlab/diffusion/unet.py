@@ -41,7 +41,7 @@ def conv(features, dtype, name, kernel=3, zero=False, stride=1):
     )
 
 
-def group_norm(channels, dtype, name):
+def group_norm(channels, dtype, name, eps=1e-6):
     groups = min(32, channels)
     if channels % groups:
         raise ValueError(
@@ -49,6 +49,7 @@ def group_norm(channels, dtype, name):
         )
     return nn.GroupNorm(
         num_groups=groups,
+        epsilon=eps,
         dtype=_float(dtype),
         name=name,
         scale_init=axes.param(nn.initializers.ones, axes.NORM),
@@ -69,10 +70,12 @@ class ResBlock(nn.Module):
     out: int
     resample: str = "none"  # "none" | "up" | "down"
     dtype: Any = jnp.float32
+    norm_eps: float = 1e-6
 
     @nn.compact
     def __call__(self, x, emb):
-        h = nn.silu(group_norm(x.shape[-1], self.dtype, "norm1")(x)).astype(self.dtype)
+        h = group_norm(x.shape[-1], self.dtype, "norm1", self.norm_eps)(x)
+        h = nn.silu(h).astype(self.dtype)
         if self.resample != "none":
             h, x = _resample(h, self.resample), _resample(x, self.resample)
         h = conv(self.out, self.dtype, "conv1")(h)
@@ -80,7 +83,7 @@ class ResBlock(nn.Module):
             nn.silu(emb)
         )
         scale, shift = jnp.split(mod[:, None, None, :], 2, axis=-1)
-        h = group_norm(self.out, self.dtype, "norm2")(h) * (1 + scale) + shift
+        h = group_norm(self.out, self.dtype, "norm2", self.norm_eps)(h) * (1 + scale) + shift
         h = conv(self.out, self.dtype, "conv2", zero=True)(nn.silu(h).astype(self.dtype))
         if x.shape[-1] != self.out:
             x = conv(self.out, self.dtype, "skip", kernel=1)(x.astype(self.dtype))
@@ -92,11 +95,14 @@ class AttnBlock(nn.Module):
 
     num_heads: int
     dtype: Any = jnp.float32
+    norm_eps: float = 1e-6
+    norm: bool = True  # False: no GroupNorm (diffusers' mid-block attention under scale_shift)
 
     @nn.compact
     def __call__(self, x):
         b, hgt, wid, c = x.shape
-        h = group_norm(c, self.dtype, "norm")(x).astype(self.dtype).reshape(b, hgt * wid, c)
+        h = group_norm(c, self.dtype, "norm", self.norm_eps)(x) if self.norm else x
+        h = h.astype(self.dtype).reshape(b, hgt * wid, c)
         h = layers.Attention(self.num_heads, self.dtype, name="attn")(h)
         return x + h.reshape(b, hgt, wid, c)
 
@@ -113,10 +119,15 @@ class UNet(nn.Module):
     learn_logvar: bool = False
     dtype: Any = jnp.float32
     remat_policy: Any = None
+    # For diffusers' UNet2DModel in ADM layout (`netlab.convert.unet`); the defaults keep ADM's.
+    freq_dim: int = 256  # sinusoidal timestep features (diffusers: block_out_channels[0])
+    norm_eps: float = 1e-6  # every GroupNorm's eps (diffusers: norm_eps, 1e-5)
+    mid_attn_norm: bool = True  # GroupNorm before the middle attention
 
     @nn.compact
     def __call__(self, x, noise_cond, labels=None, train: bool = False):
         levels = len(self.channel_mult)
+        eps = self.norm_eps
         fdt = _float(self.dtype)
         res_block, attn_block = ResBlock, AttnBlock
         if self.remat_policy is not None:
@@ -127,7 +138,7 @@ class UNet(nn.Module):
                 f"image size {self.image_size} is not divisible by 2^{levels - 1} for "
                 f"{levels} U-Net levels; shorten channel_mult or pad the images"
             )
-        emb = layers.TimestepEmbedder(4 * self.width, name="t_embed")(noise_cond)
+        emb = layers.TimestepEmbedder(4 * self.width, self.freq_dim, name="t_embed")(noise_cond)
         if self.num_classes:
             table = self.param(
                 "label_embed",
@@ -140,31 +151,43 @@ class UNet(nn.Module):
         skips, res = [h], self.image_size
         for lvl, mult in enumerate(self.channel_mult):
             for i in range(self.num_res_blocks):
-                h = res_block(mult * self.width, dtype=self.dtype, name=f"down{lvl}_{i}")(h, emb)
+                h = res_block(
+                    mult * self.width, dtype=self.dtype, norm_eps=eps, name=f"down{lvl}_{i}"
+                )(h, emb)
                 if res in self.attention_resolutions:
-                    h = attn_block(self.num_heads, self.dtype, name=f"down{lvl}_{i}_attn")(h)
+                    h = attn_block(self.num_heads, self.dtype, eps, name=f"down{lvl}_{i}_attn")(h)
                 skips.append(h)
             if lvl < levels - 1:
                 h = res_block(
-                    mult * self.width, resample="down", dtype=self.dtype, name=f"down{lvl}_pool"
+                    mult * self.width,
+                    resample="down",
+                    dtype=self.dtype,
+                    norm_eps=eps,
+                    name=f"down{lvl}_pool",
                 )(h, emb)
                 skips.append(h)
                 res //= 2
-        h = res_block(h.shape[-1], dtype=self.dtype, name="mid1")(h, emb)
-        h = attn_block(self.num_heads, self.dtype, name="mid_attn")(h)
-        h = res_block(h.shape[-1], dtype=self.dtype, name="mid2")(h, emb)
+        h = res_block(h.shape[-1], dtype=self.dtype, norm_eps=eps, name="mid1")(h, emb)
+        h = attn_block(self.num_heads, self.dtype, eps, self.mid_attn_norm, name="mid_attn")(h)
+        h = res_block(h.shape[-1], dtype=self.dtype, norm_eps=eps, name="mid2")(h, emb)
         for lvl, mult in reversed(list(enumerate(self.channel_mult))):
             for i in range(self.num_res_blocks + 1):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
-                h = res_block(mult * self.width, dtype=self.dtype, name=f"up{lvl}_{i}")(h, emb)
+                h = res_block(
+                    mult * self.width, dtype=self.dtype, norm_eps=eps, name=f"up{lvl}_{i}"
+                )(h, emb)
                 if res in self.attention_resolutions:
-                    h = attn_block(self.num_heads, self.dtype, name=f"up{lvl}_{i}_attn")(h)
+                    h = attn_block(self.num_heads, self.dtype, eps, name=f"up{lvl}_{i}_attn")(h)
             if lvl > 0:
                 h = res_block(
-                    mult * self.width, resample="up", dtype=self.dtype, name=f"up{lvl}_upsample"
+                    mult * self.width,
+                    resample="up",
+                    dtype=self.dtype,
+                    norm_eps=eps,
+                    name=f"up{lvl}_upsample",
                 )(h, emb)
                 res *= 2
-        h = nn.silu(group_norm(h.shape[-1], self.dtype, "norm_out")(h)).astype(self.dtype)
+        h = nn.silu(group_norm(h.shape[-1], self.dtype, "norm_out", eps)(h)).astype(self.dtype)
         out = conv(self.channels, self.dtype, "conv_out", zero=True)(h).astype(fdt)
         if not self.learn_logvar:
             return out

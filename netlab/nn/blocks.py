@@ -41,6 +41,7 @@ class AdaLNZeroBlock(nn.Module):
     num_heads: int
     mlp: Callable[..., nn.Module]
     dtype: Any = jnp.float32
+    mlp_norm_eps: float = 1e-6  # the MLP branch's LayerNorm; diffusers' DiT port uses 1e-5
 
     @nn.compact
     def __call__(self, x, c, train: bool = False):
@@ -53,6 +54,7 @@ class AdaLNZeroBlock(nn.Module):
         h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="ln1")(x), s1, sc1)
         x = x + g1[:, None] * Attention(self.num_heads, self.dtype, name="attn")(h)
         # MLP branch (dense or MoE), gated
-        h = layers.modulate(layers.layer_norm(self.dtype, affine=False, name="ln2")(x), s2, sc2)
+        ln2 = layers.layer_norm(self.dtype, affine=False, name="ln2", epsilon=self.mlp_norm_eps)
+        h = layers.modulate(ln2(x), s2, sc2)
         x = x + g2[:, None] * self.mlp(name="mlp")(h, train=train)
         return axes.constrain(x, axes.BATCH, axes.LENGTH, axes.EMBED)

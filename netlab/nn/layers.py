@@ -58,10 +58,13 @@ class Mlp(nn.Module):
         return dense(x.shape[-1], axes.MLP, axes.EMBED, self.dtype, name="fc2")(h)
 
 
-def sinusoidal_embedding(t, dim: int, max_period: float = 10000.0):
-    """Sinusoidal features of a float32 scalar per example (DDPM / Transformer); t: (batch,)."""
+def sinusoidal_embedding(t, dim: int, max_period: float = 10000.0, freq_shift: float = 0.0):
+    """Sinusoidal features [cos, sin] of a float32 scalar per example (DDPM / Transformer);
+    t: (batch,). Frequencies max_period^(-i / (dim/2 - freq_shift)): 0 as in DiT, 1 as diffusers'
+    `downscale_freq_shift=1` (its DiT port)."""
     half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    denom = half - freq_shift if freq_shift else half
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / denom)
     args = t.astype(jnp.float32)[:, None] * freqs[None]
     return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
@@ -87,10 +90,11 @@ class TimestepEmbedder(nn.Module):
 
     width: int
     freq_dim: int = 256
+    freq_shift: float = 0.0  # 1.0: diffusers' DiT (`sinusoidal_embedding`)
 
     @nn.compact
     def __call__(self, t):
-        h = sinusoidal_embedding(t, self.freq_dim)
+        h = sinusoidal_embedding(t, self.freq_dim, freq_shift=self.freq_shift)
         init = nn.initializers.normal(0.02)
         h = dense(self.width, None, axes.MLP, jnp.float32, kernel_init=init, name="fc1")(h)
         return dense(self.width, axes.MLP, axes.EMBED, jnp.float32, kernel_init=init, name="fc2")(

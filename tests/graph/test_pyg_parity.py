@@ -1,9 +1,9 @@
 """Numerical parity with PyTorch Geometric (the `bench` extra); skipped when torch_geometric is
 absent.
 
-Same graph, PyG weights copied into the linen parameters
-(Linear.weight [out, in] -> Dense.kernel = Wᵀ),
-dropout off: outputs must agree to float32 round-off.
+Same graph, the PyG layer's state dict converted by `netlab.convert.pyg` (Linear.weight [out, in]
+-> Dense.kernel = Wᵀ; the layer sizes read from the state dict), dropout off: outputs must agree
+to float32 round-off.
 """
 
 import flax.linen as nn
@@ -11,12 +11,13 @@ import jax
 import numpy as np
 import pytest
 
-from netlab.graph import appnp, deepergcn, gat, gatv2, gcn, gin, padding, sgc
+from netlab.convert import pyg as convert
+from netlab.graph import appnp, padding
 
 torch = pytest.importorskip("torch")
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 
-pytestmark = pytest.mark.slow  # importing torch takes seconds
+pytestmark = [pytest.mark.slow, pytest.mark.peers]  # importing torch takes seconds
 
 N, F = 13, 5
 
@@ -40,13 +41,6 @@ def t2n(t):
     return np.asarray(t.detach().numpy())
 
 
-def lin(m):
-    d = {"kernel": t2n(m.weight).T}
-    if getattr(m, "bias", None) is not None:
-        d["bias"] = t2n(m.bias)
-    return d
-
-
 def run(layer, params, g):
     gd = padding.to_device(g)
     shapes = nn.unbox(layer.init(jax.random.key(0), gd, gd.nodes))["params"]
@@ -63,14 +57,11 @@ def test_gcn_sgc_appnp_match_pyg():
     torch.manual_seed(0)
     conv = pyg_nn.GCNConv(F, 4)
     torch.nn.init.normal_(conv.bias)
-    ours = run(
-        gcn.GCNConv(4), {"lin": {"kernel": t2n(conv.lin.weight).T}, "bias": t2n(conv.bias)}, g
-    )
-    np.testing.assert_allclose(ours, t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
+    c = convert.gcn(conv.state_dict())
+    np.testing.assert_allclose(run(c.module(), c.params, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
     sg = pyg_nn.SGConv(F, 3, K=3)
-    np.testing.assert_allclose(
-        run(sgc.SGConv(3, k=3), {"lin": lin(sg.lin)}, g), t2n(sg(x, ei)), rtol=1e-4, atol=1e-5
-    )
+    c = convert.sgc(sg.state_dict(), k=3)
+    np.testing.assert_allclose(run(c.module(), c.params, g), t2n(sg(x, ei)), rtol=1e-4, atol=1e-5)
     ap = pyg_nn.APPNP(K=7, alpha=0.15)
     gd = padding.to_device(g)
     ours = np.asarray(appnp.APPNP(k=7, alpha=0.15).apply({}, gd, gd.nodes))[:N]
@@ -81,28 +72,13 @@ def test_gcn_sgc_appnp_match_pyg():
 def test_gat_gatv2_match_pyg(concat):
     g, x, ei = graph()
     torch.manual_seed(1)
-    conv = pyg_nn.GATConv(F, 3, heads=2, concat=concat)
-    torch.nn.init.normal_(conv.bias)
-    p = {
-        "lin": lin(conv.lin),
-        "att_src": t2n(conv.att_src),
-        "att_dst": t2n(conv.att_dst),
-        "bias": t2n(conv.bias),
-    }
-    np.testing.assert_allclose(
-        run(gat.GATConv(3, 2, concat=concat), p, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5
-    )
-    conv2 = pyg_nn.GATv2Conv(F, 3, heads=2, concat=concat)
-    torch.nn.init.normal_(conv2.bias)
-    p2 = {
-        "lin_l": lin(conv2.lin_l),
-        "lin_r": lin(conv2.lin_r),
-        "att": t2n(conv2.att),
-        "bias": t2n(conv2.bias),
-    }
-    np.testing.assert_allclose(
-        run(gatv2.GATv2Conv(3, 2, concat=concat), p2, g), t2n(conv2(x, ei)), rtol=1e-4, atol=1e-5
-    )
+    for cls, fn in ((pyg_nn.GATConv, convert.gat), (pyg_nn.GATv2Conv, convert.gatv2)):
+        conv = cls(F, 3, heads=2, concat=concat)
+        torch.nn.init.normal_(conv.bias)
+        c = fn(conv.state_dict())  # concat read from the bias width
+        assert c.config["concat"] == concat and c.config["heads"] == 2
+        ours = run(c.module(), c.params, g)
+        np.testing.assert_allclose(ours, t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
 
 
 def test_gin_matches_pyg():
@@ -110,10 +86,9 @@ def test_gin_matches_pyg():
     torch.manual_seed(2)
     mlp = torch.nn.Sequential(torch.nn.Linear(F, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
     conv = pyg_nn.GINConv(mlp, eps=0.3)
-    p = {"mlp": {"lin0": lin(mlp[0]), "lin1": lin(mlp[2])}}
-    np.testing.assert_allclose(
-        run(gin.GINConv((6, 4), eps=0.3), p, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5
-    )
+    c = convert.gin(conv.state_dict())
+    assert c.config["mlp_features"] == (6, 4) and c.config["eps"] == pytest.approx(0.3)
+    np.testing.assert_allclose(run(c.module(), c.params, g), t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["layer", "batch"])
@@ -134,23 +109,8 @@ def test_genconv_matches_pyg(norm):
             bn.running_mean.normal_()
             bn.running_var.uniform_(0.5, 2.0)
     conv.eval()
-    mlp = {"lin0": lin(conv.mlp[0]), "lin1": lin(conv.mlp[4])}
-    mlp["norm0"] = {"scale": t2n(bn.weight), "bias": t2n(bn.bias)}
-    params = {
-        "lin_src": lin(conv.lin_src),
-        "lin_dst": lin(conv.lin_dst),
-        "t": t2n(conv.aggr_module.t).reshape(()),
-        "msg_norm": {"scale": t2n(conv.msg_norm.scale)},
-        "mlp": mlp,
-    }
-    layer = deepergcn.GENConv(
-        4, learn_t=True, msg_norm=True, learn_msg_scale=True, norm=norm, bias=True
-    )
+    c = convert.genconv(conv.state_dict())
+    assert (c.config["norm"], c.config["learn_t"], c.config["bias"]) == (norm, True, True)
     gd = padding.to_device(g)
-    variables = {"params": params}
-    if norm == "batch":
-        variables["batch_stats"] = {
-            "mlp": {"norm0": {"mean": t2n(bn.running_mean), "var": t2n(bn.running_var)}}
-        }
-    ours = np.asarray(layer.apply(variables, gd, gd.nodes))[:N]
+    ours = np.asarray(c.module().apply(c.all_variables(), gd, gd.nodes))[:N]
     np.testing.assert_allclose(ours, t2n(conv(x, ei)), rtol=1e-4, atol=1e-5)
