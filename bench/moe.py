@@ -40,6 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench import perf  # noqa: E402
 from netlab import configlib  # noqa: E402
 from netlab.moe.lm import MoELM  # noqa: E402
 from netlab.nn import aux  # noqa: E402
@@ -200,16 +201,6 @@ def pod(num_devices, fsdp, seq_len, batch):
     return out
 
 
-PEAK_TFLOPS = {
-    "H100": 989.0,
-    "H200": 989.0,
-    "A100": 312.0,
-    "v5p": 459.0,
-    "v4": 275.0,
-    "v5e": 197.0,
-}  # dense bf16
-
-
 def mfu(configs, steps):
     """Train-step time of full configs through the Trainer, with FLOPs per device from XLA's cost
     analysis (hardware FLOPs: router and dispatch einsums included) and MFU against the chip's
@@ -217,7 +208,7 @@ def mfu(configs, steps):
     from netlab.train.trainer import Trainer
 
     kind = jax.devices()[0].device_kind
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
+    peak = perf.peak_tflops(kind)  # dense bf16 peak (bench/perf.py)
     rows = []
     for spec in configs:
         path, _, preset = spec.partition(":")

@@ -94,7 +94,7 @@ def base_config():
             log_every=50,  # 0: log the last step only
             eval_every=500,  # 0: evaluate only at the end
             compute_dtype="float32",  # float32 | bfloat16 (parameters stay float32)
-            remat="none",  # none | full | dots (checkpoint policy for model blocks)
+            remat="none",  # none | full | dots | dots_no_batch | offload (netlab/nn/precision.py)
             profile_start=-1,  # first step of a profiler trace (-1: no trace)
             profile_steps=5,
             compile_cache="",  # "" -> <workdir parent>/.jax_cache ; "none" disables
@@ -117,6 +117,7 @@ def base_config():
             weight_decay=0.0,
             wd_mask="matrices",  # matrices (ndim >= 2 only) | all | none
             clip_norm=0.0,  # 0: no clipping
+            binaryconnect="none",  # none | deterministic | stochastic: binary weights (Courbariaux)
             ema_decay=0.0,  # fixed-decay EMA of params (0: off)
             ema_stds=(),  # EDM2 power-function EMAs, by relative std (e.g. (0.05, 0.1))
         )

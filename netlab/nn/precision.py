@@ -22,7 +22,7 @@ DTYPES = {
     "float16": jnp.float16,
     "float64": jnp.float64,
 }
-REMAT = ("none", "full", "dots", "dots_no_batch")
+REMAT = ("none", "full", "dots", "dots_no_batch", "offload")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Policy:
 
     @property
     def remat_policy(self):
-        """None (no remat) or a jax.checkpoint policy: `full` saves nothing, `dots` saves matmuls."""  # noqa: E501
+        """None (no remat) or a jax.checkpoint policy for every block (see `remat_policy`)."""
         return remat_policy(self.remat)
 
     @property
@@ -56,6 +56,18 @@ def from_config(train_cfg) -> Policy:
 
 
 def remat_policy(name: str):
+    """The `jax.checkpoint` policy each Transformer / GNN block is wrapped in (`train.remat`).
+
+    - none: no rematerialisation; the backward pass reads every activation the forward saved.
+    - full: save only each block's input; the backward pass recomputes the whole block.
+    - dots: save every matmul output (attention scores included), recompute the elementwise ops.
+    - dots_no_batch: save only the matmuls without dot batch dimensions (x @ W, not Q K^T).
+    - offload: the dots_no_batch values, moved to pinned host memory after the forward pass and
+      back for the backward pass (`offload_dot_with_no_batch_dims`): device memory near `full`,
+      recompute of `dots_no_batch`, paid in host<->device transfers. Needs a backend with a
+      pinned_host memory space (GPU, TPU and XLA:CPU have one).
+    The losses and gradients are those of `none` (tests/nn/test_remat.py).
+    """
     if name == "none":
         return None
     if name == "full":
@@ -64,6 +76,15 @@ def remat_policy(name: str):
         return jax.checkpoint_policies.dots_saveable
     if name == "dots_no_batch":
         return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    if name == "offload":
+        kinds = {m.kind for m in jax.devices()[0].addressable_memories()}
+        if "pinned_host" not in kinds:
+            raise UserError(
+                f"train.remat='offload' needs a pinned_host memory space, which "
+                f"{jax.default_backend()} lacks; use train.remat=dots_no_batch (the same saved "
+                f"values, kept on the device) or full"
+            )
+        return jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host")
     raise UserError(f"train.remat={name!r}; choose one of {', '.join(REMAT)}")
 
 

@@ -42,6 +42,72 @@ def _gib(n):
     return f"{n / 2**30:.3f} GiB"
 
 
+def measure(cfg, devices=None) -> dict:
+    """Compile `cfg`'s train step for `devices` (default: all) without allocating anything and
+    return what each device would need: state bytes (params + optimizer + EMA), XLA's memory
+    analysis (arguments, outputs, temporaries; host temporaries when activations are offloaded),
+    the peak estimate, FLOPs per step and the collectives in the program."""
+    import jax
+    import numpy as np
+
+    from netlab.train.trainer import Trainer
+
+    trainer = Trainer(cfg, devices=devices)
+    local = trainer.task.train_batch(0)
+    batch = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
+        local,
+        trainer.batch_shardings,
+    )
+    with trainer.context():
+        compiled = trainer._step.lower(trainer.abstract_state, batch).compile()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    state_bytes = sum(
+        math.prod(s.shard_shape(a.shape)) * np.dtype(a.dtype).itemsize
+        for a, s in zip(
+            jax.tree.leaves(trainer.abstract_state), jax.tree.leaves(trainer.state_shardings)
+        )
+    )
+    hlo = compiled.as_text()
+    out = dict(
+        mesh=dict(trainer.mesh.shape),
+        devices=int(trainer.mesh.size),
+        params=int(trainer.num_params()),
+        state_bytes=int(state_bytes),
+        flops=float(cost["flops"]) if cost and "flops" in cost else None,
+        collectives=[
+            op
+            for op in (
+                "all-reduce",
+                "all-gather",
+                "reduce-scatter",
+                "all-to-all",
+                "collective-permute",
+            )
+            if op in hlo
+        ],
+        peak_bytes=None,
+        host_temp_bytes=0,
+    )
+    if mem is not None:
+        out.update(
+            argument_bytes=int(mem.argument_size_in_bytes),
+            output_bytes=int(mem.output_size_in_bytes),
+            temp_bytes=int(mem.temp_size_in_bytes),
+            alias_bytes=int(mem.alias_size_in_bytes),
+            generated_code_bytes=int(mem.generated_code_size_in_bytes),
+            host_temp_bytes=int(getattr(mem, "host_temp_size_in_bytes", 0) or 0),
+            peak_bytes=int(
+                mem.argument_size_in_bytes
+                + mem.temp_size_in_bytes
+                + max(mem.output_size_in_bytes - mem.alias_size_in_bytes, 0)
+            ),
+        )
+    return out
+
+
 def main(argv=None) -> int:
     try:
         args, overrides = _parse(sys.argv[1:] if argv is None else argv)
@@ -54,12 +120,8 @@ def main(argv=None) -> int:
             + f" --xla_force_host_platform_device_count={args.devices}"
         )
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import jax
-    import numpy as np
-
     from netlab import configlib
     from netlab.train import validate
-    from netlab.train.trainer import Trainer
 
     try:
         cfg = configlib.load(args.config, overrides=overrides)
@@ -81,52 +143,25 @@ def main(argv=None) -> int:
                     file=sys.stderr,
                 )
                 return 1
-        trainer = Trainer(cfg, devices=devices)
-        local = trainer.task.train_batch(0)
-        batch = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
-            local,
-            trainer.batch_shardings,
-        )
-        with trainer.context():
-            compiled = trainer._step.lower(trainer.abstract_state, batch).compile()
+        r = measure(cfg, devices)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    mem = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    state_bytes = sum(
-        math.prod(s.shard_shape(a.shape)) * np.dtype(a.dtype).itemsize
-        for a, s in zip(
-            jax.tree.leaves(trainer.abstract_state), jax.tree.leaves(trainer.state_shardings)
-        )
-    )
-    print(
-        f"config      {args.config}  mesh {dict(trainer.mesh.shape)}  devices {trainer.mesh.size}"
-    )
-    print(f"parameters  {trainer.num_params():,}")
-    print(f"per device  state (params + optimizer + EMA) {_gib(state_bytes)}")
-    if mem is not None:
+    print(f"config      {args.config}  mesh {r['mesh']}  devices {r['devices']}")
+    print(f"parameters  {r['params']:,}")
+    print(f"per device  state (params + optimizer + EMA) {_gib(r['state_bytes'])}")
+    if r["peak_bytes"] is not None:
         print(
-            f"per device  arguments {_gib(mem.argument_size_in_bytes)}  outputs {_gib(mem.output_size_in_bytes)}  "  # noqa: E501
-            f"temporaries {_gib(mem.temp_size_in_bytes)}  generated code {_gib(mem.generated_code_size_in_bytes)}"  # noqa: E501
+            f"per device  arguments {_gib(r['argument_bytes'])}  "
+            f"outputs {_gib(r['output_bytes'])}  temporaries {_gib(r['temp_bytes'])}  "
+            f"generated code {_gib(r['generated_code_bytes'])}"
         )
-        peak = (
-            mem.argument_size_in_bytes
-            + mem.temp_size_in_bytes
-            + max(mem.output_size_in_bytes - mem.alias_size_in_bytes, 0)
-        )
-        print(f"per device  peak estimate {_gib(peak)}")
-    if cost and "flops" in cost:
-        print(f"flops/step  {cost['flops']:.3e} per device (XLA cost analysis)")
-    hlo = compiled.as_text()
-    found = [
-        op
-        for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
-        if op in hlo
-    ]
-    print(f"collectives {', '.join(found) or 'none'}")
+        print(f"per device  peak estimate {_gib(r['peak_bytes'])}")
+        if r["host_temp_bytes"]:
+            print(f"per device  host temporaries (offloaded) {_gib(r['host_temp_bytes'])}")
+    if r["flops"] is not None:
+        print(f"flops/step  {r['flops']:.3e} per device (XLA cost analysis)")
+    print(f"collectives {', '.join(r['collectives']) or 'none'}")
     return 0
 
 
