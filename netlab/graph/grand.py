@@ -10,7 +10,8 @@ GRAND-l (linear) computes A once from X(0) and keeps it fixed, so X(T) = expm(T 
 GRAND-nl recomputes A(X(t)) at every function evaluation. The model is
     X(0) = φ(input) (encoder),  X(T) by an ODE solver,  ŷ = ψ(X(T)) (decoder).
 
-Solvers (our static-shape versions of torchdiffeq's, see graph.md §9): explicit Euler and classical
+Solvers come from the shared ODE core `netlab.nn.ode` (re-exported here: `integrate`,
+`integrate_fixed`, `integrate_dopri5`, `euler_step`, `rk4_step`): explicit Euler and classical
 RK4 with a fixed step count in `lax.scan`, and adaptive Dormand–Prince 5(4) ("dopri5") run for at
 most `max_steps` step attempts inside `lax.scan` (rejected attempts and steps after reaching T are
 no-ops), so it is jittable and reverse-mode differentiable; if T is not reached within the bound the
@@ -24,7 +25,7 @@ model (`registries.MODELS["grand"]`) wraps the same functions between its encode
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -33,117 +34,16 @@ import jax.numpy as jnp
 from netlab.graph import graphs as G
 from netlab.graph import layers as L
 from netlab.graph.registries import LAYERS, MODELS
-from netlab.registry import check_choice
+from netlab.nn.ode import (  # noqa: F401  (re-exported: the solvers GRAND uses)
+    euler_step,
+    integrate,
+    integrate_dopri5,
+    integrate_fixed,
+    rk4_step,
+)
 from netlab.sharding import axes
 
 METHODS = ("euler", "rk4", "dopri5")
-
-
-# --------------------------------------------------------------------------------------------------
-# ODE solvers for autonomous systems dx/dt = f(x) on pytrees
-def _axpy(x, *terms):
-    """x + sum_k c_k * y_k over pytrees (terms are (c, y) pairs)."""
-    out = x
-    for c, y in terms:
-        out = jax.tree.map(lambda o, v: o + c * v, out, y)
-    return out
-
-
-def euler_step(f, x, h):
-    return _axpy(x, (h, f(x)))
-
-
-def rk4_step(f, x, h):
-    k1 = f(x)
-    k2 = f(_axpy(x, (h / 2, k1)))
-    k3 = f(_axpy(x, (h / 2, k2)))
-    k4 = f(_axpy(x, (h, k3)))
-    return _axpy(x, (h / 6, k1), (h / 3, k2), (h / 3, k3), (h / 6, k4))
-
-
-def integrate_fixed(f: Callable, x0, t1: float, num_steps: int, method: str = "rk4"):
-    """x(t1) of dx/dt = f(x), x(0) = x0, with `num_steps` equal steps of Euler or RK4."""
-    step = {"euler": euler_step, "rk4": rk4_step}[method]
-    h = t1 / num_steps
-
-    def body(x, _):
-        return step(f, x, h), None
-
-    x, _ = jax.lax.scan(body, x0, None, length=num_steps)
-    return x
-
-
-_DP_A = (
-    (),
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-_DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-_DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
-
-
-def integrate_dopri5(
-    f: Callable,
-    x0,
-    t1: float,
-    rtol: float = 1e-3,
-    atol: float = 1e-4,
-    max_steps: int = 64,
-    first_step: float | None = None,
-):
-    """Adaptive Dormand–Prince 5(4) with at most `max_steps` step attempts.
-
-    Returns (x, info) with info = dict(t: time reached, accepted: number of accepted steps,
-    reached: t >= t1). Error norm: RMS of err / (atol + rtol * max(|x|, |x_new|)); step factor
-    0.9 err^(-1/5) clipped to [0.2, 10]."""
-    leaves = jax.tree.leaves(x0)
-    dtype = leaves[0].dtype
-    t1 = jnp.asarray(t1, dtype)
-    h0 = jnp.asarray(first_step if first_step is not None else t1 / 8, dtype)
-
-    def attempt(x, h):
-        ks = []
-        for i in range(7):
-            xi = _axpy(x, *[(h * a, k) for a, k in zip(_DP_A[i], ks) if a != 0.0])
-            ks.append(f(xi))
-        x5 = _axpy(x, *[(h * b, k) for b, k in zip(_DP_B5, ks) if b != 0.0])
-        err = jax.tree.map(
-            lambda *k: h * sum((b5 - b4) * kk for b5, b4, kk in zip(_DP_B5, _DP_B4, k)), *ks
-        )
-        scale = jax.tree.map(lambda a, b: atol + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b)), x, x5)
-        sq = sum(
-            jnp.sum((e / s) ** 2) for e, s in zip(jax.tree.leaves(err), jax.tree.leaves(scale))
-        )
-        n = sum(e.size for e in jax.tree.leaves(err))
-        return x5, jnp.sqrt(sq / n)
-
-    def body(carry, _):
-        t, x, h, accepted = carry
-        active = t < t1 * (1 - 1e-6)
-        h_try = jnp.minimum(h, t1 - t)
-        x_new, err = attempt(x, h_try)
-        err = jax.lax.stop_gradient(err)
-        ok = active & (err <= 1.0)
-        x = jax.tree.map(lambda a, b: jnp.where(ok, b, a), x, x_new)
-        t = jnp.where(ok, t + h_try, t)
-        factor = jnp.clip(0.9 * jnp.maximum(err, 1e-10) ** (-0.2), 0.2, 10.0)
-        h = jnp.where(active, jax.lax.stop_gradient(h_try * factor), h)
-        return (t, x, h, accepted + ok.astype(jnp.int32)), None
-
-    init = (jnp.zeros((), dtype), x0, h0, jnp.zeros((), jnp.int32))
-    (t, x, _, accepted), _ = jax.lax.scan(body, init, None, length=max_steps)
-    return x, {"t": t, "accepted": accepted, "reached": t >= t1 * (1 - 1e-6)}
-
-
-def integrate(f, x0, t1, method="rk4", num_steps=8, rtol=1e-3, atol=1e-4, max_steps=64):
-    check_choice("method", method, METHODS)
-    if method in ("euler", "rk4"):
-        return integrate_fixed(f, x0, t1, num_steps, method)
-    return integrate_dopri5(f, x0, t1, rtol, atol, max_steps)[0]
 
 
 # --------------------------------------------------------------------------------------------------
