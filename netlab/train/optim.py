@@ -5,13 +5,15 @@ import optax
 
 from netlab.errors import UserError
 from netlab.registry import check_choice
-from netlab.train import adamp
+from netlab.train import adamp, binaryconnect
 
 OPTIMIZERS = ("adamw", "adam", "adamax", "sgd", "lion")
 # Heo et al. 2021 (netlab/train/adamp.py); optional keys optimizer.delta (0.1), .wd_ratio (0.1)
 SCALE_INVARIANT = ("adamp", "sgdp")
 SCHEDULES = ("cosine", "linear", "constant")
 WD_MASKS = ("matrices", "all", "none")
+# Courbariaux et al. 2015 (netlab/train/binaryconnect.py): optional key optimizer.binaryconnect
+BINARYCONNECT = ("none", *binaryconnect.MODES)
 
 
 def learning_rate(opt_cfg, total_steps: int) -> optax.Schedule:
@@ -77,5 +79,9 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     else:
         check_choice("optimizer.name", name, OPTIMIZERS + SCALE_INVARIANT)
     if opt_cfg.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), core)
+        core = optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), core)
+    bc = opt_cfg.get("binaryconnect", "none")
+    check_choice("optimizer.binaryconnect", bc, BINARYCONNECT)
+    if bc != "none":
+        core = binaryconnect.binary_weights(core, bc)
     return core

@@ -98,9 +98,10 @@ def _optimizer(o):
         if key in o:
             number(f"optimizer.{key}", o[key], **kw)
     for key, choices in (
-        ("name", optim.OPTIMIZERS),
+        ("name", optim.OPTIMIZERS + optim.SCALE_INVARIANT),
         ("schedule", optim.SCHEDULES),
         ("wd_mask", optim.WD_MASKS),
+        ("binaryconnect", optim.BINARYCONNECT),
     ):
         if key in o:
             check_choice(f"optimizer.{key}", o[key], choices)

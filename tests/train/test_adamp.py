@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from netlab.errors import UserError
-from netlab.train import adamp, optim
+from netlab.train import adamp, optim, validate
 from tests.train.helpers import tiny_config
 
 RNG = np.random.default_rng(0)
@@ -119,8 +119,9 @@ def test_projection_tries_channels_then_the_whole_tensor():
 
 def test_selectable_from_config_and_bad_names_fail_in_one_line():
     for name in ("adamp", "sgdp"):
-        cfg = tiny_config(**{"optimizer.name": name}).optimizer
-        assert isinstance(optim.build(cfg, 10), optax.GradientTransformation)
+        full = tiny_config(**{"optimizer.name": name})
+        validate.config(full)  # the CLI's up-front check accepts the new names too
+        assert isinstance(optim.build(full.optimizer, 10), optax.GradientTransformation)
     with pytest.raises(UserError) as e:
         optim.build(tiny_config(**{"optimizer.name": "adamq"}).optimizer, 10)
     msg = str(e.value)
