@@ -113,6 +113,8 @@ SAMPLER_KWARGS = {
     "unipc": {},
     "dc_solver": {"fit_iters": 3, "fit_points": 4, "reference_steps": 12},
     "cfg_pc": {"num_corrector": 2, "delta": 0.05},
+    "flow_euler": {},
+    "flow_heun": {},
 }
 COND = GaussianMixture(np.array([[1.0, 0.5]]), np.array([[0.4, 0.6]]), np.array([1.0]))
 UNCOND = GaussianMixture(

@@ -80,6 +80,8 @@ def test_parameterisation_round_trip(kind):
         target = x0
     elif kind == "v":
         target = P.v_from_x0_eps(x0, eps, alpha, sigma)
+    elif kind == "flow":  # rectified-flow velocity (netlab/diffusion/flow.py)
+        target = eps - x0
     else:
         c_skip, c_out, _, _ = P.edm_scalings(sigma / alpha)
         target = (x0 - c_skip * x_t / alpha) / c_out
@@ -158,6 +160,7 @@ WEIGHT_FORMULAS = {  # numpy transcriptions of Kingma & Gao 2023, Table 1 (x0-sp
     "min_snr": lambda l: np.minimum(np.exp(l), 5.0),
     "edm": lambda l: (np.exp(-l) + 0.25) / (np.exp(-l) * 0.25),
     "sigmoid": lambda l: np.exp(l) / (1 + np.exp(l + 1.0)),  # SNR sigmoid(-1 - logsnr)
+    "flow": lambda l: (1 + np.exp(l / 2)) ** 2,  # velocity MSE: 1/t^2, t = sigmoid(-logsnr/2)
 }
 
 
