@@ -24,12 +24,15 @@ config may also name a part of its own by import path, e.g.
 - WEIGHTINGS (`diffusion.weighting`): `fn(logsnr, gamma, sigmoid_bias, sigma_data) -> w`.
 - TIME_SAMPLINGS (`diffusion.time_sampling`):
   `fn(key, n, schedule, p_mean, p_std, t_eps, dtype) -> logsnr`.
+- DISCRETE_SAMPLERS (`diffusion.sampler` of a masked-diffusion config, radd_text.py):
+  `fn(log_probs_fn, key, batch, length, steps, mask_id) -> (tokens, network calls)` from
+  all-masked tokens with a time-free `log_probs_fn(x_t) -> log p(x0 | x_t)` (`radd.py`).
 - GRIDS (`diffusion.grid`): `fn(schedule, t) -> float64 log-SNR grid` on the host, one point
   per entry of t; an attribute `final = "zero"` makes `sampling_grid` end it at sigma = 0 by
   default (diffusers' integer-timestep spacings).
 
 Registry kinds (for `kind:name` references): backbone, sampler, noise_schedule, parameterization,
-loss_weighting, time_sampling, sampling_grid.
+loss_weighting, time_sampling, sampling_grid, discrete_sampler.
 """
 
 from netlab.registry import Registry
@@ -46,3 +49,6 @@ PARAMETERIZATIONS = Registry(
 WEIGHTINGS = Registry("loss_weighting", "diffusion.weighting", _PKG, example=_DIGITS)
 TIME_SAMPLINGS = Registry("time_sampling", "diffusion.time_sampling", _PKG, example=_DIGITS)
 GRIDS = Registry("sampling_grid", "diffusion.grid", _PKG, example=_DIGITS)
+DISCRETE_SAMPLERS = Registry(
+    "discrete_sampler", "diffusion.sampler", _PKG, example="configs/diffusion/radd_text.py:cpu"
+)

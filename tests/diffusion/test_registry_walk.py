@@ -17,7 +17,7 @@ from netlab import configlib
 from netlab.diffusion import guidance, samplers, schedules
 from netlab.diffusion.dit import DiT
 from netlab.diffusion.oracle import GaussianMixture
-from netlab.diffusion.registries import BACKBONES, SAMPLERS
+from netlab.diffusion.registries import BACKBONES, DISCRETE_SAMPLERS, SAMPLERS
 from netlab.diffusion.task import Toy2D, build_backbone
 from netlab.nn.precision import Policy
 from netlab.train.trainer import Trainer
@@ -243,3 +243,27 @@ def test_float64_policy_computes_in_float64():
             x, t, y = jnp.zeros((2, 8, 8, 1)), jnp.zeros(2), jnp.zeros(2, jnp.int32)
             variables = jax.eval_shape(model.init, jax.random.key(0), x, t, y)
             assert jax.eval_shape(model.apply, variables, x, t, y).dtype == jnp.float64, name
+
+
+DISCRETE_SAMPLER_CASES = ("radd_cached", "tau_leaping")
+
+
+def test_every_discrete_sampler_samples_from_the_text_config():
+    """Each masked-diffusion sampler, named in the RADD byte config, reveals every token of a batch
+    (a constant predictor stands in for the network; both samplers in one program)."""
+    from netlab.diffusion.radd_task import MASK, RADDText
+
+    assert sorted(DISCRETE_SAMPLER_CASES) == DISCRETE_SAMPLERS.names()
+    fns = {}
+    for name in DISCRETE_SAMPLER_CASES:
+        over = {"diffusion.sampler": name, "diffusion.compare_with": "", "data.seq_len": "6"}
+        task = RADDText(configlib.load("configs/diffusion/radd_text.py:cpu", overrides=over))
+        fns[name] = task.samplers[name]
+    flat = lambda x: jnp.full((*x.shape, MASK), -jnp.log(MASK))  # noqa: E731
+    out = jax.jit(lambda k: {n: f(flat, k, 2, 6, 8, MASK) for n, f in fns.items()})(
+        jax.random.key(0)
+    )
+    for name, (x, calls) in out.items():
+        assert x.shape == (2, 6) and bool(jnp.all(x < MASK)), name
+        assert 1 <= int(calls) <= 8, name
+    np.testing.assert_array_equal(out["radd_cached"][0], out["tau_leaping"][0])
