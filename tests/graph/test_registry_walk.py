@@ -26,6 +26,8 @@ MODEL_CONFIGS = {
     "gcn": dict(hidden=4),
     "cognn": dict(hidden=4, num_layers=2, dropout=0.1),
     "drew": dict(hidden=4, num_layers=2, nu=1, dropout=0.1),
+    "pathnn": dict(hidden=4, cutoff=2, variant="ap", dropout=0.1),
+    "laser": dict(hidden=4, num_layers=1, max_hop=2, rho=0.5, dropout=0.1),
     "sgc": dict(k=2),
     "gat": dict(hidden=2, heads=2, dropout=0.2),
     "gatv2": dict(hidden=2, heads=2, dropout=0.2),
@@ -35,6 +37,7 @@ MODEL_CONFIGS = {
     "nsd": dict(d=2, hidden_channels=2, num_layers=2, dropout=0.1),
     "graph_classifier": dict(hidden=4, num_layers=2, conv="gin"),
     "link_predictor": dict(hidden=4, out=4),
+    "ncn": dict(hidden=4, out=4, num_layers=1, predictor_hidden=4, dropout=0.1),
     "digrac": dict(hidden=4, hops=1, dropout=0.1, tau=0.5),
     "lightgcn": dict(
         dim=4,
