@@ -250,6 +250,23 @@ def restore_params(source, abstract_params):
     return out["params"], step
 
 
+def write_params(ckdir, params, meta: dict) -> str:
+    """A params-only checkpoint: step 0 of ``ckdir`` with the ``params`` and ``meta`` items, the
+    layout `restore_params` (``checkpoint.init_from``) reads. Used by the converters
+    (`netlab.convert`) and weight soups (`netlab.tools.soup`)."""
+    params = jax.tree.map(jax.numpy.asarray, params)
+    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True)
+    with ocp.CheckpointManager(ckdir, options=options, item_names=("params", "meta")) as mngr:
+        mngr.save(
+            0,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)
+            ),
+        )
+        mngr.wait_until_finished()
+    return ckdir
+
+
 def abstract_with_shardings(tree, shardings):
     return jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings

@@ -143,9 +143,7 @@ def save(converted, directory, source: str = "") -> str:
     """Write `converted.params` as step 0 of `<directory>/ckpt` (params + meta items, as
     `netlab.checkpoint.manager` lays them out); returns the checkpoint folder. Refuses a directory
     that already holds a checkpoint."""
-    import jax
-    import jax.numpy as jnp
-    import orbax.checkpoint as ocp
+    from netlab.checkpoint.manager import write_params
 
     ckdir = os.path.join(os.path.abspath(os.fspath(directory)), "ckpt")
     if os.path.isdir(ckdir) and os.listdir(ckdir):
@@ -157,14 +155,5 @@ def save(converted, directory, source: str = "") -> str:
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in converted.config.items()},
         "notes": list(converted.notes),
     }
-    params = jax.tree.map(jnp.asarray, converted.params)
-    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True)
-    with ocp.CheckpointManager(ckdir, options=options, item_names=("params", "meta")) as mngr:
-        mngr.save(
-            0,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)
-            ),
-        )
-        mngr.wait_until_finished()
+    write_params(ckdir, converted.params, meta)
     return ckdir

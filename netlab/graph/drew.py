@@ -30,13 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from netlab.errors import UserError
-from netlab.graph import gcn
+from netlab.graph import edge_sets, gcn
 from netlab.graph import layers as L
-from netlab.graph.graphs import gcn_norm
-from netlab.graph.padding import GraphBudgetError, round_up
 from netlab.graph.registries import MODELS
-
-KEYS = ("senders", "receivers", "weight", "gcn_edge", "gcn_self")
 
 
 def hop_lists(senders, receivers, num_nodes: int, max_hop: int):
@@ -96,49 +92,20 @@ class DRew(nn.Module):
 
     def prepare_graph(self, graph):
         """The numpy :class:`Graph` with hop lists k = 2..K and their GCN coefficients in
-        ``graph.norm`` (keys ``drew{k}_<senders|receivers|weight|gcn_edge|gcn_self>``)."""
-        em = np.asarray(graph.edge_mask)
-        s, r = np.asarray(graph.senders)[em], np.asarray(graph.receivers)[em]
-        n, big = int(np.asarray(graph.node_mask).sum()), graph.num_nodes
-        dtype = np.asarray(graph.edge_weight).dtype
+        ``graph.norm`` (`netlab.graph.edge_sets`, names ``drew{k}``)."""
+        s, r, n, _, _ = edge_sets.real_edges(graph)
         norm = dict(graph.norm or {})
         for k, (hs, hr) in hop_lists(s, r, n, self.hops).items():
-            if k == 1:
-                continue
-            size = self.max_hop_edges or round_up(max(len(hs), 1), 128)
-            if len(hs) > size:
-                raise GraphBudgetError(
-                    f"DRew hop-{k} list has {len(hs)} edges but model.max_hop_edges={size}; "
-                    "raise model.max_hop_edges (or lower model.max_hops / model.num_layers)"
+            if k > 1:
+                fix = "lower model.max_hops / model.num_layers"
+                edge_sets.add(
+                    norm, f"drew{k}", hs, hr, graph, self.max_hop_edges, "model.max_hop_edges", fix
                 )
-            pad_node = min(n, big - 1)
-            ps = np.full(size, pad_node, np.int32)
-            pr = np.full(size, pad_node, np.int32)
-            w = np.zeros(size, dtype)
-            ps[: len(hs)], pr[: len(hs)], w[: len(hs)] = hs, hr, 1
-            edge, self_ = gcn_norm(ps, pr, w, big, True, dtype=dtype)
-            for key, v in zip(KEYS, (ps, pr, w, edge, self_)):
-                norm[f"drew{k}_{key}"] = v
         return graph.replace(norm=norm)
 
     def hop_graph(self, graph, k: int):
         """Graph ``graph`` with its edges replaced by the hop-k list (hop 1: the graph itself)."""
-        if k == 1:
-            return graph
-        if graph.norm is None or f"drew{k}_senders" not in graph.norm:
-            raise UserError(
-                "DRew needs hop lists precomputed on the host: build the graph with "
-                "DRew.prepare_graph(graph) (the node task does this)"
-            )
-        v = {key: graph.norm[f"drew{k}_{key}"] for key in KEYS}
-        return graph.replace(
-            senders=v["senders"],
-            receivers=v["receivers"],
-            edge_weight=v["weight"],
-            edge_mask=v["weight"] > 0,
-            edges=None,
-            norm={"gcn_edge": v["gcn_edge"], "gcn_self": v["gcn_self"]},
-        )
+        return graph if k == 1 else edge_sets.graph_with(graph, f"drew{k}", "DRew")
 
     @nn.compact
     def __call__(self, graph, x, train: bool = False):

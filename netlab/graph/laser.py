@@ -32,14 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from netlab.errors import UserError
-from netlab.graph import gcn
+from netlab.graph import edge_sets, gcn
 from netlab.graph import layers as L
 from netlab.graph.drew import hop_lists
-from netlab.graph.graphs import gcn_norm
-from netlab.graph.padding import GraphBudgetError, round_up
 from netlab.graph.registries import MODELS
-
-KEYS = ("senders", "receivers", "weight", "gcn_edge", "gcn_self")
 
 
 def connectivity(senders, receivers, num_nodes: int, power: int = 8) -> np.ndarray:
@@ -113,48 +109,21 @@ class LASER(nn.Module):
         super().__post_init__()
 
     def prepare_graph(self, graph):
-        """The numpy :class:`Graph` with snapshots r = 2..max_hop in ``graph.norm`` (keys
-        ``laser{r}_<senders|receivers|weight|gcn_edge|gcn_self>``)."""
-        em = np.asarray(graph.edge_mask)
-        s, r = np.asarray(graph.senders)[em], np.asarray(graph.receivers)[em]
-        n, big = int(np.asarray(graph.node_mask).sum()), graph.num_nodes
-        dtype = np.asarray(graph.edge_weight).dtype
+        """The numpy :class:`Graph` with snapshots r = 2..max_hop in ``graph.norm``
+        (`netlab.graph.edge_sets`, names ``laser{r}``)."""
+        s, r, n, _, _ = edge_sets.real_edges(graph)
         norm = dict(graph.norm or {})
         sel = laser_selection(s, r, n, self.max_hop, self.rho, self.min_add, self.seed)
         for k, pairs in sel.items():
             hs, hr = snapshot_edges(pairs)
-            size = self.max_added_edges or round_up(max(len(hs), 1), 128)
-            if len(hs) > size:
-                raise GraphBudgetError(
-                    f"LASER snapshot {k} has {len(hs)} edges but model.max_added_edges={size}; "
-                    "raise model.max_added_edges (or lower model.rho / model.max_hop)"
-                )
-            pad_node = min(n, big - 1)
-            ps, pr = np.full(size, pad_node, np.int32), np.full(size, pad_node, np.int32)
-            w = np.zeros(size, dtype)
-            ps[: len(hs)], pr[: len(hs)], w[: len(hs)] = hs, hr, 1
-            edge, self_ = gcn_norm(ps, pr, w, big, True, dtype=dtype)
-            for key, v in zip(KEYS, (ps, pr, w, edge, self_)):
-                norm[f"laser{k}_{key}"] = v
+            fix = "lower model.rho / model.max_hop"
+            edge_sets.add(
+                norm, f"laser{k}", hs, hr, graph, self.max_added_edges, "model.max_added_edges", fix
+            )
         return graph.replace(norm=norm)
 
     def snapshot(self, graph, k: int):
-        if k == 1:
-            return graph
-        if graph.norm is None or f"laser{k}_senders" not in graph.norm:
-            raise UserError(
-                "LASER needs its rewiring precomputed on the host: build the graph with "
-                "LASER.prepare_graph(graph) (the node task does this)"
-            )
-        v = {key: graph.norm[f"laser{k}_{key}"] for key in KEYS}
-        return graph.replace(
-            senders=v["senders"],
-            receivers=v["receivers"],
-            edge_weight=v["weight"],
-            edge_mask=v["weight"] > 0,
-            edges=None,
-            norm={"gcn_edge": v["gcn_edge"], "gcn_self": v["gcn_self"]},
-        )
+        return graph if k == 1 else edge_sets.graph_with(graph, f"laser{k}", "LASER")
 
     @nn.compact
     def __call__(self, graph, x, train: bool = False):

@@ -178,22 +178,9 @@ def check_out(out):
 def write(params, out, meta: dict) -> str:
     """Step 0 of `<out>/ckpt` with the params and meta items (the layout `checkpoint.init_from`
     reads, as `netlab.checkpoint.manager` writes it)."""
-    import jax
-    import jax.numpy as jnp
-    import orbax.checkpoint as ocp
+    from netlab.checkpoint.manager import write_params
 
-    ckdir = check_out(out)
-    params = jax.tree.map(jnp.asarray, params)
-    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True)
-    with ocp.CheckpointManager(ckdir, options=options, item_names=("params", "meta")) as mngr:
-        mngr.save(
-            0,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)
-            ),
-        )
-        mngr.wait_until_finished()
-    return ckdir
+    return write_params(check_out(out), params, meta)
 
 
 def _scorer(cfg, metric, scratch):
