@@ -138,3 +138,35 @@ def base_config():
         )
     )
     return c
+
+
+def planetoid_node_config(preset: str, data: str, model: dict):
+    """Full-batch node classification on a Planetoid public split with GCN's schedule (Adam 0.01,
+    L2 5e-4 on all parameters, 200 epochs): the shared part of the graph configs whose models the
+    papers did not tune on Planetoid (configs/graph/laser.py, pathnn.py). ``pod`` splits the edge
+    arrays over all devices."""
+    c = base_config()
+    c.task = "graph.node_classification"
+    c.model = ml_collections.ConfigDict(model)
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name=data,
+            data_dir="",
+            split=0,
+            row_normalize=True,
+            edge_sharded=preset == "pod",
+            precompute=True,
+        )
+    )
+    c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))
+    c.train.steps = 200
+    c.train.batch_size = 0
+    c.train.log_every = 20
+    c.train.eval_every = 40
+    c.checkpoint.every = 200
+    c.optimizer.name = "adam"
+    c.optimizer.lr = 0.01
+    c.optimizer.schedule = "constant"
+    c.optimizer.weight_decay = 0.0
+    c.mesh.data = -1
+    return c
