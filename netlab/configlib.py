@@ -100,6 +100,22 @@ def _coerce(key, text, old):
     return value
 
 
+def parse_overrides(args) -> dict:
+    """``["--config.a.b=v", ...]`` (the arguments a CLI's argparse left over) -> ``{"a.b": "v"}``;
+    anything else is a one-line UserError."""
+    overrides = {}
+    for item in args:
+        if not item.startswith("--config."):
+            raise UserError(
+                f"unexpected argument {item!r}; overrides look like --config.train.steps=100"
+            )
+        key, sep, value = item[len("--config.") :].partition("=")
+        if not sep:
+            raise UserError(f"{item!r} has no value; write --config.{key}=VALUE")
+        overrides[key] = value
+    return overrides
+
+
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict) -> None:
     """Set dotted keys on a locked config, with type checks and did-you-mean errors."""
     valid = list(_flat_keys(cfg))

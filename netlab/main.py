@@ -31,18 +31,10 @@ def parse(argv):
     parser.add_argument(
         "--workdir", required=True, help="run folder: config.json, ckpt/, metrics.jsonl, tb/"
     )
+    from netlab import configlib
+
     args, rest = parser.parse_known_args(argv)
-    overrides = {}
-    for item in rest:
-        if not item.startswith("--config."):
-            raise UserError(
-                f"unexpected argument {item!r}; overrides look like --config.train.steps=100"
-            )
-        key, sep, value = item[len("--config.") :].partition("=")
-        if not sep:
-            raise UserError(f"{item!r} has no value; write --config.{key}=VALUE")
-        overrides[key] = value
-    return args, overrides
+    return args, configlib.parse_overrides(rest)
 
 
 def _one_line(exc) -> str:

@@ -28,13 +28,10 @@ def _parse(argv):
     p.add_argument("--config", required=True, help="configs/<file>.py[:preset]")
     p.add_argument("--devices", type=int, default=0, help="compile for this many fake CPU devices")
     p.add_argument("--topology", default="", help="TPU topology, e.g. v5e:16x16 (needs libtpu)")
+    from netlab import configlib
+
     args, rest = p.parse_known_args(argv)
-    overrides = {}
-    for item in rest:
-        key, sep, value = item[len("--config.") :].partition("=")
-        if not item.startswith("--config.") or not sep:
-            raise UserError(f"unexpected argument {item!r}; overrides look like --config.a.b=VALUE")
-        overrides[key] = value
+    overrides = configlib.parse_overrides(rest)
     return args, overrides
 
 

@@ -48,13 +48,10 @@ def _parse(argv):
     p.add_argument("--config", default="", help="configs/<file>.py[:preset] of the runs' model")
     p.add_argument("--metric", default="", help="evaluation scalar that scores a soup")
     p.add_argument("--mode", default="max", choices=MODES, help="max: higher is better")
+    from netlab import configlib
+
     args, rest = p.parse_known_args(argv)
-    overrides = {}
-    for item in rest:
-        key, sep, value = item[len("--config.") :].partition("=")
-        if not item.startswith("--config.") or not sep:
-            raise UserError(f"unexpected argument {item!r}; overrides look like --config.a.b=VALUE")
-        overrides[key] = value
+    overrides = configlib.parse_overrides(rest)
     if args.greedy and not (args.config and args.metric):
         raise UserError(
             "--greedy scores each soup with the task's evaluation: give --config "
