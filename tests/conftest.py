@@ -16,6 +16,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite never downloads: data comes from NETLAB_DATA_DIR (.ci/run sets it) or the cache; the
 # download tests in tests/data/ serve their own files on 127.0.0.1 and lift this themselves.
 os.environ.setdefault("NETLAB_OFFLINE", "1")
+# The digits Frechet distance trains its ConvNet once per process (~18 s, netlab/diffusion/
+# metrics.py); a folder named here, before xdist starts its workers (they inherit the
+# environment), lets every worker and kernel of this run reuse the first one's (metrics.py makes
+# it when first needed). Removed at the end by the process that named it.
+_FD_CACHE_OWNED = "NETLAB_FD_CACHE_DIR" not in os.environ
+if _FD_CACHE_OWNED:
+    import tempfile
+    import uuid
+
+    os.environ["NETLAB_FD_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"netlab-tests-fd-{uuid.uuid4().hex}"
+    )
 
 import pathlib  # noqa: E402
 
@@ -43,3 +55,11 @@ def pytest_runtest_logreport(report):
     if path:
         with open(path, "a") as f:
             f.write(f"{report.duration:.2f} {report.when} {report.nodeid}\n")
+
+
+def pytest_unconfigure(config):
+    """Remove the shared FD-classifier folder this process named at import (if it owns it)."""
+    if _FD_CACHE_OWNED:
+        import shutil
+
+        shutil.rmtree(os.environ.pop("NETLAB_FD_CACHE_DIR"), ignore_errors=True)

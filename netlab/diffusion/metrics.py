@@ -4,11 +4,14 @@
   ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), in float64 with an eigh-based square root.
 - The digits Frechet distance: features from the hidden layer of a small ConvNet trained once on the
   digits training split and cached in the workdir (`netlab.nn.convnet.ConvNet`, the network of
-  the classification task).
+  the classification task); $NETLAB_FD_CACHE_DIR names a folder that processes share to train it
+  once (the test suite sets it).
 - Sliced Wasserstein-2 distance for 2-D data (Rabin et al. 2011): mean over random directions of
   the W2 distance between the sorted 1-D projections.
 """  # noqa: E501
 
+import contextlib
+import fcntl
 import os
 
 import jax
@@ -62,16 +65,26 @@ class DigitsFeatures:
             self.params, self.test_accuracy = _TRAINED[(steps, seed)]
             self._save(path, cache_dir)
         else:
-            self.params, self.test_accuracy = self._train(steps, seed)
-            _TRAINED[(steps, seed)] = (self.params, self.test_accuracy)
+            # $NETLAB_FD_CACHE_DIR: a folder several processes share (the test suite's workers):
+            # the first trains under a file lock, the others wait and load its result.
+            shared = os.environ.get("NETLAB_FD_CACHE_DIR", "")
+            with _locked(shared, f"fd_classifier_{steps}_{seed}.npz") as shared_path:
+                if shared_path and os.path.exists(shared_path):
+                    self.params = _unflatten(dict(np.load(shared_path)))
+                else:
+                    self.params, self.test_accuracy = self._train(steps, seed)
+                    _TRAINED[(steps, seed)] = (self.params, self.test_accuracy)
+                    if shared_path:
+                        self._save(shared_path, shared)
             self._save(path, cache_dir)
         self._features = jax.jit(lambda p, x: self.net.apply({"params": p}, x, features=True))
 
     def _save(self, path, cache_dir):
         if jax.process_index() == 0:
             os.makedirs(cache_dir, exist_ok=True)
-            np.savez(path + ".tmp.npz", **_flatten(self.params))
-            os.replace(path + ".tmp.npz", path)
+            tmp = f"{path}.{os.getpid()}.tmp.npz"  # several processes may write one path
+            np.savez(tmp, **_flatten(self.params))
+            os.replace(tmp, path)
 
     def _train(self, steps, seed):
         data = digits.load()
@@ -101,6 +114,18 @@ class DigitsFeatures:
 
     def frechet_distance(self, images_a, images_b) -> float:
         return frechet_distance(*gaussian_stats(self(images_a)), *gaussian_stats(self(images_b)))
+
+
+@contextlib.contextmanager
+def _locked(folder, name):
+    """Yields folder/name while holding an exclusive lock on folder/name.lock; None if no folder."""
+    if not folder:
+        yield None
+        return
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield os.path.join(folder, name)
 
 
 def _flatten(tree):

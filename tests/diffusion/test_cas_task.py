@@ -64,8 +64,11 @@ def test_training_lowers_the_loss_and_evaluation_reports_both_distances(tmp_path
     trainer = Trainer(cfg, devices=jax.devices()[:1])
     held = [(trainer.global_batch(10_000 + i), jax.random.key(i)) for i in range(4)]
 
+    @jax.jit  # one program for the held-out loss (eager calls re-trace op by op)
     def loss(params):
-        return np.mean([float(trainer.task.loss_fn(params, {}, b, k, True)[0]) for b, k in held])
+        return jnp.mean(
+            jnp.stack([trainer.task.loss_fn(params, {}, b, k, True)[0] for b, k in held])
+        )
 
     state = trainer.init_state()
     initial = loss(state.params)

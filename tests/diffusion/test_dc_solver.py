@@ -96,10 +96,11 @@ def test_update_equals_the_authors_transcription():
         x = np.asarray(jax.random.normal(jax.random.key(0), (16, 2), jnp.float64))
         t = np.linspace(1.0, 0.0, n + 1)
         grid = schedules.sampling_grid(SCHED, n, "uniform_t")
-        got = samplers.sample(
-            GMM.denoise, jnp.asarray(x), jnp.asarray(grid), "dc_solver", finish=False,
-            schedule=SCHED, ratios=ratios,
-        )  # fmt: skip
+        got = jax.jit(  # one program (eager calls re-trace op by op)
+            lambda x, grid: samplers.sample(
+                GMM.denoise, x, grid, "dc_solver", finish=False, schedule=SCHED, ratios=ratios
+            )
+        )(jnp.asarray(x), jnp.asarray(grid))
         want = authors_sample(x, t, grid / 2, ratios)
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-10)
         assert np.abs(want - authors_sample(x, t, grid / 2, np.ones(n))).max() > 1e-3
@@ -114,13 +115,17 @@ def test_all_ratios_one_is_unipc_and_nfe():
 
     x = jax.random.normal(jax.random.key(0), (32, 2))
     grid = jnp.asarray(schedules.sampling_grid(SCHED, 8, "uniform_logsnr"), jnp.float32)
-    base = samplers.sample(GMM.denoise, x, grid, "unipc", finish=False, order=3, variant="bh1")
+    base = jax.jit(
+        lambda x: samplers.sample(
+            GMM.denoise, x, grid, "unipc", finish=False, order=3, variant="bh1"
+        )
+    )(x)
     out = jax.jit(
         lambda x: samplers.sample(denoise, x, grid, "dc_solver", ratios=jnp.ones(8), finish=True)
     )(x)
     jax.effects_barrier()
     assert len(calls) == 9 == samplers.nfe("dc_solver", 8, finish=True)
-    np.testing.assert_allclose(out, GMM.denoise(base, grid[-1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, jax.jit(GMM.denoise)(base, grid[-1]), rtol=1e-5, atol=1e-6)
     moved = run_dc(x, grid, jnp.full(8, 0.8))
     assert float(jnp.abs(moved - base).max()) > 1e-4  # the ratios do act
 
@@ -143,7 +148,9 @@ def test_fitted_ratios_reduce_error_on_held_out_points():
     x_test = jax.random.normal(jax.random.key(2), (256, 2))
     x_all = jnp.concatenate([x_fit, x_test])
     ref = dc_solver.reference_states(GMM.denoise, x_test, grid, 600)[-1]
-    base = samplers.sample(GMM.denoise, x_test, grid, "dc_solver", ratios=jnp.ones(6))
+    base = jax.jit(
+        lambda x: samplers.sample(GMM.denoise, x, grid, "dc_solver", ratios=jnp.ones(6))
+    )(x_test)
     err_unipc = float(jnp.mean((base - ref) ** 2))
     for fit in ("per_step", "joint"):
         kw = dict(fit=fit, fit_iters=40, reference_steps=600, schedule=SCHED)

@@ -51,7 +51,7 @@ def test_npz_latents_train_and_evaluate(tmp_path):
     b1, b2 = task.train_batch(3), task.train_batch(3)
     np.testing.assert_array_equal(b1["x"], b2["x"])  # a pure function of the step
     assert b1["x"].shape == (8, 8, 8, 4) and abs(float(b1["x"].std()) - 1.1) < 0.3  # scaled latents
-    params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+    params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
     opt = optax.adam(1e-3)
     state = opt.init(params)
 

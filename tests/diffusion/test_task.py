@@ -13,7 +13,7 @@ from netlab.errors import UserError
 from netlab.train.trainer import Trainer
 
 SMALL_DIT = {
-    "model.depth": "2",
+    "model.depth": "1",
     "model.width": "32",
     "model.num_heads": "2",
     "train.batch_size": "16",
@@ -55,23 +55,24 @@ def test_bf16_compute_keeps_float32_time_embedding():
 def test_toy_training_lowers_the_loss_and_samples_the_modes(tmp_path):
     cfg = configlib.load(
         "configs/diffusion/toy2d.py:cpu",
-        overrides={"train.steps": "300", "optimizer.warmup_steps": "20", "eval.num_samples": "500"},
+        overrides={"train.steps": "100", "optimizer.warmup_steps": "20", "eval.num_samples": "500"},
     )
     trainer = Trainer(cfg, devices=jax.devices()[:1])
     init = trainer.init_state()
-    held_out = [(trainer.global_batch(10_000 + i), jax.random.key(i)) for i in range(10)]
+    held_out = [(trainer.global_batch(10_000 + i), jax.random.key(i)) for i in range(5)]
 
+    @jax.jit  # one program for the held-out loss (eager calls re-trace op by op)
     def loss(params):
-        return np.mean(
-            [float(trainer.task.loss_fn(params, {}, b, k, True)[0]) for b, k in held_out]
+        return jnp.mean(
+            jnp.stack([trainer.task.loss_fn(params, {}, b, k, True)[0] for b, k in held_out])
         )
 
     initial = loss(init.params)
     state = trainer.init_state()
-    for step in range(300):
+    for step in range(100):  # held-out loss ~0.55x initial, sliced W2 ~0.3x untrained
         state, _ = trainer.train_step(state, trainer.global_batch(step))
     assert loss(state.params) < 0.75 * initial
-    scalars, images = trainer.task.evaluate(state.params, {}, 300, str(tmp_path))
+    scalars, images = trainer.task.evaluate(state.params, {}, 100, str(tmp_path))
     untrained, _ = trainer.task.evaluate(trainer.init_state().params, {}, 0, str(tmp_path))
     assert scalars["sliced_wasserstein"] < 0.5 * untrained["sliced_wasserstein"]
     assert images["samples"].dtype == np.uint8

@@ -43,7 +43,7 @@ def node_config(model, **data):
 
 
 def optax_steps(task, n, lr=0.05, seed=0):
-    params = nn.unbox(task.init_variables(jax.random.key(seed)))["params"]
+    params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(seed)))["params"]
     tx = optax.adam(lr)
     opt = tx.init(params)
     batch = jax.tree.map(jnp.asarray, task.train_batch(0))
@@ -212,7 +212,7 @@ def test_graph_classification_compiles_once_per_bucket():
         return task.loss_fn(params, {}, batch, jax.random.key(0), False)[0]
 
     f = jax.jit(loss)
-    params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+    params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
     steps_per_epoch = len(task.train_idx) // (task.rows * task.per_row)
     shapes = set()
     for step in range(steps_per_epoch):
@@ -232,7 +232,7 @@ def test_graph_classification_learns_and_shards_rows():
     assert full["senders"].shape[0] == 2  # the whole global batch; the trainer cuts process rows
     half = {k: process_rows(v, 1, 2) for k, v in full.items()}
     assert half["senders"].shape[0] == 1 and np.array_equal(half["label"], full["label"][1:])
-    params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+    params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
     tx = optax.adam(0.01)
     opt = tx.init(params)
 
@@ -506,7 +506,7 @@ def test_remat_is_refused_for_models_without_it_and_exact_for_the_others():
             precision.Policy(remat=remat),
         )
         assert (task.model.remat_policy is None) == (remat == "none")
-        params = nn.unbox(task.init_variables(jax.random.key(0)))["params"]
+        params = nn.unbox(jax.jit(task.init_variables)(jax.random.key(0)))["params"]
         batch = jax.tree.map(jnp.asarray, task.train_batch(0))
         fn = jax.jit(jax.grad(lambda p: task.loss_fn(p, {}, batch, jax.random.key(1), True)[0]))
         grads[remat] = fn(params)
