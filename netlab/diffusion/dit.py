@@ -70,6 +70,8 @@ class DiT(nn.Module):
     # Constants of diffusers' DiT port (`netlab.convert.dit`); the defaults are the original DiT's.
     freq_shift: float = 0.0  # timestep frequencies 10000^(-i/(128 - freq_shift)); diffusers: 1
     mlp_norm_eps: float = 1e-6  # LayerNorm eps before each block's MLP; diffusers: 1e-5
+    # A subclass of AdaLNZeroBlock with the same call (netlab.diffusion.token_routing's gated one).
+    block_cls: Any = AdaLNZeroBlock
 
     def setup_check(self):
         if self.image_size % self.patch:
@@ -113,9 +115,9 @@ class DiT(nn.Module):
                 fdt,
             )
             c = c + table[labels]
-        block = AdaLNZeroBlock
+        block = self.block_cls
         if self.remat_policy is not None:  # static_argnums counts self: (self, x, c, train)
-            block = nn.remat(AdaLNZeroBlock, policy=self.remat_policy, static_argnums=(3,))
+            block = nn.remat(self.block_cls, policy=self.remat_policy, static_argnums=(3,))
         for i in range(self.depth):
             h = block(
                 self.width,
