@@ -28,7 +28,15 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from netlab.data import digits
-from netlab.diffusion import guidance, losses, metrics, parameterization, samplers, schedules
+from netlab.diffusion import (
+    guidance,
+    losses,
+    metrics,
+    parameterization,
+    samplers,
+    schedules,
+    simple_diffusion,
+)
 from netlab.diffusion.oracle import GaussianMixture
 from netlab.diffusion.registries import (
     BACKBONES,
@@ -147,6 +155,8 @@ class _DiffusionTask:
             dtype=self.float_dtype,
         )
         self.batch_size = int(config.train.batch_size)
+        # simple diffusion's multiscale loss (simple_diffusion.py); () is the plain loss
+        self.multiscale = simple_diffusion.check_scales(d.get("multiscale"), self.data_shape)
         self.model = self.build_model()
 
     def build_model(self):
@@ -204,9 +214,14 @@ class _DiffusionTask:
         d = self.config.diffusion
         x0, x_t, _, logsnr, labels, k_model = self.noised(batch, rng)
         x0_hat, logvar, cols = self._apply(params, x_t, logsnr, labels, k_model, bool(train))
-        loss, mse = losses.denoising_loss(
-            x0_hat, x0, logsnr, d.weighting, logvar, gamma=d.min_snr_gamma
-        )
+        if self.multiscale:
+            loss, mse = simple_diffusion.multiscale_loss(
+                x0_hat, x0, logsnr, self.multiscale, d.weighting, logvar, gamma=d.min_snr_gamma
+            )
+        else:
+            loss, mse = losses.denoising_loss(
+                x0_hat, x0, logsnr, d.weighting, logvar, gamma=d.min_snr_gamma
+            )
         out = {"x0_mse": mse}
         out.update({f"aux/{k}": v for k, v in aux.loss_terms(cols).items()})
         for k, v in aux.mean_metrics(cols).items():
