@@ -14,6 +14,8 @@ Its class attribute `TASK` names the kind of task that can train it ("node", "gr
 "digraph", "recsys"); a task refuses a model of another kind with a one-line error.
 A node model may define `prepare_graph(graph) -> graph` (host, numpy): the node task calls it once
 on the padded graph and passes what it adds to `graph.norm` into every step (DRew's hop lists).
+A graph model may define it too: the graph task calls it on every padded sub-batch (Graph ViT
+patches, k,l-GNN / SPEN subgraph bags, NGN neighbourhood classes; cached per graph).
 
 A new layer or model is one new module under `netlab/graph/` with `@LAYERS.register("name")` or
 `@MODELS.register("name")` on its class, plus its test; no table to edit.

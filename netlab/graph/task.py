@@ -26,11 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netlab.graph import builder, padding, splits
+from netlab.graph import builder, padding, splits, synthetic_wl
 from netlab.graph import datasets as D
 from netlab.graph import graphs as G
 from netlab.graph.graphs import accum_dtype
 from netlab.graph.sgc import SGC, sgc_propagate
+from netlab.registry import check_choice
 
 # The config.data keys each task reads; anything else (e.g. ``data.dir``) is a config error.
 NODE_DATA_KEYS = (
@@ -43,6 +44,7 @@ NODE_DATA_KEYS = (
     "precompute",
 )
 GRAPH_DATA_KEYS = (
+    "name",
     "num_graphs",
     "graphs_per_batch",
     "max_nodes",
@@ -241,10 +243,26 @@ def synthetic_graph_dataset(num_graphs: int, seed: int, min_nodes: int = 8, max_
     return out
 
 
+GRAPH_SETS = ("synthetic", "csl", "exp")
+
+
+def graph_dataset(name: str, num_graphs: int, seed: int):
+    """``data.name``: the ER-vs-BA toy set, CSL (``num_graphs`` // 10 relabelled copies of each of
+    its 10 classes) or ``num_graphs`` // 2 EXP-style pairs (:mod:`netlab.graph.synthetic_wl`)."""
+    check_choice("data.name", name, GRAPH_SETS)
+    if name == "csl":
+        return synthetic_wl.csl(copies=max(num_graphs // 10, 1), seed=seed)
+    if name == "exp":
+        return synthetic_wl.exp_pairs(max(num_graphs // 2, 1), seed=seed)
+    return synthetic_graph_dataset(num_graphs, seed)
+
+
 class GraphClassification:
     """Graph classification; a batch is ``train.batch_size`` padded sub-batches of
     ``data.graphs_per_batch`` graphs each, all padded to the smallest bucket of
-    ``data.max_nodes``/``max_edges`` that fits. ``graphs=`` replaces the synthetic set."""
+    ``data.max_nodes``/``max_edges`` that fits. ``graphs=`` replaces the synthetic set. A model
+    with ``prepare_graph(graph) -> graph`` (host, numpy) gets every padded sub-batch through it and
+    reads what it adds to ``graph.norm`` (Graph ViT patches, subgraph bags)."""
 
     def __init__(self, config, policy=None, *, graphs=None):
         self.config = config
@@ -254,7 +272,7 @@ class GraphClassification:
         D.check_data_keys(d, GRAPH_DATA_KEYS, "GraphClassification")
         spec = builder.model_spec(config, self.policy, "graph")
         if graphs is None:
-            graphs = synthetic_graph_dataset(d.num_graphs, config.seed)
+            graphs = graph_dataset(d.get("name", "synthetic"), d.num_graphs, config.seed)
         self.graphs = graphs
         rng = np.random.default_rng(config.seed + 1)
         order = rng.permutation(len(self.graphs))
@@ -298,6 +316,8 @@ class GraphClassification:
         out = []
         for c in chunks:
             g = padding.batch([self.graphs[i][0] for i in c], budget, dtype=self.fdt)
+            if hasattr(self.model, "prepare_graph"):  # host-side structure (patches, subgraphs)
+                g = self.model.prepare_graph(g)
             a = padding.cast_floats(padding.to_arrays(g), self.fdt)
             labels = np.zeros(budget.n_graph, np.int32)
             labels[: len(c)] = [self.graphs[i][1] for i in c]
