@@ -118,6 +118,10 @@ def base_config():
             wd_mask="matrices",  # matrices (ndim >= 2 only) | all | none
             clip_norm=0.0,  # 0: no clipping
             binaryconnect="none",  # none | deterministic | stochastic: binary weights (Courbariaux)
+            hesso_sparsity=0.0,  # HESSO pruning: fraction of output units zeroed (0: off)
+            hesso_warmup=0,  # HESSO: steps of the plain optimizer first
+            hesso_periods=5,  # HESSO: pruning periods, each adds 1/periods of the target
+            hesso_period_length=20,  # HESSO: steps per period (a redundant unit decays to 0)
             ema_decay=0.0,  # fixed-decay EMA of params (0: off)
             ema_stds=(),  # EDM2 power-function EMAs, by relative std (e.g. (0.05, 0.1))
         )

@@ -22,8 +22,8 @@ exactly, in one step.
 - `SparseHopfieldLayer`: learned stored patterns read with entmax; a Transformer MLP
   replacement (`model.mlp = "sparse_hopfield"`).
 
-Not implemented: STanHop's learnable alpha (here a fixed setting), its tandem (time, then
-series) blocks, and its external memory plug-ins.
+Here alpha is a fixed setting; STanHop's learnable alpha, its tandem (time, then series) blocks
+and its external memory plug-ins are in `netlab.nn.stanhop`.
 """
 
 from typing import Any

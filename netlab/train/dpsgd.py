@@ -21,9 +21,8 @@ q^2 lambda (lambda + 1) / ((1 - q) sigma^2) + O(q^3 lambda^3 / sigma^3)) gives a
 S q^2 alpha / sigma^2 at order alpha for small q, so when sigma is large enough (the paper: about
 sigma > 2) the budget depends on (sigma, q, S) only through the total amount of noise
 eta = sigma / (q sqrt(S)): eps(delta) ~= min_alpha alpha / eta^2 + log(1/delta) / (alpha - 1).
-No privacy accountant is implemented here: no maintained accounting library is a dependency of
-netlab, and an approximation is no guarantee; report a budget with a maintained accountant
-(e.g. Google's `dp_accounting`).
+The budget itself comes from the RDP accountant of the sampled Gaussian mechanism in
+`netlab.train.tan` (Mironov et al. 2019), not from this approximation.
 """
 
 import jax

@@ -5,7 +5,7 @@ import optax
 
 from netlab.errors import UserError
 from netlab.registry import check_choice
-from netlab.train import adamp, binaryconnect
+from netlab.train import adamp, binaryconnect, hesso
 
 OPTIMIZERS = ("adamw", "adam", "adamax", "sgd", "lion")
 # Heo et al. 2021 (netlab/train/adamp.py); optional keys optimizer.delta (0.1), .wd_ratio (0.1)
@@ -84,4 +84,6 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     check_choice("optimizer.binaryconnect", bc, BINARYCONNECT)
     if bc != "none":
         core = binaryconnect.binary_weights(core, bc)
+    if opt_cfg.get("hesso_sparsity", 0.0):  # Chen et al. 2023 (netlab/train/hesso.py)
+        core = hesso.from_config(core, opt_cfg, total_steps)
     return core
