@@ -1,0 +1,45 @@
+"""t-batches and the t-batch loss corrections (Loghmani & Fazli 2023)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from netlab.graph import tbatch
+
+
+def test_assign_puts_each_node_once_per_tbatch_in_order():
+    rng = np.random.default_rng(0)
+    src, dst = rng.integers(0, 5, 40), rng.integers(5, 9, 40)
+    b = tbatch.assign(src, dst)
+    for k in range(b.max() + 1):
+        nodes = np.concatenate([src[b == k], dst[b == k]])
+        assert len(nodes) == len(set(nodes))
+    for node in range(9):
+        ids = b[(src == node) | (dst == node)]
+        assert np.all(np.diff(ids) > 0)  # a node's events stay in order
+    np.testing.assert_array_equal(tbatch.assign([0, 1, 0, 2], [3, 3, 4, 5]), [0, 1, 1, 0])
+
+
+def test_losses_relate_as_the_paper_says():
+    rng = np.random.default_rng(1)
+    pred, target = rng.normal(size=(2, 12, 3)).astype(np.float32)
+    bid = np.repeat(np.arange(3), 4)  # equal-size t-batches of 4 events
+    mask = np.ones(12, bool)
+
+    def all_losses(pred, target, bid, mask):
+        return [tbatch.prediction_loss(pred, target, bid, 4, mask, r) for r in tbatch.REDUCTIONS]
+
+    run = jax.jit(all_losses)
+    mean, item, full = (float(v) for v in run(pred, target, bid, mask))
+    np.testing.assert_allclose(item, 4 * mean, rtol=1e-5)  # constant factors only
+    np.testing.assert_allclose(full, 3 * item, rtol=1e-5)
+    per_event = [float(np.mean((pred[j] - target[j]) ** 2)) for j in range(12)]
+    np.testing.assert_allclose(item, sum(per_event), rtol=1e-5)
+    # unequal sizes + padding: "mean" weighs each t-batch equally, padding counts nowhere
+    bid2 = np.array([0] * 6 + [1] * 2 + [2] * 4)
+    mask2 = np.arange(12) < 10
+    mean2, item2, _ = (float(v) for v in run(pred, target, bid2, mask2))
+    pe = np.array(per_event)
+    np.testing.assert_allclose(mean2, pe[:6].mean() + pe[6:8].mean() + pe[8:10].mean(), rtol=1e-5)
+    np.testing.assert_allclose(item2, pe[:10].sum(), rtol=1e-5)
+    assert jnp.isfinite(mean2)
