@@ -71,6 +71,43 @@ BACKBONE_CASES = {  # the x0 weighting makes loss = x0_mse + aux losses exactly
         "configs/diffusion/toy2d.py:cpu",
         {"model.width": "16", "model.depth": "1", "train.batch_size": "16"},
     ),
+    "rin": lambda tmp: (
+        "configs/diffusion/digits_rin.py:backbone=rin",
+        dict(
+            TINY_DIT,
+            **{"model.depth": "1", "model.rin_compute": "1", "model.rin_interface": "8"},
+            **{"model.rin_latents": "2", "model.rin_self_cond": "0"},  # one pass per step
+        ),
+    ),
+    "flowdcn": lambda tmp: (
+        "configs/diffusion/digits_rin.py:backbone=flowdcn",
+        dict(TINY_DIT, **{"model.depth": "1", "model.dcn_groups": "2"}),
+    ),
+    "token_routing": lambda tmp: (
+        "configs/diffusion/digits_rin.py:backbone=dit,routing=dynamic",
+        dict(TINY_DIT, **{"model.depth": "1"}),
+    ),
+    "uvit": lambda tmp: (  # with simple diffusion's multiscale loss (the config's default)
+        "configs/diffusion/digits_uvit.py:backbone=uvit",
+        dict(
+            TINY_DIT,
+            **{"model.width": "32", "model.num_res_blocks": "1"},
+            **{"model.vit_width": "16", "model.depth": "1"},
+        ),
+    ),
+    "dic": lambda tmp: (
+        "configs/diffusion/digits_uvit.py:backbone=dic",
+        dict(TINY_DIT, **{"model.width": "8", "model.dic_depths": "(1, 1, 1, 1, 1)"}),
+    ),
+    "dimr": lambda tmp: (
+        "configs/diffusion/digits_uvit.py:backbone=dimr",
+        dict(
+            TINY_DIT,
+            **{"model.width": "8", "model.depth": "1", "model.patch": "2"},
+            **{"model.dimr_conv_width": "4", "model.dimr_conv_depth": "1"},
+            **{"model.dimr_kernel": "3"},
+        ),
+    ),
 }
 
 
@@ -102,6 +139,8 @@ def test_backbone_trains_one_step_with_remat(name, tmp_path):
         x, t, y = jnp.zeros((2, 8, 8, 1)), jnp.zeros((2,)), jnp.zeros((2,), jnp.int32)
         shapes = jax.eval_shape(trainer.task.model_output, state.params, x, t, y)  # no aux here
         assert shapes[0].shape == (2, 8, 8, 1)
+    if name == "token_routing":  # the gates' budget term is part of the task loss
+        assert float(metrics["aux/routing_budget"]) > 0
 
 
 # Options that keep each sampler's call cheap (and exercise the options path).

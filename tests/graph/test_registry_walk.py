@@ -28,6 +28,10 @@ MODEL_CONFIGS = {
     "drew": dict(hidden=4, num_layers=2, nu=1, dropout=0.1),
     "pathnn": dict(hidden=4, cutoff=2, variant="ap", dropout=0.1),
     "laser": dict(hidden=4, num_layers=1, max_hop=2, rho=0.5, dropout=0.1),
+    "omega": dict(hidden=4, num_layers=2, dropout=0.1),
+    "tide": dict(hidden=4, num_blocks=1, k=4, dropout=0.1, input_dropout=0.1),
+    "lfgcn": dict(hidden=4, num_layers=2, gamma=0.5, drop_rate=0.2, dropout=0.1),
+    "catgcn": dict(hidden=4, embed_dim=3, max_fields=3, hops=1, dropout=0.1),
     "sgc": dict(k=2),
     "gat": dict(hidden=2, heads=2, dropout=0.2),
     "gatv2": dict(hidden=2, heads=2, dropout=0.2),
@@ -36,9 +40,17 @@ MODEL_CONFIGS = {
     "grand": dict(hidden_dim=4, time=1.0, num_steps=2, heads=2, key_dim=2, input_dropout=0.1),
     "nsd": dict(d=2, hidden_channels=2, num_layers=2, dropout=0.1),
     "graph_classifier": dict(hidden=4, num_layers=2, conv="gin"),
+    "gpn": dict(hidden=4, levels=2),
+    "graph_mixer": dict(hidden=4, num_patches=2, gnn_layers=1, mixer_layers=1, rw_steps=2),
+    "graph_vit": dict(hidden=4, num_patches=2, gnn_layers=1, mixer_layers=1, rw_steps=2, heads=2),
+    "klgnn": dict(hidden=4, k=2, num_layers=1, num_tuples=6),
+    "spen": dict(hidden=4, hops=1, num_layers=1),
+    "ngn": dict(hidden=4, num_layers=1, num_kernels=4),
     "link_predictor": dict(hidden=4, out=4),
     "ncn": dict(hidden=4, out=4, num_layers=1, predictor_hidden=4, dropout=0.1),
     "digrac": dict(hidden=4, hops=1, dropout=0.1, tau=0.5),
+    "gcrn": dict(hidden=4, K=2, peephole=True),
+    "digress": dict(dx=4, de=2, dy=2, num_layers=1, heads=2, features="none"),
     "lightgcn": dict(
         dim=4,
         num_layers=2,
@@ -68,6 +80,8 @@ TASK_NAMES = {
     "link": "graph.link_prediction",
     "digraph": "graph.digraph_clustering",
     "recsys": "graph.recommendation",
+    "snapshot": "netlab.graph.gcrn:SnapshotForecasting",
+    "generation": "netlab.graph.digress:GraphGeneration",
 }
 
 
@@ -141,6 +155,14 @@ def make_config(name):
             )
         )
         c.loss = ml_collections.ConfigDict(dict(beta=1, normalisation="vol_sum"))
+    elif kind == "generation":
+        c.data = ml_collections.ConfigDict(dict(name="planar", num_graphs=10, num_nodes=6, seed=0))
+        c.diffusion = ml_collections.ConfigDict(dict(T=4, lam=5.0, eval_samples=2))
+        c.train.batch_size = 2
+    elif kind == "snapshot":
+        c.data = ml_collections.ConfigDict(
+            dict(num_nodes=6, num_sequences=3, seq_len=2, feature_dim=1, noise=0.1, seed=0)
+        )
     else:
         c.data = ml_collections.ConfigDict(
             dict(name="tiny", data_dir="", k=5, eval_users_per_chunk=8)
@@ -213,6 +235,8 @@ LAYER_KW = {
         "gnp",
         "grand",
         "lightgcn",
+        "omega",
+        "rnar",
         "sgc",
         "sheaf",
     )
