@@ -12,6 +12,12 @@ and MFU = flops / step time / peak (peak from --peak-tflops, or a table for know
 On CPU it also times bare float32 matmuls of DiT's shapes in XLA and in torch: on the 2-core dev VM
 XLA's dot is 1.2-1.3x slower than torch's oneDNN sgemm (XLA_FLAGS onednn/xnnpack options changed
 nothing), which bounds the DiT ratio from below there.
+Profile (issue 19, bench/results/cpu_speed.md; `bench.perf.op_profile` of the S/2 step, XLA:CPU
+thunk times): dots (`ynn_fusion`, YNNPACK GEMMs) are 72% of the step (backward 44%, forward 28%:
+backward dots take 1.55x the forward's time for 2x the FLOPs), forward loop fusions (norms,
+modulate, GELU, softmax) 17%, head-split/merge copies 7%. The step runs at 157-178 GFLOP/s against
+this Zen 3 host's 157-224 GFLOP/s fp32 peak, so the gap to diffusers is the GEMM kernel, not the
+backward pass or the attention (2.7% of the FLOPs at 64 tokens).
 Writes bench/results/diffusion_<host>_<platform>.json and prints a markdown table.
 """  # noqa: E501
 

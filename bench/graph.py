@@ -9,6 +9,20 @@ netlab / PyG (target on CPU: <= 0.7). Prints a table and saves JSON under bench/
 
     .venv/bin/pip install torch==2.13.0 torch-geometric     # the `bench` extra (CPU wheel)
     .venv/bin/python bench/graph.py [--rounds 3] [--only cora]
+
+Profile of the GAT step on the 100k-node graph (issue 19; `bench.perf.op_profile`, XLA:CPU thunk
+times, 2-core AMD EPYC (Zen 3) VM at load ~17, so shares not absolute times): the step is
+memory-bound on [E, heads, F] = [1M, 8, 8] edge tensors. Before the fix: the sender gather
+h[senders] (`bitcast_gather_fusion.7`, 12% of thunk time), the bounds-check select that
+`jnp.take`'s default "fill" mode adds after it (`broadcast_select_fusion.6`, 9%; plus a compare
+over the [E] indices and a masked scatter-add in the transpose), the message x attention x dropout
+product (7%), exp of the edge softmax (5%), the scatter-add transposes of the gathers
+(`wrapped_scatter.*`, 9% together) and the YNN reductions of the backward pass. Fix
+(netlab/graph/graphs.py `rows`): gathers with mode="promise_in_bounds" (every Graph index is < N)
+and indices_are_sorted for receivers: the select and compare fusions are gone from the HLO (181 ->
+154 select_n), and the gather and scatter-add remain as the two largest ops: XLA:CPU emits a
+gather / scatter as a loop over rows. Same-load A/B (load 12-14, one round): ratio 0.60 ->
+0.34 (bench/results/graph_bench_gat_fix.json, cpu_speed.md); a quiet-host rerun is pending.
 """
 
 import argparse

@@ -68,3 +68,35 @@ def median_seconds(fn, steps: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def op_profile(fn, steps: int = 3, top: int = 15, logdir: str = "/tmp/netlab_op_profile"):
+    """Where a compiled step spends its time: runs `fn()` `steps` times under `jax.profiler.trace`
+    and sums the XLA:CPU thunk events (one per fusion / dot / scatter / custom call) by name.
+    Returns [(name, total_ms_per_step, fraction_of_thunk_time)] for the `top` names, longest first.
+    On CPU each thunk is a TraceMe on the executing thread, so nested or concurrent events (two
+    Eigen threads) can make the fractions sum past 1 only if the runtime overlaps thunks."""
+    import glob
+    import shutil
+
+    import jax
+    from jax._src.lib import _profile_data
+
+    shutil.rmtree(logdir, ignore_errors=True)
+    fn()  # compile and warm up outside the trace
+    with jax.profiler.trace(logdir):
+        for _ in range(steps):
+            fn()
+    path = sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]
+    totals = {}
+    for plane in _profile_data.ProfileData.from_file(path).planes:
+        if not plane.name.startswith("/host:"):
+            continue
+        for line in plane.lines:
+            for ev in line.events:
+                op = dict(ev.stats).get("hlo_op")
+                if op is not None:
+                    totals[op] = totals.get(op, 0) + ev.duration_ns
+    total = sum(totals.values()) or 1
+    rows = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return [(name, ns / 1e6 / steps, ns / total) for name, ns in rows]

@@ -135,7 +135,19 @@ def _node_constrain(x):
 def gather(graph: Graph, x, at: str = "senders"):
     """Node rows at the edges' senders (or receivers), annotated as edge-sharded activations."""
     idx = graph.senders if at == "senders" else graph.receivers
-    return _edge_constrain(jnp.take(x, _edge_constrain(idx), axis=0))
+    srt = at != "senders" and graph.sorted_receivers
+    return _edge_constrain(rows(x, _edge_constrain(idx), srt))
+
+
+def rows(x, idx, indices_are_sorted: bool = False):
+    """x[idx] along axis 0 for indices known to be in range (every index of a Graph is < N).
+
+    `jnp.take`'s default mode ("fill") guards each row with a compare + select over the whole
+    [E, ...] result and its scatter-add transpose: on XLA:CPU that select cost as much as the
+    gather itself in the GAT step on the 100k-node graph (bench/graph.py docstring)."""
+    return (
+        jnp.asarray(x).at[idx].get(mode="promise_in_bounds", indices_are_sorted=indices_are_sorted)
+    )
 
 
 def segment_sum(data, segment_ids, num_segments: int, indices_are_sorted: bool = False):
@@ -183,13 +195,13 @@ def segment_softmax(
         logits, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
     )
     seg_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(seg_max), seg_max, 0.0))
-    ex = jnp.exp(logits - seg_max[segment_ids])
+    ex = jnp.exp(logits - rows(seg_max, segment_ids, indices_are_sorted))
     if mask is not None:
         ex = jnp.where(_expand(mask, ex), ex, 0.0)
     denom = jax.ops.segment_sum(
         ex, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
     )
-    out = ex / jnp.where(denom > 0, denom, 1.0)[segment_ids]
+    out = ex / rows(jnp.where(denom > 0, denom, 1.0), segment_ids, indices_are_sorted)
     return out.astype(dtype)
 
 
@@ -246,11 +258,11 @@ def edge_softmax_with_self(graph: Graph, edge_logits, self_logits):
     el = jnp.where(mask, el, -jnp.inf)
     m = jnp.maximum(jax.ops.segment_max(el, recv, num_segments=n, indices_are_sorted=srt), sl)
     m = jax.lax.stop_gradient(_node_constrain(m))
-    ex = jnp.where(mask, jnp.exp(el - m[recv]), 0.0)
+    ex = jnp.where(mask, jnp.exp(el - rows(m, recv, srt)), 0.0)
     es = jnp.exp(sl - m)
     denom = _node_constrain(jax.ops.segment_sum(ex, recv, num_segments=n, indices_are_sorted=srt))
     denom = denom + es
-    return (ex / denom[recv]).astype(dtype), (es / denom).astype(dtype)
+    return (ex / rows(denom, recv, srt)).astype(dtype), (es / denom).astype(dtype)
 
 
 def degree(graph: Graph, weighted: bool = True, dtype=None):
