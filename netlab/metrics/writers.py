@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -87,9 +88,29 @@ class JsonlWriter:
             self.fd = None
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch when torch is not loaded yet.
+
+    tensorboardX's writer module only probes `import torch` (to accept torch tensors, which netlab
+    never passes: it logs floats and numpy arrays); with torch installed (the bench extra) that
+    probe alone costs seconds of every run's start-up. So torch is hidden for that one import.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError while this entry is None
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoardWriter:
     def __init__(self, logdir, resume_step=None):
-        from tensorboardX import SummaryWriter
+        SummaryWriter = _summary_writer_class()
 
         # purge_step: TensorBoard hides the events past the resumed step written by the earlier run
         purge = resume_step + 1 if resume_step is not None and os.path.isdir(logdir) else None

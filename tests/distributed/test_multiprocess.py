@@ -2,6 +2,7 @@
 and no hang when a peer dies."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.train.helpers import DIGITS, ROOT, TINY, cli_args, cli_env, run_cli
+from tests.train.helpers import COMPILE_CACHE, DIGITS, ROOT, TINY, cli_args, cli_env, run_cli
 from tests.train.test_cli import _final_params
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -26,6 +27,7 @@ STEPS = {
     "optimizer.schedule": "constant",
     "optimizer.warmup_steps": "0",
 }
+KEEP_ALL = {"checkpoint.max_to_keep": "0"}
 
 
 def _port():
@@ -74,17 +76,21 @@ def _launcher(workdir, n=2, **overrides):
     env = cli_env(1)
     env.update(PYTHON=sys.executable, NETLAB_LOCAL_DEVICES="4")
     args = ["bash", "launch/local_multiprocess.sh", str(n), DIGITS + ":cpu", str(workdir)]
-    args += [f"--config.{k}={v}" for k, v in {**TINY, **STEPS, **overrides}.items()]
+    # The session's compile cache, as `_spawn`'s runs: this first two-process run fills it.
+    over = {**TINY, "train.compile_cache": COMPILE_CACHE, **STEPS, **overrides}
+    args += [f"--config.{k}={v}" for k, v in over.items()]
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """One process with 8 devices: the run the multi-process ones must reproduce."""
+    """One process with 8 devices: the run the multi-process ones must reproduce -> (workdir,
+    (step, params)). It keeps every checkpoint (5, 10, ..., 30): a later test resumes its step 15
+    in two processes (one run fewer to pay for than a separate 15-step single-process run)."""
     workdir = tmp_path_factory.mktemp("mp") / "single"
-    proc = run_cli(workdir, devices=8, **STEPS)
+    proc = run_cli(workdir, devices=8, **STEPS, **KEEP_ALL)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return _final_params(workdir)
+    return workdir, _final_params(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +102,7 @@ def two_process(tmp_path_factory):
 
 
 def test_two_processes_equal_one(reference, two_process):
-    (step_a, ref), (_, (step_b, params)) = reference, two_process
+    (_, (step_a, ref)), (_, (step_b, params)) = reference, two_process
     assert step_a == step_b == 30
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, ref)
     workdir = two_process[0]
@@ -161,14 +167,18 @@ def test_kill9_of_one_process_does_not_hang_the_other(tmp_path):
 
 
 def test_checkpoint_from_one_process_resumes_in_two(reference, tmp_path):
+    # The single-process reference run's checkpoint of step 15 (a copy, its later ones removed).
     workdir = tmp_path / "one_then_two"
-    proc = run_cli(workdir, devices=8, **{**STEPS, "train.steps": "15"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    codes, outs = _finish(_spawn(workdir))
+    shutil.copytree(reference[0], workdir)
+    saved = sorted(int(s) for s in os.listdir(workdir / "ckpt") if s.isdigit())
+    assert saved == list(range(5, 31, 5)), saved
+    for step in saved[saved.index(15) + 1 :]:
+        shutil.rmtree(workdir / "ckpt" / str(step))
+    codes, outs = _finish(_spawn(workdir, **KEEP_ALL))
     assert codes == [0, 0], outs[0][1][-2000:]
     assert "resumed from" in outs[0][1] and "at step 15" in outs[0][1]
     step, params = _final_params(workdir)
     assert step == 30
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, reference[1]
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, reference[1][1]
     )

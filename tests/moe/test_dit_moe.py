@@ -64,6 +64,14 @@ TINY = {
 }
 
 
+def _adam_update(opt):
+    def update(grads, opt_state, params):
+        updates, opt_state = opt.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    return update
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """The digits DiT-MoE config at TINY size, its task and initial parameters (built once)."""
@@ -106,12 +114,12 @@ def test_dit_moe_digits_config_trains_through_the_diffusion_task(tiny):
     grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True), static_argnums=4)
     opt = optax.adam(3e-3)
     opt_state = opt.init(params)
+    update = jax.jit(_adam_update(opt))  # one compile, not one per eager op and leaf shape
     losses_seen = []
     for i in range(4):
         (loss, (metrics, _)), grads = grad_fn(params, {}, batch, jax.random.key(0), True)
         losses_seen.append(float(loss))
-        updates, opt_state = opt.update(grads, opt_state)
-        params = optax.apply_updates(params, updates)
+        params, opt_state = update(grads, opt_state, params)
     assert {"aux/load_balance", "aux/dropped_fraction", "x0_mse"} <= set(metrics), set(metrics)
     # two MoE layers: the weight times the sum of their balance losses (each >= 1)
     w = cfg.model.mlp_kwargs.load_balance_weight
