@@ -17,9 +17,12 @@ Prints our number beside the paper's and saves JSON + a markdown table under ben
   paper's 1000 epochs are ~400k steps over a 1.6M-edge graph (see configs/graph/recsys.py,
   model=lightgcn,data=gowalla).
 - grand: GRAND-l on Cora, 3 seeds, on the Planetoid public split or (`--grand-split lcc`) on the
-  paper's protocol: one random split of the largest connected component per seed; `--grand-hp
-  authors` trains the authors' released Cora settings (grand_cora.py hp=authors) with Adamax for
-  100 epochs, reporting test accuracy at the best validation accuracy as their run_GNN.py does.
+  paper's protocol: one random split of the largest connected component per seed (`lcc_grand`: the
+  test set drawn per seed too, as the authors' code does); `--grand-hp authors` trains the authors'
+  released Cora settings (grand_cora.py hp=authors) with Adamax for 100 epochs, reporting test
+  accuracy at the best validation accuracy as their run_GNN.py does (without its selection over
+  integration times, GNNEarly); `--grand-features raw` feeds Cora's binary features unnormalised,
+  as their code does. The row is saved after every seed.
 """
 
 import argparse
@@ -39,6 +42,8 @@ import optax  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from netlab import configlib  # noqa: E402
+from netlab.graph import graphs as G  # noqa: E402
+from netlab.graph.task import masked_cross_entropy  # noqa: E402
 
 # Paper numbers (accuracy %, mean ± std over the 10 splits); graph.md §7.
 NSD_PAPER = {
@@ -63,24 +68,37 @@ def _fmt(mean, std):
 
 
 # ----------------------------------------------------------------------------------------------
-def train_node_classifier(task, seed, steps, lr, patience, bar=None, optimizer="adam"):
-    """Full-batch Adam (or `optimizer`="adamax"); returns (test acc at best val acc, best val acc,
-    steps run)."""
+def train_node_classifier(
+    task, seed, steps, lr, patience, bar=None, optimizer="adam", stop="acc", eval_times=()
+):
+    """Full-batch Adam (or `optimizer`="adamax"); returns (test acc at the best epoch, val acc at
+    it, steps run). The best epoch: highest val accuracy (`stop="acc"`) or lowest val loss
+    (`stop="loss"`, the NSD authors' default `stop_strategy`); patience counts epochs since it.
+
+    `eval_times` (GRAND only): multiples m of the model's integration time T; every epoch the model
+    is also evaluated integrated to m T for each m and the time with the best val accuracy counts
+    (ties: the earliest), a grid version of GRAND's GNNEarly test integrator (graph-neural-pde
+    early_stop_solver.py: integrate to earlystopxT = 3 times T, keep the step with the best val
+    accuracy)."""
     params = nn.unbox(task.init_variables(jax.random.key(seed)))["params"]
     tx = getattr(optax, optimizer)(lr)
     opt = tx.init(params)
     arrays = jax.tree.map(jnp.asarray, task.arrays)
     val, test = jnp.asarray(task.eval_masks["val"]), jnp.asarray(task.eval_masks["test"])
-    step = _node_step(task, tx, (optimizer, lr))
+    step = _node_step(task, tx, (optimizer, lr), tuple(eval_times))
     best = (-1.0, 0.0)
+    best_loss = float("inf")
     since = 0
     for i in range(steps):
-        params, opt, va, te = step(
+        params, opt, va, te, vl = step(
             params, opt, arrays, val, test, jax.random.key(seed * 100003 + i)
         )
-        va, te = float(va), float(te)
-        if va > best[0]:
-            best, since = (va, te), 0
+        if eval_times:  # the best val accuracy over the integration times (first on ties)
+            j = int(np.argmax(np.asarray(va)))
+            va, te = va[j], te[j]
+        va, te, vl = float(va), float(te), float(vl)
+        if (va > best[0]) if stop == "acc" else (vl < best_loss):
+            best, best_loss, since = (va, te), vl, 0
         else:
             since += 1
         if bar is not None:
@@ -93,10 +111,11 @@ def train_node_classifier(task, seed, steps, lr, patience, bar=None, optimizer="
 _STEPS = {}
 
 
-def _node_step(task, tx, lr):
+def _node_step(task, tx, lr, eval_times=()):
     """One jitted step per (model, loss settings, lr): the graph and masks are arguments, so the
-    10 splits of a dataset (same shapes) compile once."""
-    key = (task.model, task.weight_decay, task.wd_scope, lr)
+    10 splits of a dataset (same shapes) compile once. With `eval_times` the val and test
+    accuracies are vectors, one entry per time (train_node_classifier)."""
+    key = (task.model, task.weight_decay, task.wd_scope, lr, eval_times)
     if key not in _STEPS:
 
         @jax.jit
@@ -106,15 +125,44 @@ def _node_step(task, tx, lr):
             )
             upd, opt = tx.update(g, opt, params)
             params = optax.apply_updates(params, upd)
-            pred = task.logits(params, {}, arrays).argmax(-1)
+            logits = task.logits(params, {}, arrays)
+            pred = logits.argmax(-1)
             acc = lambda m: ((pred == arrays["y"]) * m).sum() / m.sum()  # noqa: E731
-            return params, opt, acc(val), acc(test)
+            val_loss = masked_cross_entropy(logits, arrays["y"], val)
+            if not eval_times:
+                return params, opt, acc(val), acc(test), val_loss
+            g, accs = G.from_arrays(arrays), []
+            for m in eval_times:
+                mod = task.model.clone(
+                    time=task.model.time * m, max_steps=int(task.model.max_steps * max(m, 1))
+                )
+                pred = mod.apply({"params": params}, g, g.nodes, train=False).argmax(-1)
+                accs.append((acc(val), acc(test)))
+            va, te = (jnp.stack(a) for a in zip(*accs))
+            return params, opt, va, te, val_loss
 
         _STEPS[key] = step
     return _STEPS[key]
 
 
-def nsd_rows(args):
+def _override(hp, extra):
+    """hp updated by the JSON-like dict `extra` ("model" entries merge)."""
+    hp = dict(hp, **{k: v for k, v in extra.items() if k != "model"})
+    hp["model"] = dict(hp.get("model", {}), **extra.get("model", {}))
+    return hp
+
+
+def nsd_rows(args, save=None):
+    """NSD rows; with `--nsd-grid` one "nsd_search" row per setting (val-selected search), each
+    saved as it completes."""
+    grid = json.loads(args.nsd_grid) if args.nsd_grid else [None]
+    rows = []
+    for extra in grid:
+        rows += _nsd_rows(args, extra, save=lambda r: save(rows + r) if save else None)
+    return rows
+
+
+def _nsd_rows(args, grid_extra=None, save=None):
     from netlab.graph import datasets as D
     from netlab.graph.continuous_task import DiffusionNodeClassification
 
@@ -123,12 +171,10 @@ def nsd_rows(args):
         for mt in args.maps:
             cfg = configlib.load(str(ROOT / "configs/graph/sheaf.py"), f"data={ds},cpu")
             hp = dict(NSD_HP.get((ds, mt), NSD_HP.get(ds, {})))
-            if (
-                args.nsd_hp
-            ):  # override the tuned values (JSON; "model" entries merge); recorded in the row
-                extra = json.loads(args.nsd_hp)
-                hp.update({k: v for k, v in extra.items() if k != "model"})
-                hp["model"] = dict(hp.get("model", {}), **extra.get("model", {}))
+            if args.nsd_hp:  # override the tuned values (JSON); recorded in the row
+                hp = _override(hp, json.loads(args.nsd_hp))
+            if grid_extra is not None:  # one setting of --nsd-grid, on top of --nsd-hp
+                hp = _override(hp, grid_extra)
             if args.nsd_steps:  # a cheaper run than the tuned one; recorded in the row
                 hp.update(
                     steps=args.nsd_steps, patience=min(hp.get("patience", 100), args.nsd_steps)
@@ -138,24 +184,30 @@ def nsd_rows(args):
                 for k, v in hp.get("model", {}).items():
                     cfg.model[k] = v
                 cfg.loss.weight_decay = hp.get("wd", cfg.loss.weight_decay)
-            accs = []
+            accs, vals, epochs = [], [], []
             bar = tqdm(range(args.splits), desc=f"NSD {mt:7s} {ds}", leave=False)
             t0 = time.time()
             for split in bar:
                 dataset = D.load_geom_gcn(ds, split)
                 task = DiffusionNodeClassification(cfg, dataset=dataset)
-                acc, _, _ = train_node_classifier(
+                acc, val, n = train_node_classifier(
                     task,
                     split,
                     hp.get("steps", 500),
                     hp.get("lr", 0.02),
                     hp.get("patience", 100),
                     bar,
+                    stop=hp.get("stop", "acc"),
                 )
                 accs.append(100 * acc)
+                vals.append(100 * val)
+                epochs.append(n)
             paper = NSD_PAPER[(ds, mt)]
             row = dict(
-                experiment="nsd",
+                experiment="nsd" if grid_extra is None else "nsd_search",
+                val_mean=float(np.mean(vals)),
+                per_split_val=vals,
+                epochs=epochs,
                 dataset=ds,
                 maps=mt,
                 ours_mean=float(np.mean(accs)),
@@ -169,10 +221,12 @@ def nsd_rows(args):
             )
             ours = _fmt(row["ours_mean"], row["ours_std"])
             tqdm.write(
-                f"NSD {mt:7s} {ds:9s} ours {ours}  paper {_fmt(*paper)}"
-                f"  ({len(accs)} splits, {row['seconds']:.0f}s)"
+                f"NSD {mt:7s} {ds:9s} ours {ours} (val {row['val_mean']:.2f})  paper "
+                f"{_fmt(*paper)}  ({len(accs)} splits, {row['seconds']:.0f}s) {json.dumps(hp)}"
             )
             rows.append(row)
+            if save is not None:
+                save(rows)
     return rows
 
 
@@ -376,16 +430,18 @@ def recsys_rows(args):
     return rows
 
 
-def grand_rows(args):
+def grand_rows(args, save=None):
     """GRAND-l on Cora: `--grand-split public` trains `--grand-seeds` initialisations on the
     Planetoid split; `--grand-split lcc` (the paper's protocol, netlab.graph.splits) draws a new
-    random split of the largest connected component for every seed (data.split = seed)."""
+    random split of the largest connected component for every seed (data.split = seed). The seed
+    also sets the initialisation and the dropout keys. `save(rows)` is called after every seed
+    with the row so far."""
     from netlab.graph.continuous_task import DiffusionNodeClassification
 
-    lcc = args.grand_split == "lcc"
+    lcc = args.grand_split != "public"
     authors = args.grand_hp == "authors"
-    arg = ("split=lcc," if lcc else "") + f"hp={args.grand_hp},cpu"
-    accs = []
+    arg = f"split={args.grand_split},hp={args.grand_hp},features={args.grand_features},cpu"
+    accs, vals = [], []
     t0 = time.time()
     bar = tqdm(range(args.grand_seeds), desc=f"GRAND-l cora ({args.grand_split})", leave=False)
     task = None
@@ -394,17 +450,41 @@ def grand_rows(args):
             cfg = configlib.load(str(ROOT / "configs/graph/grand_cora.py"), arg)
             cfg.data.split = seed
             task = DiffusionNodeClassification(cfg)
+        times = [float(t) for t in args.grand_eval_times.split(",") if t]
         if authors:  # their loop: Adamax, 100 epochs, test accuracy at the best val accuracy
-            acc, _, _ = train_node_classifier(
-                task, seed, cfg.train.steps, cfg.optimizer.lr, cfg.train.steps, bar, "adamax"
+            steps = args.grand_steps or cfg.train.steps
+            acc, val, n = train_node_classifier(
+                task, seed, steps, cfg.optimizer.lr, steps, bar, "adamax", eval_times=times
             )
         else:
-            acc, _, _ = train_node_classifier(task, seed, 300, cfg.optimizer.lr, 50, bar)
+            steps = args.grand_steps or 300
+            acc, val, n = train_node_classifier(
+                task, seed, steps, cfg.optimizer.lr, 50, bar, eval_times=times
+            )
         accs.append(100 * acc)
-    where = "random splits of the largest connected component" if lcc else "Planetoid public split"
-    row = dict(
+        vals.append(100 * val)
+        row = _grand_row(args, accs, vals, time.time() - t0)
+        tqdm.write(f"GRAND-l seed {seed}: test {accs[-1]:.2f} (val {100 * val:.2f}, {n} epochs)")
+        if save is not None:
+            save([row])
+    tqdm.write(f"GRAND-l cora: ours {_fmt(row['ours_mean'], row['ours_std'])}  paper 83.60 ± 1.00")
+    return [row]
+
+
+def _grand_row(args, accs, vals, seconds):
+    where = {
+        "public": "Planetoid public split",
+        "lcc": "random splits of the largest connected component",
+        "lcc_grand": "random splits of the largest connected component as GRAND's code draws them",
+    }[args.grand_split]
+    feats = "" if args.grand_features == "row" else f", {args.grand_features} features"
+    if args.grand_eval_times:
+        feats += f", best val over integration times {args.grand_eval_times} x T"
+    if args.grand_steps:
+        feats += f", {args.grand_steps} epochs"
+    return dict(
         experiment="grand",
-        dataset=f"cora ({where}; {args.grand_hp} hyper-parameters)",
+        dataset=f"cora ({where}; {args.grand_hp} hyper-parameters{feats})",
         ours_mean=float(np.mean(accs)),
         ours_std=float(np.std(accs)),
         paper_mean=83.6,
@@ -412,11 +492,9 @@ def grand_rows(args):
         paper_note="GRAND-l, random splits of the largest connected component [recalled - verify]",
         seeds=len(accs),
         runs=[float(a) for a in accs],
-        seconds=time.time() - t0,
+        val=[float(v) for v in vals],
+        seconds=seconds,
     )
-    ours = _fmt(row["ours_mean"], row["ours_std"])
-    tqdm.write(f"GRAND-l cora ({where}): ours {ours}  paper {_fmt(83.6, 1.0)}")
-    return [row]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,6 +505,12 @@ def markdown(rows):
         if r["experiment"] == "nsd":
             out.append(
                 f"| NSD {r['maps']} | {r['dataset']} ({r['splits']} splits) | {ours} "
+                f"| {_fmt(r['paper_mean'], r['paper_std'])} |"
+            )
+        elif r["experiment"] == "nsd_search":
+            out.append(
+                f"| NSD {r['maps']} search | {r['dataset']} ({r['splits']} splits) "
+                f"`{json.dumps(r['hyperparameters'])}` | val {r['val_mean']:.2f}, test {ours} "
                 f"| {_fmt(r['paper_mean'], r['paper_std'])} |"
             )
         elif r["experiment"] == "digrac":
@@ -455,6 +539,9 @@ def _row_key(r):
     """Identity of a result row, for --merge."""
     if r["experiment"] == "nsd":
         return ("nsd", r["dataset"], r["maps"])
+    if r["experiment"] == "nsd_search":
+        hp = json.dumps(r["hyperparameters"], sort_keys=True)
+        return ("nsd_search", r["dataset"], r["maps"], r["splits"], hp)
     if r["experiment"] == "digrac":
         return ("digrac",) + tuple(sorted(r["setting"].items()))
     if r["experiment"] == "grand":
@@ -473,8 +560,23 @@ def main():
     ap.add_argument(
         "--grand-split",
         default="public",
-        choices=("public", "lcc"),
-        help="GRAND: Planetoid public split, or the paper's random LCC splits (one per seed)",
+        choices=("public", "lcc", "lcc_grand"),
+        help="GRAND: Planetoid public split, or the paper's random LCC splits (one per seed; "
+        "lcc_grand: with the test set drawn per seed too, as the authors' code does)",
+    )
+    ap.add_argument(
+        "--grand-eval-times",
+        default="",
+        help="GRAND: comma-separated multiples of T at which to evaluate every epoch, keeping "
+        "the best val accuracy (the authors' GNNEarly test integrator uses up to 3 T), e.g. "
+        "0.5,1,2,3",
+    )
+    ap.add_argument("--grand-steps", type=int, default=0, help="GRAND: epochs (0: as configured)")
+    ap.add_argument(
+        "--grand-features",
+        default="row",
+        choices=("row", "raw"),
+        help="GRAND: row-normalised input features, or raw (the authors' code on Cora)",
     )
     ap.add_argument(
         "--grand-hp",
@@ -501,6 +603,13 @@ def main():
         '\'{"lr": 0.02, "wd": 5e-4, "steps": 500, "patience": 100, "model": {"num_layers": 4}}\'',
     )
     ap.add_argument(
+        "--nsd-grid",
+        default="",
+        help="JSON list of --nsd-hp-like overrides (on top of --nsd-hp), each run as one "
+        '"nsd_search" row with its mean validation accuracy, e.g. \'[{"model": {"add_lp": true}}, '
+        '{"wd": 5e-4}]\'',
+    )
+    ap.add_argument(
         "--digrac-settings",
         default="",
         help="comma-separated indices into DIGRAC_SETTINGS (default all)",
@@ -517,13 +626,20 @@ def main():
     only = args.only.split(",")
     rows = []
     if "sheaf" in only:
-        rows += nsd_rows(args)
+        rows += nsd_rows(args, save=lambda partial: save(args, rows + partial))
     if "digrac" in only:
         rows += digrac_rows(args)
     if "lightgcn" in only:
         rows += recsys_rows(args)
     if "grand" in only:
-        rows += grand_rows(args)
+        # saved after every seed too, so a run cut short leaves the seeds it completed
+        rows += grand_rows(args, save=lambda partial: save(args, rows + partial))
+    print(save(args, rows))
+
+
+def save(args, rows):
+    """Write rows to bench/results/<out>.{json,md} (with --merge: replacing the rows of the same
+    experiment in the existing file, keeping the others); returns the markdown table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = dict(
         device=str(jax.devices()[0]),
@@ -534,16 +650,14 @@ def main():
     path = RESULTS / f"{args.out}.json"
     if args.merge and path.exists():
         old = json.loads(path.read_text())
-        fresh = {_row_key(r): r for r in rows}
-        for r in rows:
-            r["run"] = meta
+        fresh = {_row_key(r): dict(r, run=meta) for r in rows}
         merged = [fresh.pop(_row_key(r), r) for r in old["rows"]]
         rows = merged + list(fresh.values())
         meta = dict(old.get("meta", {}), updated=meta)
     path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown(rows)
     (RESULTS / f"{args.out}.md").write_text(table + "\n")
-    print(table)
+    return table
 
 
 if __name__ == "__main__":

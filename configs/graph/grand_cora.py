@@ -3,9 +3,13 @@ fixed-step RK4 (the paper integrates with dopri5; set model.method=dopri5).
 
 Argument: a preset (cpu | gpu | pod, the same settings), the split: the Planetoid public split
 (default) or ``split=lcc``, the paper's protocol (netlab.graph.splits): the largest connected
-component (2485 nodes), 1500 development nodes drawn with the authors' fixed seed, 20 training nodes
-per class from them (seed data.split), the rest of the development set for validation, every other
-node for test; and the hyper-parameters: ``hp=netlab`` (default) or ``hp=authors``, the authors'
+component (2485 nodes), 1500 development nodes drawn with a fixed seed (Klicpera et al.'s), 20
+training nodes per class from them (seed data.split), the rest of the development set for
+validation, every other node for test; or ``split=lcc_grand``, the same as GRAND's released code
+draws it (the development set, hence the test set, drawn with the split seed too); the input
+features: ``features=row`` (default, row-normalised) or ``features=raw`` (the binary bag of words,
+as GRAND's code loads Cora: PyG Planetoid without NormalizeFeatures); and the hyper-parameters:
+``hp=netlab`` (default) or ``hp=authors``, the authors'
 released Cora settings (graph-neural-pde best_params.py: hidden 80, 8 heads of 16, T = 18.29,
 dopri5 with their tolerances, lr 0.0229, L2 5.08e-3, dropout 0.047, 100 epochs) with their model's
 departures from the paper (squareplus attention over each neighbour's edges, sqrt(d_k), biased
@@ -18,6 +22,9 @@ netlab.graph.grand.GRAND), trained with Adamax as they do.
     python -m netlab.main --config configs/graph/grand_cora.py:split=lcc,hp=authors,cpu \
         --workdir runs/grand_cora_authors
     # paper: 83.6±1.0 on random splits of the largest connected component (split=lcc).
+    # GRAND's released code as it runs (split, raw features, hyper-parameters):
+    python -m netlab.main --workdir runs/grand_cora_code \
+        --config configs/graph/grand_cora.py:split=lcc_grand,hp=authors,features=raw,cpu
 """
 
 import ml_collections
@@ -25,8 +32,16 @@ import ml_collections
 from configs import common
 
 PRESETS = ("cpu", "gpu", "pod")
-VARIANTS = ("split=public", "split=lcc", "hp=netlab", "hp=authors")
-SPLITS = {"public": "given", "lcc": "lcc_random"}
+VARIANTS = (
+    "split=public",
+    "split=lcc",
+    "split=lcc_grand",
+    "hp=netlab",
+    "hp=authors",
+    "features=raw",
+)
+SPLITS = {"public": "given", "lcc": "lcc_random", "lcc_grand": "lcc_grand"}
+FEATURES = ("row", "raw")
 # graph-neural-pde src/best_params.py, 'Cora' (values rounded to 4 significant digits).
 AUTHORS = dict(
     model=dict(
@@ -56,9 +71,11 @@ AUTHORS = dict(
 
 
 def get_config(arg=None):
-    a = common.parse_arg(arg, PRESETS, split="public", hp="netlab")  # all presets are the same
+    a = common.parse_arg(arg, PRESETS, split="public", hp="netlab", features="row")  # presets: same
     if a.split not in SPLITS:
         raise ValueError(f"split={a.split!r}; choose one of {', '.join(SPLITS)}")
+    if a.features not in FEATURES:
+        raise ValueError(f"features={a.features!r}; choose one of {', '.join(FEATURES)}")
     if a.hp not in ("netlab", "authors"):
         raise ValueError(f"hp={a.hp!r}; choose one of netlab, authors")
     c = common.base_config()
@@ -87,7 +104,7 @@ def get_config(arg=None):
             data_dir="",
             split=0,  # lcc: the seed of the random split
             split_protocol=SPLITS[a.split],
-            row_normalize=True,
+            row_normalize=a.features == "row",
         )
     )
     c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-4, weight_decay_scope=""))

@@ -23,6 +23,27 @@ Edges: an undirected graph stored with both directions (netlab.graph.graphs conv
 the learner produces the sender-side map M_e = F_{s◁{s,r}}; the receiver-side map is M_{rev(e)},
 found with a sorted search over the (receiver, sender) keys inside jit.
 
+Fixed extra stalk dimensions (`add_lp`, `add_hp`; searched over in the authors' sweeps, e.g.
+config/orth_webkb_sweep.yml, and implemented in their `LaplacianBuilder.get_fixed_maps` /
+`append_fixed_maps`): each
+adds one stalk dimension whose restriction maps are not learned, so its block of the sheaf Laplacian
+is a fixed graph operator (before normalisation: the degree on the diagonal, a constant ±1 off it):
+    add_lp: off-diagonal +1, i.e. D + A, the signless Laplacian (maps with F_{s◁e} F_{r◁e} = -1;
+            here F_{s◁e} = sign(r - s)); Δ itself is then a low-pass filter (largest on smooth
+            signals), so the step x - Δx is high-pass on that dimension;
+    add_hp: off-diagonal -1, i.e. D - A, the graph Laplacian (maps F = 1, the constant sheaf); Δ is
+            high-pass, the step x - Δx low-pass (plain heat diffusion).
+(The authors' argparse help strings have the two descriptions the other way round; the code, and
+its dense test with values [1, -1] for [lp, hp], is what is followed here.) Their order is learned
+dimensions, then lp, then hp; the encoder, the left weights W_1 and the residual weights ε span all
+d + add_lp + add_hp dimensions, the sheaf learner reads all of them and outputs maps for the d
+learned ones only. Normalisation is the same as for the learned part, (deg + 1)^{-1/2} on both sides
+when augmented, as their `scalar_normalise`.
+
+Where this differs from the authors' code: the left weights W_1 are initialised orthogonal by
+default (theirs: the identity, `left_init="identity"` here); their O(d) model can learn extra edge
+weights (`edge_weights`) and their Gen-NSD clamps normalised entries to [-1, 1]; neither is here.
+
 `NeuralSheafDiffusion` is the model (`registries.MODELS["nsd"]`); `SheafDiffusion` is one layer of
 eq. 8 on its own (`registries.LAYERS["sheaf"]`); both run the same `sheaf_step`.
 """
@@ -44,6 +65,7 @@ from netlab.sharding import axes
 
 MAP_TYPES = ("diag", "orth", "general")
 ORTH_METHODS = ("householder", "cayley")
+LEFT_INITS = ("orthogonal", "identity")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,6 +125,33 @@ def maps_from_params(params, map_type: str, d: int, orth_method: str = "househol
     if orth_method == "householder":
         return householder_orthogonal(params, d)
     return cayley_orthogonal(params, d)
+
+
+def append_fixed_maps(graph: G.Graph, maps, add_lp: bool = False, add_hp: bool = False):
+    """Learned sender-side maps [E, d] (diag) or [E, d, d] -> [E, d + k] or [E, d + k, d + k] with
+    the fixed dimensions of `add_lp` (F_{s◁e} = sign(r - s), so that F_{s◁e} F_{r◁e} = -1 and the
+    block is D + A) and `add_hp` (F = 1, the block D - A) appended in that order, block-diagonally
+    (the authors' LaplacianBuilder.append_fixed_maps; module docstring)."""
+    cols = []
+    if add_lp:
+        cols.append(jnp.sign(graph.receivers.astype(maps.dtype) - graph.senders.astype(maps.dtype)))
+    if add_hp:
+        cols.append(jnp.ones(maps.shape[0], maps.dtype))
+    if not cols:
+        return maps
+    fixed = jnp.stack(cols, -1)  # [E, k]
+    if maps.ndim == 2:
+        return jnp.concatenate([maps, fixed], -1)
+    d, k = maps.shape[-1], fixed.shape[-1]
+    top = jnp.concatenate([maps, jnp.zeros(maps.shape[:1] + (d, k), maps.dtype)], -1)
+    bottom = jnp.concatenate(
+        [
+            jnp.zeros(maps.shape[:1] + (k, d), maps.dtype),
+            fixed[:, :, None] * jnp.eye(k, dtype=maps.dtype),
+        ],
+        -1,
+    )
+    return jnp.concatenate([top, bottom], -2)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,7 +299,11 @@ def sheaf_step(mod: nn.Module, lap: SheafLaplacian, x, h, t: int):
     call), as its `left_weights`, `right_weights`, `use_epsilons`, `use_act` fields ask."""
     d, f = x.shape[1], x.shape[2]
     if mod.left_weights:
-        W1 = mod.param(f"left_{t}", nn.initializers.orthogonal(), (d, d), mod.param_dtype)
+        check_choice("left_init", mod.left_init, LEFT_INITS)
+        init = nn.initializers.orthogonal()
+        if mod.left_init == "identity":  # the authors' nn.init.eye_
+            init = lambda key, shape, dtype: jnp.eye(shape[0], dtype=dtype)  # noqa: E731
+        W1 = mod.param(f"left_{t}", init, (d, d), mod.param_dtype)
         h = jnp.einsum("ij,njf->nif", W1, h)
     if mod.right_weights:
         W2 = mod.param(f"right_{t}", nn.initializers.orthogonal(), (f, f), mod.param_dtype)
@@ -276,6 +329,7 @@ class SheafDiffusion(nn.Module):
     map_type: str = "diag"
     orth_method: str = "householder"
     left_weights: bool = True
+    left_init: str = "orthogonal"
     right_weights: bool = True
     use_epsilons: bool = True
     augmented: bool = True
@@ -310,9 +364,9 @@ class NeuralSheafDiffusion(nn.Module):
     """NSD node classifier (Diag-NSD, O(d)-NSD, Gen-NSD by `map_type`)."""
 
     TASK = "node"
-    CHOICES = {"map_type": MAP_TYPES, "orth_method": ORTH_METHODS}
+    CHOICES = {"map_type": MAP_TYPES, "orth_method": ORTH_METHODS, "left_init": LEFT_INITS}
     num_classes: int
-    d: int = 3
+    d: int = 3  # learned stalk dimensions (the stalks have d + add_lp + add_hp)
     hidden_channels: int = 16
     num_layers: int = 4
     map_type: str = "diag"
@@ -320,7 +374,10 @@ class NeuralSheafDiffusion(nn.Module):
     nonlinear: bool = False  # relearn the maps at every layer (else only from X_0)
     input_dropout: float = 0.0
     dropout: float = 0.0
+    add_lp: bool = False  # a fixed stalk dimension with the signless Laplacian block (docstring)
+    add_hp: bool = False  # a fixed stalk dimension with the graph Laplacian block
     left_weights: bool = True
+    left_init: str = "orthogonal"
     right_weights: bool = True
     use_epsilons: bool = True
     augmented: bool = True
@@ -330,7 +387,8 @@ class NeuralSheafDiffusion(nn.Module):
 
     @nn.compact
     def __call__(self, graph: G.Graph, x, train: bool = False):
-        n, d, f = x.shape[0], self.d, self.hidden_channels
+        n, f = x.shape[0], self.hidden_channels
+        d = self.d + int(self.add_lp) + int(self.add_hp)  # stalk dimension
         det = not train
         dense = lambda k, name, names: nn.Dense(  # noqa: E731
             k,
@@ -352,13 +410,14 @@ class NeuralSheafDiffusion(nn.Module):
                 if t > 0:
                     xm = nn.Dropout(self.dropout)(xm, deterministic=det)
                 maps = SheafLearner(
-                    d,
+                    self.d,
                     self.map_type,
                     self.orth_method,
                     self.dtype,
                     self.param_dtype,
                     name=f"sheaf_learner_{t}",
                 )(graph, xm)
+                maps = append_fixed_maps(graph, maps, self.add_lp, self.add_hp)
                 lap = SheafLaplacian(
                     graph, maps, self.map_type, normalised=True, augmented=self.augmented
                 )

@@ -1,15 +1,23 @@
 """Random node splits on the largest connected component: the evaluation protocol of GRAND
 (Chamberlain et al., ICML 2021, §4 "Experimental setup"), from Shchur et al. 2018 ("Pitfalls of GNN
-evaluation") through Klicpera et al.'s APPNP code.
+evaluation") through Klicpera et al.'s APPNP / GDC code.
 
-The protocol (GRAND's ``data.py``: ``get_largest_connected_component`` and
-``set_train_val_test_split``):
+The protocol (``data.split_protocol``):
 
 1. keep the largest (weakly) connected component, nodes renumbered in increasing original order;
-2. a *development* set of 1500 nodes is drawn once with a fixed seed (``DEVELOPMENT_SEED``); every
-   other node of the component is a test node;
-3. for each split seed, 20 training nodes per class are drawn from the development set; the rest of
+2. a *development* set of 1500 nodes is drawn; every other node of the component is a test node;
+3. 20 training nodes per class are drawn from the development set with the split seed; the rest of
    the development set is the validation set.
+
+Two variants of step 2:
+
+- ``lcc_random``: the development set is drawn once with a fixed seed (``DEVELOPMENT_SEED``, as in
+  Klicpera et al.'s GDC ``data.py``, which GRAND's ``data.py`` says it copies from), so the test set
+  is the same for every split seed and only the training / validation draw changes;
+- ``lcc_grand``: GRAND's released code (``data.py`` ``set_train_val_test_split(seed, ...)``, called
+  by ``run_GNN.py`` with ``seed = np.random.randint(0, 1000)`` per run): the development set is
+  drawn with the split seed too (a fresh ``RandomState(seed)`` for each of steps 2 and 3), so the
+  test set changes with the seed.
 
 GRAND's runs draw the split seed at random per run; here it is ``data.split``, so a sweep over
 seeds 0..k-1 is reproducible. The node order and draws follow numpy's legacy ``RandomState`` as the
@@ -25,8 +33,8 @@ import numpy as np
 
 from netlab.errors import UserError
 
-DEVELOPMENT_SEED = 1684992425  # the fixed development-set seed of the reference code (recalled)
-PROTOCOLS = ("given", "lcc_random")
+DEVELOPMENT_SEED = 1684992425  # the fixed development-set seed of Klicpera et al.'s code (recalled)
+PROTOCOLS = ("given", "lcc_random", "lcc_grand")
 
 
 def largest_component(senders, receivers, num_nodes: int) -> np.ndarray:
@@ -65,9 +73,10 @@ def random_split(
     seed: int,
     num_development: int = 1500,
     num_per_class: int = 20,
-    development_seed: int = DEVELOPMENT_SEED,
+    development_seed: int | None = DEVELOPMENT_SEED,
 ):
-    """(train, val, test) boolean masks of the protocol's steps 2-3 for labels ``y``."""
+    """(train, val, test) boolean masks of the protocol's steps 2-3 for labels ``y``;
+    ``development_seed=None`` draws the development set with ``seed`` (GRAND's code)."""
     y = np.asarray(y)
     n = len(y)
     if num_development > n:
@@ -75,7 +84,8 @@ def random_split(
             f"random split: {num_development} development nodes requested but the graph has {n}; "
             "use a larger graph or fewer development nodes"
         )
-    dev = np.random.RandomState(development_seed).choice(n, num_development, replace=False)
+    dev_seed = seed if development_seed is None else development_seed
+    dev = np.random.RandomState(dev_seed).choice(n, num_development, replace=False)
     rs = np.random.RandomState(seed)
     train = []
     for c in range(int(y.max()) + 1):
@@ -102,12 +112,18 @@ def lcc_random(ds, seed: int, **kwargs):
     return dataclasses.replace(lcc, train_mask=train, val_mask=val, test_mask=test)
 
 
-def apply_protocol(ds, protocol: str, seed: int):
-    """``given``: the dataset's own split (``ds`` unchanged); ``lcc_random``: :func:`lcc_random`."""
+def apply_protocol(ds, protocol: str, seed: int, **kwargs):
+    """``given``: the dataset's own split (``ds`` unchanged); ``lcc_random``: :func:`lcc_random`
+    (fixed development set); ``lcc_grand``: :func:`lcc_random` with the development set drawn with
+    ``seed`` too (GRAND's released code). ``kwargs`` go to :func:`random_split`."""
     from netlab.registry import check_choice
 
     check_choice("data.split_protocol", protocol, PROTOCOLS)
-    return ds if protocol == "given" else lcc_random(ds, seed)
+    if protocol == "given":
+        return ds
+    if protocol == "lcc_grand":
+        kwargs = dict(kwargs, development_seed=None)
+    return lcc_random(ds, seed, **kwargs)
 
 
 __all__ = [

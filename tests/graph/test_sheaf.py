@@ -223,3 +223,48 @@ def test_nsd_node_classification_task_on_csbm():
     assert after["train_accuracy"] == 1.0
     # held-out nodes (chance 0.5): the task's masks, loss and evaluation are wired correctly
     assert after["val_accuracy"] > 0.8 and after["test_accuracy"] > 0.7
+
+
+def test_add_lp_add_hp_blocks_are_the_signless_and_the_graph_laplacian():
+    """The authors' fixed extra stalk dimensions (their LaplacianBuilder.append_fixed_maps and its
+    dense test, values [1, -1] for [lp, hp]): add_lp's block is the augmented-normalised signless
+    Laplacian (D + A), add_hp's the graph Laplacian (D - A); the learned block is the sheaf
+    Laplacian of the learned maps alone and nothing couples the blocks."""
+    g, n = _graph(seed=7)
+    d = 2
+    m = np.asarray(g.edge_mask)
+    A = np.zeros((n, n))
+    A[np.asarray(g.receivers)[m], np.asarray(g.senders)[m]] = 1
+    deg = A.sum(1)
+    scale = np.sqrt(np.outer(deg + 1, deg + 1))
+    with jax.enable_x64(True):
+        for map_type in ("diag", "orth", "general"):
+            learned = _random_maps(map_type, g.num_edges, d, np.random.default_rng(8))
+            maps = sheaf.append_fixed_maps(g, learned, add_lp=True, add_hp=True)
+            L = _dense_laplacian(g, maps, map_type, True, True, n, d + 2)
+            L = L.reshape(n, d + 2, n, d + 2)
+            np.testing.assert_allclose(L[:, d, :, d], (np.diag(deg) + A) / scale, atol=1e-10)
+            np.testing.assert_allclose(
+                L[:, d + 1, :, d + 1], (np.diag(deg) - A) / scale, atol=1e-10
+            )
+            for i, j in ((d, d + 1), (d, 0), (d + 1, d - 1)):
+                assert np.abs(L[:, i, :, j]).max() == 0 and np.abs(L[:, j, :, i]).max() == 0
+            L_ref, D_ref = _numpy_sheaf_laplacian(g, learned, n, d, map_type == "diag")
+            Dis = np.real(scipy.linalg.inv(scipy.linalg.sqrtm(D_ref + np.eye(n * d))))
+            np.testing.assert_allclose(
+                L[:, :d, :, :d].reshape(n * d, n * d), Dis @ L_ref @ Dis, atol=1e-6
+            )
+    # the model: stalks of d + 2, maps learned for the d learned dimensions only
+    model = sheaf.NeuralSheafDiffusion(
+        num_classes=3,
+        d=d,
+        hidden_channels=4,
+        num_layers=2,
+        add_lp=True,
+        add_hp=True,
+        left_init="identity",
+    )
+    shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), g, g.nodes))["params"]
+    assert shapes["encoder"]["kernel"].shape == (4, (d + 2) * 4)
+    assert shapes["sheaf_learner_0"]["V"]["kernel"].shape == (2 * (d + 2) * 4, d)
+    assert shapes["left_0"].shape == (d + 2, d + 2) and shapes["epsilon_1"].shape == (d + 2,)

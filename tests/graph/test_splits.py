@@ -68,3 +68,32 @@ def test_split_protocol_errors_are_one_line():
     with pytest.raises(UserError, match="development nodes"):
         splits.lcc_random(ds, 0, num_development=1000)
     assert splits.apply_protocol(ds, "given", 0) is ds
+
+
+def _grand_code_split(y, seed, num_development, num_per_class):
+    """GRAND's data.py set_train_val_test_split, transcribed: one RandomState(seed) for the
+    development draw and a fresh RandomState(seed) for the per-class training draws."""
+    rnd = np.random.RandomState(seed)
+    dev = rnd.choice(len(y), num_development, replace=False)
+    rnd = np.random.RandomState(seed)
+    train = []
+    for c in range(y.max() + 1):
+        train.extend(rnd.choice(dev[np.where(y[dev] == c)[0]], num_per_class, replace=False))
+    masks = np.zeros((3, len(y)), bool)
+    masks[0, train] = True
+    masks[1, [i for i in dev if i not in train]] = True
+    masks[2, [i for i in range(len(y)) if i not in dev]] = True
+    return masks
+
+
+def test_lcc_grand_draws_the_development_set_with_the_split_seed():
+    ds, big = two_components(n_big=200)
+    kw = dict(num_development=90, num_per_class=5)
+    a, b = (splits.apply_protocol(ds, "lcc_grand", s, **kw) for s in (3, 4))
+    sub = splits.subgraph(ds, big)
+    for seed, s in ((3, a), (4, b)):
+        expect = _grand_code_split(sub.y, seed, **kw)
+        got = np.stack([s.train_mask, s.val_mask, s.test_mask])
+        np.testing.assert_array_equal(got, expect)
+    # unlike lcc_random, the test set moves with the seed
+    assert not np.array_equal(a.test_mask, b.test_mask)
