@@ -11,15 +11,17 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("cpu", "gpu")
-VARIANTS = ("data",)  # "data=sbm,cpu": parsed by get_config
+PRESETS = ("cpu", "gpu", "pod")  # pod: the gpu (paper) sizes, data-parallel over every device
+VARIANTS = ("data=planar", "data=sbm")
 
 
 def get_config(arg=None):
     a = common.parse_arg(arg, PRESETS, data="planar")
-    big = a.preset == "gpu"
+    if a.data not in ("planar", "sbm"):
+        raise ValueError(f"data={a.data!r}; choose planar or sbm")
+    big = a.preset in ("gpu", "pod")
     c = common.base_config()
-    c.task = "netlab.graph.digress:GraphGeneration"
+    c.task = "graph.generation"
     c.model = ml_collections.ConfigDict(
         dict(
             name="digress",

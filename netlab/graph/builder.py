@@ -27,8 +27,8 @@ TASK_NAMES = {
     "link": "graph.link_prediction",
     "digraph": "graph.digraph_clustering",
     "recsys": "graph.recommendation",
-    "snapshot": "netlab.graph.gcrn:SnapshotForecasting",
-    "generation": "netlab.graph.digress:GraphGeneration",
+    "snapshot": "graph.snapshot_forecasting",
+    "generation": "graph.generation",
 }
 # Ranges of common hyperparameters, by field name: (lo, hi, integer).
 RANGES = {

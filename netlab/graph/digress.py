@@ -38,7 +38,7 @@ histogram. Conditional generation: ``cond`` [B, dc] is appended to y when given 
 DiGress's guidance; nothing here trains a regressor).
 
 Registered as ``model.name = "digress"`` with ``TASK = "generation"``; :class:`GraphGeneration`
-(config ``task = "netlab.graph.digress:GraphGeneration"``, configs/graph/digress.py) trains it on
+(config ``task = "graph.generation"``, configs/graph/digress.py) trains it on
 ``netlab.graph.spectre_data`` and scores samples with ``netlab.graph.gen_metrics``.
 """
 
@@ -322,7 +322,7 @@ DATA_KEYS = ("name", "num_graphs", "num_nodes", "seed")
 
 class GraphGeneration:
     """Unconditional DiGress training on a regenerated SPECTRE set, for the netlab trainer
-    (config ``task = "netlab.graph.digress:GraphGeneration"``, ``model.name = "digress"``).
+    (config ``task = "graph.generation"``, ``model.name = "digress"``).
 
     ``data.name`` planar | sbm, ``data.num_graphs`` (200 in the paper's protocol; split
     128/32/40 by :func:`netlab.graph.spectre_data.split`), ``data.num_nodes`` (planar only, 64),

@@ -22,7 +22,7 @@ over time (causal by construction: the output at t never depends on x_{>t}) and 
 ``out_features`` with a linear read-out.
 
 Registered as ``model.name = "gcrn"`` with ``TASK = "snapshot"``: :class:`SnapshotForecasting`
-(config ``task = "netlab.graph.gcrn:SnapshotForecasting"``) trains it to predict the next snapshot
+(config ``task = "graph.snapshot_forecasting"``) trains it to predict the next snapshot
 of a synthetic graph diffusion (a stand-in for the paper's moving-MNIST / PTB sequences, which
 are not offline here).
 """
@@ -164,7 +164,7 @@ class SnapshotForecasting:
     """Next-snapshot regression (MSE) for ``TASK = "snapshot"`` models such as GCRN: inputs
     x_0..x_{T-1} of each sequence, targets x_1..x_T; the first 80 % of the sequences train
     (full batch), the rest are scored by ``evaluate`` (test MSE and the persistence baseline's).
-    Config: ``task = "netlab.graph.gcrn:SnapshotForecasting"``, ``model.name = "gcrn"``,
+    Config: ``task = "graph.snapshot_forecasting"``, ``model.name = "gcrn"``,
     ``data.*`` = :data:`DATA_KEYS`."""
 
     def __init__(self, config, policy=None):

@@ -58,6 +58,8 @@ TASKS = Registry(
         "graph.continuous_node_classification": "netlab.graph.continuous_task:DiffusionNodeClassification",  # noqa: E501
         "graph.digraph_clustering": "netlab.graph.digrac_task:DigraphClustering",
         "graph.recommendation": "netlab.graph.recsys_task:Recommendation",
+        "graph.generation": "netlab.graph.digress:GraphGeneration",
+        "graph.snapshot_forecasting": "netlab.graph.gcrn:SnapshotForecasting",
     },
 )
 
