@@ -116,6 +116,11 @@ def test_every_backbone_and_sampler_has_a_case():
     assert sorted(SAMPLER_KWARGS) == SAMPLERS.names()
 
 
+# Traced with the Trainer step, not compiled (13-25 s each on 2 cores): their own test files
+# compile a gradient step and check that it lowers the loss on a fixed batch.
+TRACE_ONLY = ("dic", "dimr", "uvit")
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONE_CASES))
 def test_backbone_trains_one_step_with_remat(name, tmp_path):
     path, over = BACKBONE_CASES[name](tmp_path)
@@ -129,6 +134,8 @@ def test_backbone_trains_one_step_with_remat(name, tmp_path):
     batch = trainer.global_batch(0)
     jaxpr = str(jax.make_jaxpr(trainer._train_step)(state, batch))
     assert "remat" in jaxpr or "checkpoint" in jaxpr  # train.remat reached the backbone
+    if name in TRACE_ONLY:
+        return
     state, metrics = trainer.train_step(state, batch)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
     assert float(metrics["grad_norm"]) > 0
