@@ -5,29 +5,13 @@ equivariant, its graph outputs invariant, and it separates two CSL graphs that G
 
 import itertools
 
-import flax.linen as nn
 import jax
 import networkx as nx
 import numpy as np
 
 from netlab.graph import gin, ngn, padding, synthetic_wl
 from netlab.graph import graphs as G
-
-
-def random_params(model, g, seed=0, **kw):
-    """Parameters drawn on the host (numpy normals, LeCun scale) in the shapes ``model.init`` gives:
-    the jitted program holds only the forward pass (no RNG initialisers to compile)."""
-    shapes = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), g, g.nodes, **kw)))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, s):
-        z = rng.normal(size=s.shape)
-        if len(s.shape) >= 2:  # kernels, embeddings: LeCun-normal scale
-            return (z / np.sqrt(s.shape[-2])).astype(s.dtype)
-        scale = "scale" in jax.tree_util.keystr(path)  # LayerNorm gains around 1
-        return (scale + 0.1 * z).astype(s.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+from tests.graph.host_params import random_params
 
 
 def both(s, r):

@@ -2,7 +2,6 @@
 whole graph in every one); SPEN separates two CSL graphs and C6 vs 2×C3 that GIN maps to equal
 outputs; node embeddings are permutation equivariant (graph outputs invariant)."""
 
-import flax.linen as nn
 import jax
 import networkx as nx
 import numpy as np
@@ -11,22 +10,7 @@ import pytest
 from netlab.graph import gin, padding, spen, synthetic_wl
 from netlab.graph import graphs as G
 from netlab.graph.padding import GraphBudgetError
-
-
-def random_params(model, g, seed=0, **kw):
-    """Parameters drawn on the host (numpy normals, LeCun scale) in the shapes ``model.init`` gives:
-    the jitted program holds only the forward pass (no RNG initialisers to compile)."""
-    shapes = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), g, g.nodes, **kw)))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, s):
-        z = rng.normal(size=s.shape)
-        if len(s.shape) >= 2:  # kernels, embeddings: LeCun-normal scale
-            return (z / np.sqrt(s.shape[-2])).astype(s.dtype)
-        scale = "scale" in jax.tree_util.keystr(path)  # LayerNorm gains around 1
-        return (scale + 0.1 * z).astype(s.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+from tests.graph.host_params import random_params
 
 
 def test_ego_nets_match_networkx():
