@@ -6,9 +6,10 @@
 With --devices N the step is compiled for N fake CPU devices laid out by `config.mesh`: the
 sharding, the collectives and the per-device memory of the parameters, optimizer state and batch
 are those of the real run (XLA:CPU's temporaries differ from a TPU's or GPU's; treat them as an
-estimate). With --topology the step is compiled for that TPU topology, which needs libtpu
-(`pip install 'jax[tpu]'`); without it the tool says so and exits 1. Nothing is allocated or
-written.
+estimate). With --topology the step is compiled by XLA:TPU for that TPU topology (real TPU
+memory and FLOPs); it needs libtpu (`pip install 'jax[tpu]'`, or TPU_LIBRARY_PATH=.../libtpu.so)
+but no TPU: a CPU machine with libtpu compiles for a v5e-256. Without libtpu the tool says so and
+exits 1. Nothing is allocated or written.
 """
 
 import argparse
@@ -105,6 +106,24 @@ def measure(cfg, devices=None) -> dict:
     return out
 
 
+def tpu_topology(name):
+    """Compile-only devices of TPU topology `name` ("v5e:16x16", "v4:2x2x2", "v5:4x4x8" for v5p),
+    one slice. libtpu builds them without TPU hardware (a CPU machine with libtpu installed, or
+    TPU_LIBRARY_PATH naming its libtpu.so, compiles for a pod). The platform is always "tpu"
+    and the generation stays in the name: JAX has no "v5e" platform. v4 and v5p chips are
+    "megacore" (two cores as one device); every host holds a 2x2 block of chips."""
+    from jax.experimental import topologies
+
+    megacore = name.split(":")[0] in ("v4", "v5", "v5p")
+    return topologies.get_topology_desc(
+        platform="tpu",
+        topology_name=name,
+        chip_config_name="megacore" if megacore else "default",
+        chips_per_host_bounds=(2, 2, 1),
+        num_slices=1,
+    ).devices
+
+
 def main(argv=None) -> int:
     try:
         args, overrides = _parse(sys.argv[1:] if argv is None else argv)
@@ -126,17 +145,13 @@ def main(argv=None) -> int:
         devices = None
         if args.topology:
             try:
-                from jax.experimental import topologies
-
-                platform, _, shape = args.topology.partition(":")
-                devices = topologies.get_topology_desc(
-                    topology_name=shape, platform=platform
-                ).devices
+                devices = tpu_topology(args.topology)
             except Exception as e:  # noqa: BLE001 - any failure here means "cannot target this topology"
                 print(
                     f"error: cannot compile for TPU topology {args.topology!r} on this machine "
                     f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); install libtpu with "
-                    f"pip install 'jax[tpu]', or estimate with --devices N",
+                    f"pip install 'jax[tpu]' (no TPU needed) or set TPU_LIBRARY_PATH to its "
+                    f"libtpu.so, or estimate with --devices N",
                     file=sys.stderr,
                 )
                 return 1

@@ -55,8 +55,9 @@ class Trainer:
         self.ema_slots = emalib.names(config.optimizer)
         self._check_batch()
         self._sync_each_step = self.mesh.devices.flat[0].platform == "cpu" and self.mesh.size > 1
+        key = jax.random.key(0)  # outside the mesh: compile-only (AOT TPU) devices cannot run it
         with self.context():
-            self.abstract_boxed = jax.eval_shape(self._init_boxed, jax.random.key(0))
+            self.abstract_boxed = jax.eval_shape(self._init_boxed, key)
             self.state_shardings = meshlib.state_shardings(
                 self.abstract_boxed, self.mesh, self.rules, config.sharding.fsdp_min_bytes
             )
