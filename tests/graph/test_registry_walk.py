@@ -190,7 +190,17 @@ def make_task(config, policy=None):
 
 # The costliest compiles (5-11 s each on 2 cores) are traced, not run: their files test the model's
 # forward (and, where the paper gives one, its gradient) property by property.
-TRACE_ONLY = ("digress", "gpn", "graph_vit", "graph_mixer")
+TRACE_ONLY = (
+    "catgcn",
+    "digress",
+    "gpn",
+    "graph_mixer",
+    "graph_vit",
+    "ngn",
+    "omega",
+    "spen",
+    "tide",
+)
 
 
 @pytest.mark.slow  # one Trainer compile per model: a few seconds each on 2 cores
