@@ -32,12 +32,9 @@ from netlab.diffusion.registries import BACKBONES
 from netlab.diffusion.unet import conv
 from netlab.errors import UserError
 from netlab.nn import layers
+from netlab.nn.precision import island_dtype
 from netlab.registry import check_range
 from netlab.sharding import axes
-
-
-def _float(dtype):
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
 def pixel_unshuffle(x, r: int = 2):
@@ -72,7 +69,7 @@ class DiCBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, c, train: bool = False):
-        fdt = _float(self.dtype)
+        fdt = island_dtype(self.dtype)
         h = nn.gelu(_group_norm(x.shape[-1], fdt, "norm0")(x)).astype(self.dtype)
         h = conv(self.out, self.dtype, "conv0")(h)
         mod = layers.dense(3 * self.out, axes.EMBED, axes.CONV_OUT, fdt, name="gate")(nn.silu(c))
@@ -97,7 +94,7 @@ class DiC(nn.Module):
 
     @nn.compact
     def __call__(self, x, noise_cond, labels=None, train: bool = False):
-        fdt = _float(self.dtype)
+        fdt = island_dtype(self.dtype)
         block = DiCBlock
         if self.remat_policy is not None:
             block = nn.remat(DiCBlock, policy=self.remat_policy, static_argnums=(3,))

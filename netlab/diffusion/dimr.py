@@ -36,14 +36,11 @@ from netlab.diffusion.registries import BACKBONES
 from netlab.errors import UserError
 from netlab.nn import layers
 from netlab.nn.attention import Attention
+from netlab.nn.precision import island_dtype
 from netlab.registry import check_range
 from netlab.sharding import axes
 
 NOISE_COND_PER_LOGSNR = -100.0 / 8.0  # task._noise_cond(logsnr) = -logsnr / 8 * 100
-
-
-def _float(dtype):
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
 class TDLayerNorm(nn.Module):
@@ -54,7 +51,7 @@ class TDLayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x, tau):
-        fdt = _float(self.dtype)
+        fdt = island_dtype(self.dtype)
         c = x.shape[-1]
         w = self.param("w", layers.zeros, (c,), fdt)
         b = self.param("b", layers.zeros, (c,), fdt)
@@ -134,7 +131,7 @@ class DiMR(nn.Module):
 
     @nn.compact
     def __call__(self, x, noise_cond, labels=None, train: bool = False):
-        fdt = _float(self.dtype)
+        fdt = island_dtype(self.dtype)
         b, p, g = x.shape[0], self.patch, self.image_size // self.patch
         tau = (noise_cond.astype(fdt) / NOISE_COND_PER_LOGSNR) / 4.0  # logsnr / 4
         tblock, cblock = TransformerBlock, ConvNeXtBlock

@@ -19,12 +19,8 @@ import jax.numpy as jnp
 from netlab.diffusion.registries import BACKBONES
 from netlab.errors import UserError
 from netlab.nn import layers
+from netlab.nn.precision import island_dtype
 from netlab.sharding import axes
-
-
-def _float(dtype):
-    """The dtype of float32-by-design parts (norms, embeddings): float64 in float64 runs."""
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
 def conv(features, dtype, name, kernel=3, zero=False, stride=1):
@@ -50,7 +46,7 @@ def group_norm(channels, dtype, name, eps=1e-6):
     return nn.GroupNorm(
         num_groups=groups,
         epsilon=eps,
-        dtype=_float(dtype),
+        dtype=island_dtype(dtype),
         name=name,
         scale_init=axes.param(nn.initializers.ones, axes.NORM),
         bias_init=axes.param(layers.zeros, axes.NORM),
@@ -79,9 +75,9 @@ class ResBlock(nn.Module):
         if self.resample != "none":
             h, x = _resample(h, self.resample), _resample(x, self.resample)
         h = conv(self.out, self.dtype, "conv1")(h)
-        mod = layers.dense(2 * self.out, axes.EMBED, axes.CONV_OUT, _float(self.dtype), name="emb")(
-            nn.silu(emb)
-        )
+        mod = layers.dense(
+            2 * self.out, axes.EMBED, axes.CONV_OUT, island_dtype(self.dtype), name="emb"
+        )(nn.silu(emb))
         scale, shift = jnp.split(mod[:, None, None, :], 2, axis=-1)
         h = group_norm(self.out, self.dtype, "norm2", self.norm_eps)(h) * (1 + scale) + shift
         h = conv(self.out, self.dtype, "conv2", zero=True)(nn.silu(h).astype(self.dtype))
@@ -128,7 +124,7 @@ class UNet(nn.Module):
     def __call__(self, x, noise_cond, labels=None, train: bool = False):
         levels = len(self.channel_mult)
         eps = self.norm_eps
-        fdt = _float(self.dtype)
+        fdt = island_dtype(self.dtype)
         res_block, attn_block = ResBlock, AttnBlock
         if self.remat_policy is not None:
             res_block = nn.remat(ResBlock, policy=self.remat_policy)

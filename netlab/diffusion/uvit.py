@@ -31,12 +31,9 @@ from netlab.diffusion.unet import ResBlock, conv, group_norm
 from netlab.errors import UserError
 from netlab.nn import layers
 from netlab.nn.attention import Attention
+from netlab.nn.precision import island_dtype
 from netlab.registry import check_range
 from netlab.sharding import axes
-
-
-def _float(dtype):
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
 class UViTBlock(nn.Module):
@@ -54,7 +51,7 @@ class UViTBlock(nn.Module):
             6 * self.width,
             axes.EMBED,
             axes.MLP,
-            _float(self.dtype),
+            island_dtype(self.dtype),
             kernel_init=layers.zeros,
             name="adaLN",
         )(nn.silu(c))
@@ -83,7 +80,7 @@ class UViT(nn.Module):
 
     @nn.compact
     def __call__(self, x, noise_cond, labels=None, train: bool = False):
-        fdt = _float(self.dtype)
+        fdt = island_dtype(self.dtype)
         res_block, vit_block = ResBlock, UViTBlock
         if self.remat_policy is not None:
             res_block = nn.remat(ResBlock, policy=self.remat_policy)

@@ -39,7 +39,13 @@ class Policy:
     @property
     def float_dtype(self):
         """The dtype of float32-by-design islands (softmax, norms, schedules): float64 under x64."""
-        return jnp.float64 if self.compute_dtype == jnp.float64 else jnp.float32
+        return island_dtype(self.compute_dtype)
+
+
+def island_dtype(dtype):
+    """float64 for a float64 computation, else float32: the dtype of the float32-by-design islands
+    (softmax, norms, schedules, embeddings) of a module computing in `dtype`."""
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
 def from_config(train_cfg) -> Policy:
