@@ -126,7 +126,7 @@ def base_config():
             ema_stds=(),  # EDM2 power-function EMAs, by relative std (e.g. (0.05, 0.1))
         )
     )
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, expert=1, tensor=1))
+    c.mesh = ml_collections.ConfigDict(dict(island=1, stage=1, data=-1, fsdp=1, expert=1, tensor=1))
     c.sharding = ml_collections.ConfigDict(
         dict(
             rules=DEFAULT_RULES,

@@ -28,7 +28,10 @@ CONV_IN = "conv_in"  # convolution input channels
 CONV_OUT = "conv_out"  # convolution output channels
 NORM = "norm"  # scales / biases of normalisation layers
 
-MESH_AXES = ("data", "fsdp", "expert", "tensor")
+# `island`: replicas that synchronise rarely (DiLoCo-style low-communication training; one island
+# per TPU slice / GPU node). `stage`: pipeline stages. Both default to size 1; the other four are
+# the synchronous axes inside an island and a stage.
+MESH_AXES = ("island", "stage", "data", "fsdp", "expert", "tensor")
 
 
 def param(init_fn, *axes):

@@ -1,6 +1,7 @@
 """Device mesh from `config.mesh`, logical->mesh rules from `config.sharding`, and state shardings.
 
-Axes are always (data, fsdp, expert, tensor); one size may be -1 to take the remaining devices.
+Axes are always (island, stage, data, fsdp, expert, tensor), island and stage defaulting to 1; one
+size may be -1 to take the remaining devices.
 Meshes use AxisType.Auto so that linen's logical constraints work (Explicit axes reject them).
 """
 
@@ -17,7 +18,7 @@ from netlab.sharding.axes import MESH_AXES
 
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple:
-    sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+    sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
     if any(s == 0 or s < -1 for s in sizes):
         raise UserError(
             f"config.mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}"

@@ -16,6 +16,7 @@ from netlab.graph import datasets as D
 from netlab.graph import layers as L
 from netlab.graph import padding
 from netlab.graph import task as T
+from netlab.sharding.axes import MESH_AXES
 from netlab.train.trainer import process_rows
 
 
@@ -530,7 +531,7 @@ def test_every_graph_preset_fits_a_multi_device_host(name):
     path = CONFIG_DIR / name
     for arg in configlib.presets(path):
         cfg = configlib.load(str(path), arg)
-        shape = dict(zip(("data", "fsdp", "expert", "tensor"), meshlib.mesh_shape(cfg.mesh, 8)))
+        shape = dict(zip(MESH_AXES, meshlib.mesh_shape(cfg.mesh, 8)))
         dp = shape["data"] * shape["fsdp"] * shape["expert"]
         assert shape["data"] == 8, (name, arg, shape)
         if "gpu" in arg or "pod" in arg:  # cpu presets are for one (CPU) device
