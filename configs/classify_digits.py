@@ -4,13 +4,22 @@
     # cpu: ~1 minute on 2 cores, test accuracy ~0.98. Rerun the same command to resume.
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m netlab.main \
         --config configs/classify_digits.py:cpu --workdir runs/digits8 --config.mesh.fsdp=4
+
+`islands`: the cpu run as 2 DiLoCo islands (netlab/train/islands.py, docs/scale_out.md) that
+train alone and synchronise every 10 steps with the paper's outer Nesterov SGD (lr 0.7, m 0.9):
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m netlab.main \
+        --config configs/classify_digits.py:islands --workdir runs/digits_islands
+    # QSR periods instead of a fixed H: --config.islands.qsr_alpha=0.006
+    # one island per TPU slice: the pod preset with --config.mesh.island=<slices>
+    #   --config.islands.sync_every=<H> (launch/xpk_islands.md)
 """
 
 import ml_collections
 
 from configs import common
 
-PRESETS = ("cpu", "gpu", "pod")
+PRESETS = ("cpu", "gpu", "pod", "islands")
 
 
 def get_config(arg=None):
@@ -34,4 +43,7 @@ def get_config(arg=None):
         c.train.compute_dtype = "bfloat16"
         c.train.batch_size = 1024
         c.mesh.data, c.mesh.fsdp = -1, 1
+    if preset == "islands":
+        c.mesh.island, c.mesh.data = 2, -1
+        c.islands.sync_every = 10
     return c

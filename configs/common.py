@@ -127,6 +127,12 @@ def base_config():
         )
     )
     c.mesh = ml_collections.ConfigDict(dict(island=1, stage=1, data=-1, fsdp=1, expert=1, tensor=1))
+    # Islands (netlab/train/islands.py): mesh.island = K replicas that train alone and
+    # synchronise every sync_every = H steps with DiLoCo's outer optimizer (Douillard et al.
+    # 2023); qsr_alpha > 0 grows H as the lr decays (QSR, Gu et al. 2024). sync_every 0: off.
+    c.islands = ml_collections.ConfigDict(
+        dict(sync_every=0, outer_lr=0.7, outer_momentum=0.9, nesterov=True, qsr_alpha=0.0)
+    )
     c.sharding = ml_collections.ConfigDict(
         dict(
             rules=DEFAULT_RULES,

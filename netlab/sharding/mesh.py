@@ -47,9 +47,27 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple:
     return tuple(sizes)
 
 
+def multislice_devices(shape, devices):
+    """Devices of several TPU slices (multislice, joined by DCN) as an array of `shape` whose
+    island axis (the first) spans the slices and whose other axes stay inside a slice (ICI), so
+    islands are slices: `mesh_utils.create_hybrid_device_mesh`. None for one slice, or when the
+    island size is not a multiple of the number of slices (then the default layout is used)."""
+    slices = {getattr(d, "slice_index", None) for d in devices}
+    if len(slices) < 2 or None in slices or shape[0] % len(slices):
+        return None
+    from jax.experimental import mesh_utils
+
+    n = len(slices)
+    ici, dcn = (shape[0] // n, *shape[1:]), (n,) + (1,) * (len(shape) - 1)
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
+
+
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(mesh_cfg, len(devices))
+    hybrid = multislice_devices(shape, devices)
+    if hybrid is not None:
+        return Mesh(hybrid, MESH_AXES, axis_types=(AxisType.Auto,) * len(shape))
     if len(devices) == jax.device_count():
         return jax.make_mesh(
             shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(shape), devices=devices

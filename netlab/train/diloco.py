@@ -33,8 +33,10 @@ authors' code, the period is capped by the remaining steps (H explodes as lr -> 
 and equals H_base during warmup.
 
 Standalone: `DiLoCo(loss_fn, inner, mesh, ...)` takes a loss function `loss_fn(params, batch)`, an
-optax inner optimizer and a mesh; the trainer does not call it (a hook is left to the trainer).
-H is the length of the batches' second axis, so each distinct H compiles once.
+optax inner optimizer and a mesh; H is the length of the batches' second axis, so each distinct H
+compiles once. The trainer's islands mode (netlab/train/islands.py, `config.islands`) shares
+`outer_optimizer`, `outer_step` and `qsr_periods` but steps one inner step per call, so that
+checkpoints, logging and evaluation keep their per-step cadence.
 """
 
 import dataclasses
@@ -71,6 +73,14 @@ def outer_optimizer(lr: float = 0.7, momentum: float = 0.9, nesterov: bool = Tru
     if not 0 <= momentum < 1:
         raise UserError(f"diloco outer momentum={momentum!r}: use a value in [0, 1) (paper: 0.9)")
     return optax.sgd(lr, momentum=momentum or None, nesterov=bool(momentum) and nesterov)
+
+
+def outer_step(outer: optax.GradientTransformation, params, outer_state, delta):
+    """Alg. 1 l. 9: theta^(t) = OuterOpt(theta^(t-1), Delta) -> (params, outer_state); `delta`
+    is the island mean of theta^(t-1) - theta_k (the outer gradient). Shared by `DiLoCo` and
+    the trainer's islands mode (netlab/train/islands.py)."""
+    updates, outer_state = outer.update(delta, outer_state, params)
+    return optax.apply_updates(params, updates), outer_state
 
 
 class DiLoCo:
@@ -141,8 +151,7 @@ class DiLoCo:
             out_specs=(P(), P(a)),
         )
         delta, inner_state = island(state.params, state.inner_state, batches)
-        updates, outer_state = self.outer.update(delta, state.outer_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, outer_state = outer_step(self.outer, state.params, state.outer_state, delta)
         return DiLoCoState(params, outer_state, inner_state)
 
     def round(self, state: DiLoCoState, batches) -> DiLoCoState:

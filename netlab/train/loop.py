@@ -154,7 +154,7 @@ def _resume_and_train(cfg, workdir, trainer, candidates, lead, say, stop):
             params, src_step = ckptlib.restore_params(
                 cfg.checkpoint.init_from, trainer.abstract_state.params
             )
-            state = state.replace(params=params)
+            state = trainer.with_params(state, params)
             say(f"initialised parameters from {cfg.checkpoint.init_from} (step {src_step})")
     stop.check()
 
@@ -215,7 +215,7 @@ def _train(cfg, workdir, trainer, state, start, ckpt, writer, progress, stop):
         if step == prof_start and lead:
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
         batch = trainer.global_batch(step)
-        state, metrics = trainer.train_step(state, batch)
+        state, metrics = trainer.train_step(state, batch, step)
         step += 1
         if step == prof_end and lead and prof_start >= 0:
             jax.block_until_ready(state)

@@ -9,6 +9,7 @@ out_shardings=...)`. The train step is jitted with the same shardings and donate
 """
 
 import contextlib
+import functools
 import math
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ from netlab.errors import UserError
 from netlab.nn import precision
 from netlab.sharding import mesh as meshlib
 from netlab.train import ema as emalib
+from netlab.train import islands as islandslib
 from netlab.train import optim
 from netlab.train.state import TrainState
 from netlab.train.task import TASKS
@@ -53,6 +55,12 @@ class Trainer:
         self.tx = optim.build(config.optimizer, self.total_steps)
         self.lr_schedule = optim.learning_rate(config.optimizer, self.total_steps)
         self.ema_slots = emalib.names(config.optimizer)
+        # Islands mode (netlab/train/islands.py): None unless config.islands.sync_every >= 1.
+        self.islands = islandslib.from_config(
+            config, self.mesh, self.total_steps, self.lr_schedule, config.optimizer.warmup_steps
+        )
+        if self.islands:
+            self.rules = self.islands.rules(self.rules)
         self._check_batch()
         self._sync_each_step = self.mesh.devices.flat[0].platform == "cpu" and self.mesh.size > 1
         key = jax.random.key(0)  # outside the mesh: compile-only (AOT TPU) devices cannot run it
@@ -67,6 +75,16 @@ class Trainer:
                 self.batch_axes,
                 is_leaf=_is_axes,
             )
+        if self.islands:
+            self.islands.check(
+                int(self.task.global_batch_size()),
+                meshlib.data_parallel_size(self.mesh, self.rules),
+                int(config.train.grad_accum),
+                self.abstract_boxed.model_state,
+            )
+            self.batch_shardings = self.islands.batch_shardings(
+                self.batch_axes, self.batch_shardings
+            )
         self.abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             meshlib.strip_boxes(self.abstract_boxed),
@@ -75,12 +93,17 @@ class Trainer:
         self._init = jax.jit(
             lambda r: nn.unbox(self._init_boxed(r)), out_shardings=self.state_shardings
         )
-        self._step = jax.jit(
-            self._train_step,
+        jit_step = functools.partial(
+            jax.jit,
             in_shardings=(self.state_shardings, self.batch_shardings),
             out_shardings=(self.state_shardings, None),
             donate_argnums=0,
         )
+        if self.islands:  # an inner step, and an inner step ending with the outer step
+            self._step = jit_step(functools.partial(self.islands.train_step, self, sync=False))
+            self._sync_step = jit_step(functools.partial(self.islands.train_step, self, sync=True))
+        else:
+            self._step = jit_step(self._train_step)
 
     # ----------------------------------------------------------------------------------------------
     def context(self):
@@ -120,7 +143,11 @@ class Trainer:
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            opt_state=self.tx.init(params),
+            opt_state=(
+                self.islands.init_boxed(params, self.tx.init(params))
+                if self.islands
+                else self.tx.init(params)
+            ),
             model_state=variables,
             ema={name: params for name in self.ema_slots},
         )
@@ -148,40 +175,42 @@ class Trainer:
         (loss, (metrics, model_state)), grads = fn(params, model_state, batch, rng, True)
         return loss, metrics, model_state, grads
 
-    def _train_step(self, state: TrainState, batch):
-        rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    def _grads(self, params, model_state, batch, rng):
+        """(loss, metrics, model_state, grads), averaged over train.grad_accum micro-batches."""
         accum = int(self.config.train.grad_accum)
         if accum == 1:
-            loss, metrics, model_state, grads = self._loss_and_grad(
-                state.params, state.model_state, batch, rng
-            )
-        else:
+            return self._loss_and_grad(params, model_state, batch, rng)
 
-            def split(axes, x):
-                if not axes or axes[0] != "batch":
-                    raise UserError(
-                        "train.grad_accum > 1 needs every batch leaf to have a leading 'batch' axis"
-                    )
-                x = x.reshape((accum, x.shape[0] // accum) + x.shape[1:])
-                return nn.with_logical_constraint(x, (None,) + tuple(axes))
-
-            micro = jax.tree.map(split, self.batch_axes, batch, is_leaf=_is_axes)
-
-            def body(carry, inputs):
-                i, mb = inputs
-                grads_sum, model_state = carry
-                loss, metrics, model_state, grads = self._loss_and_grad(
-                    state.params, model_state, mb, jax.random.fold_in(rng, i)
+        def split(axes, x):
+            if not axes or axes[0] != "batch":
+                raise UserError(
+                    "train.grad_accum > 1 needs every batch leaf to have a leading 'batch' axis"
                 )
-                grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
-                return (grads_sum, model_state), (loss, metrics)
+            x = x.reshape((accum, x.shape[0] // accum) + x.shape[1:])
+            return nn.with_logical_constraint(x, (None,) + tuple(axes))
 
-            zeros = jax.tree.map(jnp.zeros_like, state.params)
-            (grads, model_state), (losses, metrics) = jax.lax.scan(
-                body, (zeros, state.model_state), (jnp.arange(accum), micro)
+        micro = jax.tree.map(split, self.batch_axes, batch, is_leaf=_is_axes)
+
+        def body(carry, inputs):
+            i, mb = inputs
+            grads_sum, model_state = carry
+            loss, metrics, model_state, grads = self._loss_and_grad(
+                params, model_state, mb, jax.random.fold_in(rng, i)
             )
-            grads = jax.tree.map(lambda g: g / accum, grads)
-            loss, metrics = losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics)
+            grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+            return (grads_sum, model_state), (loss, metrics)
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grads, model_state), (losses, metrics) = jax.lax.scan(
+            body, (zeros, model_state), (jnp.arange(accum), micro)
+        )
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        loss, metrics = losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics)
+        return loss, metrics, model_state, grads
+
+    def _train_step(self, state: TrainState, batch):
+        rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+        loss, metrics, model_state, grads = self._grads(state.params, state.model_state, batch, rng)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = TrainState(
@@ -196,14 +225,31 @@ class Trainer:
         )
         return new_state, metrics
 
-    def train_step(self, state, batch):
+    def step_fn(self, step: int):
+        """The jitted program that advances a state holding `step` updates."""
+        if self.islands and self.islands.syncs_after(step):
+            return self._sync_step
+        return self._step
+
+    def train_step(self, state, batch, step=None):
+        """One step; `step` (the updates in `state`, read from it when None) picks the islands
+        program."""
+        fn = self.step_fn(int(state.step) if step is None and self.islands else step or 0)
         with self.context():
-            state, metrics = self._step(state, batch)
+            state, metrics = fn(state, batch)
         if self._sync_each_step:
             # XLA:CPU runs fake devices on one thread pool: two programs with collectives in flight
             # can starve each other's rendezvous, so keep one step in flight on CPU.
             jax.block_until_ready(state)
         return state, metrics
+
+    def with_params(self, state: TrainState, params) -> TrainState:
+        """`state` with new parameters (checkpoint.init_from); islands restart from them."""
+        if not self.islands:
+            return state.replace(params=params)
+        with self.context():
+            fn = jax.jit(self.islands.with_params, out_shardings=self.state_shardings)
+            return fn(state, params)
 
     def eval_params(self, state: TrainState):
         """Parameters to evaluate: the first EMA slot when EMA is on, else the raw parameters."""
