@@ -19,6 +19,7 @@ import ml_collections
 # None stays replicated. Batch rows are spread over every data-like axis, expert axis included:
 # outside MoE layers the expert axis is data parallelism.
 DEFAULT_RULES = (
+    ("layers", "stage"),  # stacked blocks of a pipeline (netlab/sharding/pipeline.py)
     ("batch", ("data", "fsdp", "expert")),
     (
         "expert_group",

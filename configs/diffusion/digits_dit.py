@@ -8,13 +8,17 @@
     # or classifier-free guidance as a predictor-corrector
     python -m netlab.main --config configs/diffusion/digits_dit.py:cpu --workdir runs/digits_pcg \
         --config.diffusion.sampler=cfg_pc --config.diffusion.sampler_kwargs="{'num_corrector': 2}"
+    # pipeline: the 4 blocks as a 4-stage GPipe pipeline (mesh stage=4 x data=2 on 8 devices,
+    # netlab/sharding/pipeline.py), 4 microbatches per step
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m netlab.main \
+        --config configs/diffusion/digits_dit.py:pipeline --workdir runs/digits_dit_pipeline
 """
 
 import ml_collections
 
 from configs import common
 
-PRESETS = ("cpu", "gpu", "pod")
+PRESETS = ("cpu", "gpu", "pod", "pipeline")
 
 
 def get_config(arg=None):
@@ -32,6 +36,7 @@ def get_config(arg=None):
             mlp="dense",  # the blocks' MLP (MLPS); DiT-MoE: configs/moe/dit_moe_digits.py
             label_dropout=0.1,
             learn_logvar=False,
+            pipeline_microbatches=0,  # >= 1: stacked blocks, a GPipe pipeline when mesh.stage > 1
         )
     )
     c.diffusion = ml_collections.ConfigDict(
@@ -77,4 +82,10 @@ def get_config(arg=None):
         c.train.batch_size = 1024
         c.train.steps = 50000
         c.mesh.data, c.mesh.fsdp = -1, 1
+    if preset == "pipeline":
+        # Stacked blocks (`blocks/layers`, leading axis `layers` on mesh axis `stage`): each of
+        # the 4 stages holds depth / 4 blocks; the pipeline cuts each data-parallel batch into
+        # model.pipeline_microbatches microbatches itself, so the trainer does not accumulate.
+        c.mesh.stage, c.mesh.data = 4, -1
+        c.model.pipeline_microbatches = 4
     return c

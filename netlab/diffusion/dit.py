@@ -12,6 +12,12 @@ The block's MLP is an argument: the dense `netlab.nn.layers.Mlp` by default, and
 factory, e.g. an MoE layer: DiT-MoE, Fei et al. 2024, Sec. 3.1) in every `sparse_every`-th block
 (blocks i with i % sparse_every == sparse_every - 1). A sparse MLP's auxiliary losses go to the
 `netlab.nn.aux` collections, which the diffusion task sums into its loss.
+
+With `pipeline_microbatches` M >= 1 (`model.pipeline_microbatches`) the blocks are one
+`netlab.sharding.pipeline.Stack` (parameters stacked on a leading `layers` axis under
+`blocks/layers`): on a mesh with `stage` > 1 they run as a GPipe pipeline of M microbatches, else
+as a scan (the same function). Dense blocks only (an MoE layer's aux losses are not collected
+through the pipeline).
 """
 
 import functools
@@ -24,7 +30,7 @@ from netlab.diffusion.registries import BACKBONES
 from netlab.errors import UserError
 from netlab.nn import layers
 from netlab.nn.blocks import AdaLNZeroBlock
-from netlab.sharding import axes
+from netlab.sharding import axes, pipeline
 
 PRESETS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
@@ -72,6 +78,7 @@ class DiT(nn.Module):
     mlp_norm_eps: float = 1e-6  # LayerNorm eps before each block's MLP; diffusers: 1e-5
     # A subclass of AdaLNZeroBlock with the same call (netlab.diffusion.token_routing's gated one).
     block_cls: Any = AdaLNZeroBlock
+    pipeline_microbatches: int = 0  # >= 1: stacked blocks, pipelined over mesh axis `stage`
 
     def setup_check(self):
         if self.image_size % self.patch:
@@ -115,10 +122,27 @@ class DiT(nn.Module):
                 fdt,
             )
             c = c + table[labels]
+        if self.pipeline_microbatches:
+            stacked = functools.partial(
+                self.block_cls,
+                self.width,
+                self.num_heads,
+                self.mlp(0),
+                self.dtype,
+                mlp_norm_eps=self.mlp_norm_eps,
+            )
+            h = pipeline.Stack(
+                stacked,
+                self.depth,
+                self.pipeline_microbatches,
+                static=(train,),
+                remat_policy=self.remat_policy,
+                name="blocks",
+            )(h, c)
         block = self.block_cls
         if self.remat_policy is not None:  # static_argnums counts self: (self, x, c, train)
             block = nn.remat(self.block_cls, policy=self.remat_policy, static_argnums=(3,))
-        for i in range(self.depth):
+        for i in range(0 if self.pipeline_microbatches else self.depth):
             h = block(
                 self.width,
                 self.num_heads,
@@ -179,6 +203,12 @@ def build(m, *, data_shape, num_classes, policy, sparse_mlp=None) -> DiT:
     every = int(m.get("mlp_every", 1))
     if every < 1:
         raise UserError(f"model.mlp_every={every}: expected an integer >= 1")
+    micro = int(m.get("pipeline_microbatches", 0))
+    if micro < 0 or (micro and sparse_mlp is not None):
+        raise UserError(
+            f"model.pipeline_microbatches={micro}: use 0 (per-block parameters) or a number of "
+            "microbatches >= mesh.stage with a dense model.mlp (the pipeline stacks dense blocks)"
+        )
     return DiT(
         image_size=image_size,
         channels=channels,
@@ -188,5 +218,6 @@ def build(m, *, data_shape, num_classes, policy, sparse_mlp=None) -> DiT:
         remat_policy=policy.remat_policy,
         sparse_mlp=sparse_mlp,
         sparse_every=every,
+        pipeline_microbatches=micro,
         **s,
     )

@@ -10,6 +10,11 @@ MoE, SMEAR) and Batch Priority Routing are one-line UserErrors.
 Input and output embeddings are tied. Returns logits (B, L, vocab); the MoE layers' losses and
 metrics go to the `netlab.nn.aux` collections. With `remat_policy` every block is rematerialised
 (`nn.remat`).
+
+With `pipeline_microbatches` M >= 1 the blocks are one `netlab.sharding.pipeline.Stack`
+(parameters stacked on a leading `layers` axis under `blocks/layers`), run as a GPipe pipeline of
+M microbatches on a mesh with `stage` > 1, else as a scan. Dense blocks only: set
+`moe_every` > `depth` (an MoE layer's aux losses are not collected through the pipeline).
 """
 
 import functools
@@ -18,12 +23,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from netlab.errors import UserError
 from netlab.moe.layer import is_moe_layer
 from netlab.moe.registries import MODELS
 from netlab.moe.shared import DenseMLP, check_transformer, mlp_factory, remat
 from netlab.nn import layers
 from netlab.nn.blocks import PreLNBlock
-from netlab.sharding import axes
+from netlab.sharding import axes, pipeline
 
 
 @MODELS.register("lm")
@@ -40,9 +46,15 @@ class MoELM(nn.Module):
     moe: dict = None  # MoEMLP fields (num_experts, hidden, k, router, backend, ...)
     dtype: Any = jnp.float32
     remat_policy: Any = None
+    pipeline_microbatches: int = 0  # >= 1: stacked dense blocks, pipelined over mesh axis `stage`
 
     def check(self, input_shape=None):
         check_transformer(self)
+        if self.pipeline_microbatches < 0 or (self.pipeline_microbatches and self.num_moe_layers()):
+            raise UserError(
+                f"model.pipeline_microbatches={self.pipeline_microbatches}: use 0, or a number of "
+                f"microbatches >= mesh.stage with dense blocks (model.moe_every > model.depth)"
+            )
 
     def num_moe_layers(self) -> int:
         return sum(is_moe_layer(i, self.moe_every) for i in range(self.depth))
@@ -68,8 +80,17 @@ class MoELM(nn.Module):
         if self.num_moe_layers():
             sparse(parent=None).check(group_size=l, causal=True)  # no router that sees the future
         dense = functools.partial(DenseMLP, self.mlp_hidden, self.dtype)
+        if self.pipeline_microbatches:
+            x = pipeline.Stack(
+                functools.partial(PreLNBlock, self.num_heads, dense, self.dtype, causal=True),
+                self.depth,
+                self.pipeline_microbatches,
+                static=(train,),
+                remat_policy=self.remat_policy,
+                name="blocks",
+            )(x)
         block = remat(PreLNBlock, self.remat_policy)
-        for i in range(self.depth):
+        for i in range(0 if self.pipeline_microbatches else self.depth):
             mlp = sparse if is_moe_layer(i, self.moe_every) else dense
             x = block(self.num_heads, mlp, self.dtype, causal=True, name=f"block{i}")(x, train)
         x = layers.layer_norm(self.dtype, name="ln_f")(x)

@@ -10,6 +10,10 @@ estimate). With --topology the step is compiled by XLA:TPU for that TPU topology
 memory and FLOPs); it needs libtpu (`pip install 'jax[tpu]'`, or TPU_LIBRARY_PATH=.../libtpu.so)
 but no TPU: a CPU machine with libtpu compiles for a v5e-256. Without libtpu the tool says so and
 exits 1. Nothing is allocated or written.
+
+With a pipeline (`mesh.stage` > 1, netlab/sharding/pipeline.py) it also prints each stage's
+share: the state bytes on the devices of each stage (each holds depth / stage of the stacked
+blocks) next to the per-device peak of the compiled step (one SPMD program: every device's).
 """
 
 import argparse
@@ -69,6 +73,7 @@ def measure(cfg, devices=None) -> dict:
         )
     )
     hlo = compiled.as_text()
+    stage_state = _stage_state_bytes(trainer) if trainer.mesh.shape.get("stage", 1) > 1 else None
     out = dict(
         mesh=dict(trainer.mesh.shape),
         devices=int(trainer.mesh.size),
@@ -88,6 +93,7 @@ def measure(cfg, devices=None) -> dict:
         ],
         peak_bytes=None,
         host_temp_bytes=0,
+        stage_state_bytes=stage_state,
     )
     if mem is not None:
         out.update(
@@ -103,6 +109,31 @@ def measure(cfg, devices=None) -> dict:
                 + max(mem.output_size_in_bytes - mem.alias_size_in_bytes, 0)
             ),
         )
+    return out
+
+
+def _stage_state_bytes(trainer) -> list:
+    """Per pipeline stage: the largest state (params + optimizer + EMA) bytes held by one of its
+    devices, from the shardings (which slice of each leaf every device holds)."""
+    import jax
+    import numpy as np
+
+    mesh = trainer.mesh
+    stage_of = {}
+    axis = mesh.axis_names.index("stage")
+    for index, device in np.ndenumerate(mesh.devices):
+        stage_of[device] = index[axis]
+    per_device = dict.fromkeys(stage_of, 0)
+    for a, s in zip(
+        jax.tree.leaves(trainer.abstract_state), jax.tree.leaves(trainer.state_shardings)
+    ):
+        item = np.dtype(a.dtype).itemsize
+        for device, idx in s.devices_indices_map(a.shape).items():
+            shape = [len(range(*sl.indices(n))) for sl, n in zip(idx, a.shape)]
+            per_device[device] += math.prod(shape) * item
+    out = [0] * mesh.shape["stage"]
+    for device, b in per_device.items():
+        out[stage_of[device]] = max(out[stage_of[device]], int(b))
     return out
 
 
@@ -171,6 +202,9 @@ def main(argv=None) -> int:
         print(f"per device  peak estimate {_gib(r['peak_bytes'])}")
         if r["host_temp_bytes"]:
             print(f"per device  host temporaries (offloaded) {_gib(r['host_temp_bytes'])}")
+    for i, b in enumerate(r.get("stage_state_bytes") or ()):
+        peak = f"  peak estimate {_gib(r['peak_bytes'])}" if r["peak_bytes"] is not None else ""
+        print(f"stage {i:<5} state {_gib(b)} per device{peak} (the compiled step's)")
     if r["flops"] is not None:
         print(f"flops/step  {r['flops']:.3e} per device (XLA cost analysis)")
     print(f"collectives {', '.join(r['collectives']) or 'none'}")

@@ -21,6 +21,7 @@ import optax
 from netlab.errors import UserError
 from netlab.nn import precision
 from netlab.sharding import mesh as meshlib
+from netlab.sharding.axes import MESH_AXES
 from netlab.train import ema as emalib
 from netlab.train import islands as islandslib
 from netlab.train import optim
@@ -44,12 +45,45 @@ def process_rows(x, process_index: int, process_count: int):
     return x[process_index * local : (process_index + 1) * local]
 
 
+def _pipeline_microbatches(config, num_devices: int):
+    """With mesh.stage > 1 the pipeline cuts each batch into microbatches itself: a model without
+    its own `model.pipeline_microbatches` takes `train.grad_accum` (then 1 for the trainer)."""
+    stages = meshlib.mesh_shape(config.mesh, num_devices)[MESH_AXES.index("stage")]
+    model = config.get("model")
+    accum = int(config.train.grad_accum)
+    if stages > 1 and model is not None and not model.get("pipeline_microbatches") and accum > 1:
+        with config.unlocked():
+            config.model.pipeline_microbatches, config.train.grad_accum = accum, 1
+
+
+def _check_pipeline(config, mesh):
+    stages = mesh.shape["stage"]
+    if stages == 1:
+        return
+    micro = int((config.get("model") or {}).get("pipeline_microbatches", 0))
+    if micro < stages:
+        raise UserError(
+            f"mesh.stage={stages} needs a pipelined model with at least {stages} microbatches: set "
+            f"train.grad_accum (or model.pipeline_microbatches) >= {stages}; the DiT and the MoE "
+            "LM stack their blocks into a pipeline, other models have none (use mesh.stage=1)"
+        )
+    if int(config.train.grad_accum) > 1:
+        raise UserError(
+            f"train.grad_accum={config.train.grad_accum} with mesh.stage={stages}: the pipeline "
+            f"already splits each batch into model.pipeline_microbatches={micro}; set "
+            "train.grad_accum=1"
+        )
+
+
 class Trainer:
     def __init__(self, config, devices=None, task=None):
         self.config = config
         self.policy = precision.from_config(config.train)
+        if task is None:
+            _pipeline_microbatches(config, len(jax.devices() if devices is None else devices))
         self.task = task if task is not None else build_task(config, self.policy)
         self.mesh = meshlib.make_mesh(config.mesh, devices)
+        _check_pipeline(config, self.mesh)
         self.rules = meshlib.rules(config.sharding)
         self.total_steps = int(config.train.steps)
         self.tx = optim.build(config.optimizer, self.total_steps)
