@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,6 +88,12 @@ class DigitsFeatures:
             os.replace(tmp, path)
 
     def _train(self, steps, seed):
+        # The classifier is replicated: the caller's sharding rules (a Trainer's, data > 1) must
+        # not split its one-example init or its batches over the mesh.
+        with nn.logical_axis_rules(()):
+            return self._train_replicated(steps, seed)
+
+    def _train_replicated(self, steps, seed):
         data = digits.load()
         params = strip_boxes(self.net.init(jax.random.key(seed), data["train_x"][:1])["params"])
         tx = optax.adam(3e-3)
@@ -110,7 +117,8 @@ class DigitsFeatures:
 
     def __call__(self, images):
         """images: (N, 8, 8, 1) in [-1, 1] -> (N, hidden) features."""
-        return np.asarray(self._features(self.params, jnp.asarray(images, jnp.float32)))
+        with nn.logical_axis_rules(()):  # any number of images, whatever the caller's rules
+            return np.asarray(self._features(self.params, jnp.asarray(images, jnp.float32)))
 
     def frechet_distance(self, images_a, images_b) -> float:
         return frechet_distance(*gaussian_stats(self(images_a)), *gaussian_stats(self(images_b)))

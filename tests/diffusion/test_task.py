@@ -106,8 +106,10 @@ def test_sharded_dit_step_equals_single_device(mesh):
 
 
 def test_digits_evaluation_reports_fd_and_a_grid(tmp_path):
+    # Two data-parallel devices: the FD classifier must not inherit the Trainer's batch sharding.
     cfg = configlib.load("configs/diffusion/digits_dit.py:cpu", overrides=SMALL_DIT)
-    trainer = Trainer(cfg, devices=jax.devices()[:1])
+    cfg.mesh.data = 2
+    trainer = Trainer(cfg, devices=jax.devices()[:2])
     scalars, images = trainer.evaluate(trainer.init_state(), str(tmp_path))
     assert scalars["digits_fd"] > scalars["digits_fd_real_floor"] > 0
     assert (tmp_path / "fd_classifier.npz").exists()  # trained once, cached in the workdir
