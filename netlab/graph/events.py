@@ -15,7 +15,12 @@ form of the JODIE CSVs (Kumar et al., KDD 2019) that TGN (Rossi et al., 2020) tr
 - :func:`read_jodie_csv`: the JODIE layout ``user_id,item_id,timestamp,state_label,f_1..f_F``
   (one header line). Users keep their ids, items are shifted by ``max(user) + 1`` so the bipartite
   node sets are disjoint, as TGN's ``preprocess_data.py`` does, but 0-based: padding here is the
-  ``mask``, not TGN's reserved node 0. The CSV is not in the dataset catalog yet; pass its path.
+  ``mask``, not TGN's reserved node 0. :func:`load_jodie` reads ``wikipedia`` or ``reddit``
+  through the dataset registry (datasets ``jodie-wikipedia`` / ``jodie-reddit``, files
+  ``jodie/<name>.csv``: ``config.data.data_dir``, ``$NETLAB_DATA_DIR``, the cache, else a
+  download from the Stanford SNAP JODIE page, http://snap.stanford.edu/jodie/, the links of the
+  JODIE and TGN READMEs). Their SHA-256 and size are not pinned yet (no verified copy was
+  available offline): the slots in :data:`JODIE_FILES` take them once one is.
 """
 
 from __future__ import annotations
@@ -26,8 +31,23 @@ import pathlib
 
 import numpy as np
 
+from netlab.data import catalog
+from netlab.data import registry as data_registry
 from netlab.errors import UserError
 from netlab.registry import check_range
+
+JODIE_URL = "http://snap.stanford.edu/jodie"
+# name -> (sha256, size) of the published CSV; None: not pinned (downloaded and read unverified).
+JODIE_FILES = {"wikipedia": (None, None), "reddit": (None, None)}
+for _name, (_sha, _size) in JODIE_FILES.items():
+    if f"jodie-{_name}" not in data_registry.names():
+        data_registry.register(
+            catalog.Dataset(
+                f"jodie-{_name}",
+                (catalog.File(f"jodie/{_name}.csv", f"{JODIE_URL}/{_name}.csv", _sha, _size),),
+                f"JODIE {_name} interaction stream (Kumar et al., KDD 2019), TGN's benchmark",
+            )
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +189,20 @@ def read_jodie_csv(path) -> EventStream:
     )
 
 
+def load_jodie(name: str, data_dir=None) -> EventStream:
+    """The JODIE ``wikipedia`` or ``reddit`` stream through the dataset registry (module
+    docstring); a missing file is the registry's one-line error naming the URL."""
+    if name not in JODIE_FILES:
+        raise UserError(f"JODIE dataset {name!r}; choose one of {', '.join(JODIE_FILES)}")
+    return read_jodie_csv(data_registry.locate(f"jodie-{name}", f"jodie/{name}.csv", data_dir))
+
+
 __all__ = [
     "EventStream",
+    "JODIE_FILES",
+    "JODIE_URL",
     "chronological_split",
+    "load_jodie",
     "make_stream",
     "pad_batches",
     "read_jodie_csv",

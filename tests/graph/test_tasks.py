@@ -316,6 +316,9 @@ BUILT = [
     ("grand_cora.py", "cpu"),
     ("grand_cora.py", "split=lcc,cpu"),
     ("digrac_dsbm.py", "cpu"),
+    ("gcrn.py", "cpu"),
+    ("gpn.py", "cpu"),
+    ("gpn.py", "data=csl"),
 ]
 
 
