@@ -29,7 +29,7 @@ VARIANTS = tuple(f"method={m}" for m in METHODS)
 def get_config(arg=None):
     a = common.parse_arg(arg, PRESETS, method="ddo")
     c = common.base_config()
-    c.task = "netlab.diffusion.gan_task:GANToy2D"
+    c.task = "diffusion.gan_toy2d"
     # DDO's denoiser (the toy diffusion task's model and diffusion settings)
     c.model = ml_collections.ConfigDict(dict(backbone="mlp", width=128, depth=3))
     c.data = ml_collections.ConfigDict(dict(mode_std=0.15))

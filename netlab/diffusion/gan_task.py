@@ -1,5 +1,5 @@
 """GAN-style diffusion training on the 2-D toy mixture: DDO, Diffusion-GAN or RDGAN, chosen by
-`gan.method` (task `netlab.diffusion.gan_task:GANToy2D`, configs/diffusion/toy2d_gan.py).
+`gan.method` (task `diffusion.gan_toy2d`, configs/diffusion/toy2d_gan.py).
 
 The methods live in ddo.py, diffusion_gan.py and rdgan.py (their docstrings cite the papers and
 equations); this task only wires them to data, parameters and evaluation. Every method keeps all

@@ -90,8 +90,14 @@ class Trainer:
         self.lr_schedule = optim.learning_rate(config.optimizer, self.total_steps)
         self.ema_slots = emalib.names(config.optimizer)
         # Islands mode (netlab/train/islands.py): None unless config.islands.sync_every >= 1.
-        self.islands = islandslib.from_config(
-            config, self.mesh, self.total_steps, self.lr_schedule, config.optimizer.warmup_steps
+        # A task that maps its own parameters onto the island axis (DDM's experts, one per
+        # island, trained without talking to each other) needs no DiLoCo.
+        self.islands = (
+            None
+            if getattr(self.task, "owns_island_axis", False)
+            else islandslib.from_config(
+                config, self.mesh, self.total_steps, self.lr_schedule, config.optimizer.warmup_steps
+            )
         )
         if self.islands:
             self.rules = self.islands.rules(self.rules)
