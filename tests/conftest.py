@@ -57,6 +57,23 @@ def pytest_runtest_logreport(report):
             f.write(f"{report.duration:.2f} {report.when} {report.nodeid}\n")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With NETLAB_TEST_CPU=FILE, append each test's process CPU seconds (setup + call +
+    teardown, all threads): unlike wall time it barely moves when the host is busy."""
+    path = os.environ.get("NETLAB_TEST_CPU")
+    if not path:
+        return (yield)
+    import time
+
+    start = time.process_time()
+    try:
+        return (yield)
+    finally:
+        with open(path, "a") as f:
+            f.write(f"{time.process_time() - start:.2f} {item.nodeid}\n")
+
+
 def pytest_unconfigure(config):
     """Remove the shared FD-classifier folder this process named at import (if it owns it)."""
     if _FD_CACHE_OWNED:

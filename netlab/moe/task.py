@@ -15,19 +15,23 @@ divided by the number of MoE layers and the summed `aux_loss` collection is that
 Every bad value is a one-line UserError raised here, before the trainer writes anything.
 """
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from netlab.errors import UserError
-from netlab.moe import plots, text
+from netlab.moe import advmoe, plots, text
 from netlab.moe.registries import MODELS
 from netlab.moe.shared import mlp_factory
 from netlab.nn import aux, precision
 from netlab.registry import check_range
 
 STATE = "router_bias"  # the loss-free router's bias: model state, not a parameter
+FROZEN = "frozen"  # parameters no optimizer may touch (customize.py's global expert)
 
 
 def moe_kwargs(cfg_moe) -> dict:
@@ -99,7 +103,7 @@ class _MoETask:
 
     def init_variables(self, rng):
         variables = self.model.init({"params": rng, "router": rng}, self.example_input(), False)
-        return {k: v for k, v in variables.items() if k in ("params", STATE)}
+        return {k: v for k, v in variables.items() if k in ("params", STATE, FROZEN)}
 
     def global_batch_size(self):
         return self.batch_size
@@ -204,20 +208,64 @@ class MoEDigits(_MoETask):
         self.data = digits.load(config.data.test_fraction)
         self.batch_size = int(config.train.batch_size)
         self._eval = jax.jit(self._eval_fn)
+        # AdvMoE (Zhang et al. 2023, netlab/moe/advmoe.py): `adv_moe.enabled` trains on TRADES
+        # with PGD examples, router and backbone phases alternating by step parity
+        self.adv = advmoe.from_config(config.get("adv_moe"))
+        if self.adv is not None:
+            abstract = jax.eval_shape(self.init_variables, jax.random.key(0))["params"]
+            if advmoe.ROUTER not in jax.tree.leaves(advmoe.labels(abstract, self.adv.router_key)):
+                raise UserError(
+                    f"adv_moe.enabled=True: model.name={config.model.name!r} has no parameters "
+                    f"under a {self.adv.router_key!r} key; choose a routed model or set "
+                    "adv_moe.router_key"
+                )
 
     def example_input(self):
         return jnp.zeros((1, 8, 8, 1), jnp.float32)
 
     def batch_axes(self):
-        return {"image": ("batch", None, None, None), "label": ("batch",)}
+        axes = {"image": ("batch", None, None, None), "label": ("batch",)}
+        return dict(axes, phase=None) if self.adv is not None else axes
 
     def train_batch(self, step):
         idx = self.digits.epoch_batch_indices(
             len(self.data["train_y"]), self.batch_size, self.config.seed, step
         )
-        return {"image": self.data["train_x"][idx], "label": self.data["train_y"][idx]}
+        batch = {"image": self.data["train_x"][idx], "label": self.data["train_y"][idx]}
+        if self.adv is not None:  # 0: router phase, 1: backbone phase
+            batch["phase"] = np.asarray(step % 2, np.int32)
+        return batch
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _adv_eval(self, params, model_state, x, y):
+        """Predictions on PGD examples maximising the cross-entropy (the paper's test attack:
+        10 steps of eps / 4)."""
+        c = dataclasses.replace(self.adv, steps=10, step_size=self.adv.eps / 4)
+
+        def ce(z):
+            logits = self.apply(params, model_state, z, jax.random.key(0), False)[0]
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
+
+        x_adv = advmoe.pgd(ce, x, jax.random.key(1), c)
+        return self.apply(params, model_state, x_adv, jax.random.key(0), False)[0].argmax(-1)
+
+    def adv_forward(self, model_state):
+        """`forward(params, x, key) -> (logits, aux_loss)` in training mode, for advmoe."""
+
+        def forward(params, x, key):
+            logits, cols = self.apply(params, model_state, x, key, True)
+            return logits, aux.total_loss(cols)
+
+        return forward
 
     def loss_fn(self, params, model_state, batch, rng, train):
+        if self.adv is not None and train and "phase" in batch:
+            masked = advmoe.phase_mask(params, batch["phase"], self.adv.router_key)
+            forward = self.adv_forward(model_state)
+            loss, metrics = advmoe.trades_loss(
+                forward, masked, batch["image"], batch["label"], rng, self.adv
+            )
+            return loss, (dict(metrics, phase=batch["phase"].astype(jnp.float32)), model_state)
         logits, cols = self.apply(params, model_state, batch["image"], rng, train)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         accuracy = (logits.argmax(-1) == batch["label"]).mean()
@@ -233,6 +281,10 @@ class MoEDigits(_MoETask):
         )
         scalars = {"test_accuracy": float((pred == self.data["test_y"]).mean())}
         scalars.update({f"test_{k}": float(v) for k, v in metrics.items()})
+        if self.adv is not None:
+            x, y = self.data["test_x"], self.data["test_y"]
+            adv_pred = jax.device_get(self._adv_eval(params, model_state, x, y))
+            scalars["test_robust_accuracy"] = float((adv_pred == y).mean())
         images = {}
         if fractions:
             images["expert_load"] = plots.expert_load_histograms(fractions)

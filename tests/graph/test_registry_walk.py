@@ -212,11 +212,13 @@ def test_model_trains_one_step_from_its_config(name):
     task = make_task(config)
     assert type(task.model) is MODELS.get(name)
     trainer = Trainer(config, devices=jax.devices()[:1], task=task)
-    state = trainer.init_state()
-    if name in TRACE_ONLY:  # the Trainer step builds and traces; its compile is the costly part
+    if name in TRACE_ONLY:  # init and step build and trace; their compiles are the costly part
+        with trainer.context():
+            state = jax.eval_shape(trainer._init, jax.random.key(config.seed))
         _, metrics = jax.eval_shape(trainer._train_step, state, trainer.global_batch(0))
         assert metrics["loss"].shape == () and metrics["grad_norm"].shape == ()
         return
+    state = trainer.init_state()
     before = jax.device_get(state.params)
     state, metrics = trainer.train_step(state, trainer.global_batch(0))
     assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0

@@ -98,6 +98,17 @@ CASES = [
         ("pmoe", "capacity", "pmoe"),
     ),
     (
+        "customize",  # GE/LE/GN: the frozen ViT-MoE global expert; decay must not move it
+        VIT.replace(":cpu", ":customize"),
+        {
+            **{f"model.global_fields.{k[6:]}": v for k, v in TINY_VIT.items() if k[:6] == "model."},
+            "train.batch_size": 8,
+            "optimizer.weight_decay": 0.5,
+        },
+        1,
+        (None, None, "customize"),
+    ),
+    (
         "condconv",
         CONV + ":model=condconv",
         {"model.channels": (4, 8), "train.batch_size": 8},
@@ -125,6 +136,7 @@ def test_one_training_step(case):
     trainer = Trainer(cfg, devices=jax.devices()[:devices])
     state = trainer.init_state()
     params0 = jax.device_get(state.params)
+    frozen0 = jax.device_get(state.model_state.get("frozen", {}))
     new, metrics = trainer.train_step(state, trainer.global_batch(0))
     metrics = jax.device_get(metrics)
     assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0, metrics
@@ -134,11 +146,14 @@ def test_one_training_step(case):
     frozen = [
         jax.tree_util.keystr(p)
         for p, v in flat
-        if jax.tree_util.keystr(p).startswith(("['block", "['pmoe"))
+        if jax.tree_util.keystr(p).startswith(("['block", "['pmoe", "['local", "['gate"))
         and np.array_equal(v, before[p])
     ]
     assert not frozen, frozen
-    if model not in ("condconv", "pmoe"):  # pMoE trains without auxiliary losses (the paper)
+    kept = jax.tree.leaves(jax.device_get(new.model_state.get("frozen", {})))
+    for a, b in zip(kept, jax.tree.leaves(frozen0), strict=True):
+        np.testing.assert_array_equal(a, b)  # frozen parameters (customize.py) never move
+    if model not in ("condconv", "pmoe", "customize"):  # pMoE: no aux losses (the paper)
         assert 0.0 < metrics["aux_loss"] and metrics["load_balance"] >= 0.99
     if router == "loss_free":
         bias = jax.tree.leaves(jax.device_get(new.model_state["router_bias"]))
