@@ -36,7 +36,7 @@ def test_sequential_mode_is_ddim_and_parallel_rounds_follow_the_stale_input_recu
     ddim = jax.jit(lambda x: samplers.ddim(denoise, x, GRID))(x_T)
     kw = dict(num_stages=3, stride=2, kind="v", noise_cond=_noise_cond)
     seq = asyncdiff.sample(staged, x_T, GRID, warmup=6, **kw)
-    np.testing.assert_allclose(np.asarray(seq), np.asarray(ddim), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(seq), np.asarray(ddim), rtol=1e-5, atol=1e-5)
     got = asyncdiff.sample(staged, x_T, GRID, warmup=1, **kw)
     want = jax.jit(functools.partial(asyncdiff.reference, staged, warmup=1, **kw))(x_T, GRID)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

@@ -1,6 +1,7 @@
 """DTR (netlab/diffusion/dtr.py): the closed-form masks against a numpy transcription, the
 cosine-schedule timestep map against netlab's schedule and the task's noise conditioning, and the
-model against DiT (identical parameter tree; beta = 1 is DiT bit for bit) in one jitted call."""
+model against DiT (identical parameter tree; beta = 1 is DiT to float32 rounding) in one jitted
+call."""
 
 import functools
 
@@ -90,7 +91,8 @@ def test_no_extra_parameters_and_all_ones_masks_are_dit():
     rng = np.random.default_rng(1)  # random weights: adaLN-Zero blocks are the identity at init
     params = jax.tree.map(lambda s: 0.3 * rng.normal(size=s.shape).astype(np.float32), shapes)
     dit, ones, masked = jax.device_get(_forwards(params))
-    np.testing.assert_array_equal(ones, dit)
+    # to rounding: the masked path multiplies by ones, which XLA may fuse in another order
+    np.testing.assert_allclose(ones, dit, rtol=1e-5, atol=1e-5)
     assert not np.allclose(masked, dit, atol=1e-3)
 
 
