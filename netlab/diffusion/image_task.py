@@ -62,6 +62,7 @@ class ImageDiffusion(_DiffusionTask):
         self.data_shape = (int(d.image_size), int(d.image_size), int(d.channels))
         super().__init__(config, policy)
         self.source = _load_source(config)
+        self.process_local_rows = not isinstance(self.source, dict)  # tfds: own rows only
         self.inception, self._fid_ref = (
             _inception(config.eval.get("inception_weights", ""), int(d.channels)),
             None,
@@ -104,7 +105,8 @@ class ImageDiffusion(_DiffusionTask):
             x, y = self._rows(rng.integers(0, len(self), self.batch_size))
             return {"x": x, "label": y}
         # tfds_grain: read and decode only this process's rows; the trainer keeps exactly this
-        # contiguous block (process_rows), so the other processes' rows are left as zeros.
+        # contiguous block (process_rows), so the other processes' rows are left as zeros (and
+        # refuses a mesh that would give this process other rows: `process_local_rows`).
         pi, pc = jax.process_index(), jax.process_count()
         r = self.source.batch(step, pi, pc)
         x, y = self._scaled(r[self.source.keys[0]], r[self.source.keys[1]])

@@ -45,6 +45,16 @@ def process_rows(x, process_index: int, process_count: int):
     return x[process_index * local : (process_index + 1) * local]
 
 
+def _rows_are_process_block(sharding, shape, process_index: int, process_count: int) -> bool:
+    """Whether the batch rows this process's devices hold are exactly its contiguous block (the
+    usual layout: the batch axes are the process-major mesh axes)."""
+    rows = set()
+    for idx in sharding.addressable_devices_indices_map(tuple(shape)).values():
+        rows.update(range(*idx[0].indices(shape[0])))
+    local = shape[0] // process_count
+    return rows == set(range(process_index * local, (process_index + 1) * local))
+
+
 def _pipeline_microbatches(config, num_devices: int):
     """With mesh.stage > 1 the pipeline cuts each batch into microbatches itself: a model without
     its own `model.pipeline_microbatches` takes `train.grad_accum` (then 1 for the trainer)."""
@@ -205,6 +215,16 @@ class Trainer:
         def one(axes, sharding, x):
             x = np.asarray(x)
             batched = bool(axes) and axes[0] == "batch"
+            if batched and pc > 1 and not _rows_are_process_block(sharding, x.shape, pi, pc):
+                # e.g. a `stage` axis across processes: this process's devices hold rows of other
+                # processes' blocks, so every process passes the rows its devices address
+                if getattr(self.task, "process_local_rows", False):
+                    raise UserError(
+                        "this task reads only its process's block of batch rows, but the mesh "
+                        f"{dict(self.mesh.shape)} gives each process's devices other rows (a "
+                        "stage or island axis across processes); keep those axes inside a process"
+                    )
+                return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
             local = process_rows(x, pi, pc) if batched else x
             return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
