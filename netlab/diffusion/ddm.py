@@ -30,9 +30,9 @@ Layout. The K experts are one backbone under `nn.vmap` (`ExpertStack`): every pa
 leading expert axis named `EXPERT_AXIS`, which the DDM configs map to the `island` mesh axis, so
 expert k lives on island k and trains with no collective across islands (its loss only reads its
 own rows, and the optimizer is element-wise). Partitioning is host-side and deterministic
-(`kmeans`: Lloyd's algorithm from a seeded k-means++ start; `random_partition`). Deliberate
-difference: the paper clusters DINOv2 features of images; this library clusters the data itself
-(2-D points, 8x8 digits pixels), which is what such small data allows.
+(`netlab.data.kmeans`: Lloyd's algorithm from a seeded k-means++ start; `random_partition`).
+Deliberate difference: the paper clusters DINOv2 features of images; this library clusters the
+data itself (2-D points, 8x8 digits pixels), which is what such small data allows.
 """
 
 from typing import Any
@@ -138,35 +138,6 @@ def router_loss(logits, partition, weights=None):
     w = jnp.ones_like(ce) if weights is None else weights.astype(ce.dtype)
     acc = jnp.mean((jnp.argmax(logits, axis=-1) == partition).astype(jnp.float32))
     return jnp.sum(w * ce) / jnp.sum(w), acc
-
-
-def kmeans(points, k: int, seed: int = 0, iters: int = 50):
-    """Deterministic Lloyd's k-means on the host: k-means++ start from `seed`, `iters` rounds.
-    points: (N, D) float. Returns (centroids (k, D), assignment (N,)). An emptied cluster is
-    re-seeded with the point farthest from its centroid, so every partition is non-empty."""
-    pts = np.asarray(points, np.float64).reshape(len(points), -1)
-    rng = np.random.default_rng(seed)
-    cent = [pts[rng.integers(len(pts))]]
-    for _ in range(1, k):
-        d2 = np.min(((pts[:, None] - np.asarray(cent)[None]) ** 2).sum(-1), axis=1)
-        cent.append(pts[rng.choice(len(pts), p=d2 / d2.sum())])
-    cent = np.asarray(cent)
-    for _ in range(iters):
-        d2 = ((pts[:, None] - cent[None]) ** 2).sum(-1)
-        assign = np.argmin(d2, axis=1)
-        new = cent.copy()
-        for j in range(k):
-            members = assign == j
-            if members.any():
-                new[j] = pts[members].mean(0)
-            else:
-                far = np.argmax(d2[np.arange(len(pts)), assign])
-                new[j], assign[far] = pts[far], j
-        if np.allclose(new, cent):
-            break
-        cent = new
-    assign = np.argmin(((pts[:, None] - cent[None]) ** 2).sum(-1), axis=1)
-    return cent, assign
 
 
 def random_partition(n: int, k: int, seed: int = 0):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.data.kmeans import kmeans
 from netlab.diffusion import ddm, guidance, losses, metrics, parameterization, samplers, schedules
 from netlab.diffusion.task import DigitsDiffusion, Toy2D, _noise_cond
 from netlab.errors import UserError
@@ -78,7 +79,7 @@ class _DDM:
         if k > n:
             raise UserError(f"ddm.num_experts={k}: more experts than the {n} training points")
         if self.config.ddm.partition == "kmeans":
-            assign = ddm.kmeans(points, k, seed=int(self.config.seed))[1]
+            assign = kmeans(points, k, seed=int(self.config.seed))[1]
         else:
             assign = ddm.random_partition(n, k, seed=int(self.config.seed))
         self.parts = [np.flatnonzero(assign == j) for j in range(k)]

@@ -51,6 +51,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from netlab.data.kmeans import kmeans
 from netlab.errors import UserError
 from netlab.train import diloco
 
@@ -102,27 +103,13 @@ class DocumentRouter:
 
     @classmethod
     def fit(cls, features, num_paths: int, seed: int = 0, iters: int = 50) -> "DocumentRouter":
-        """Lloyd's k-means with k-means++ seeding on the host (scikit-learn's KMeans would do,
-        but importing it costs seconds of every run's start-up)."""
+        """k-means with k-means++ seeding on the host (`netlab.data.kmeans`)."""
         x = np.asarray(features, np.float64)
         if not 1 <= num_paths <= len(x):
             raise UserError(
                 f"dipaco num_paths={num_paths!r}: use 1..{len(x)} (at most one per document)"
             )
-        rng = np.random.default_rng(seed)
-        c = [x[rng.integers(len(x))]]
-        for _ in range(num_paths - 1):
-            d = np.min(((x[:, None] - np.asarray(c)[None]) ** 2).sum(-1), axis=1)
-            c.append(x[rng.choice(len(x), p=d / d.sum())] if d.sum() > 0 else x[0])
-        c = np.asarray(c)
-        for _ in range(iters):
-            assign = cls(c).route(x)
-            keep = lambda j: x[assign == j].mean(0) if (assign == j).any() else c[j]
-            new = np.stack([keep(j) for j in range(num_paths)])  # empty: keep the centroid
-            if np.allclose(new, c):
-                break
-            c = new
-        return cls(c)
+        return cls(kmeans(x, num_paths, seed=seed, iters=iters)[0])
 
     def route(self, features) -> np.ndarray:
         """(docs,) the path of each document."""
