@@ -13,6 +13,18 @@ train alone and synchronise every 10 steps with the paper's outer Nesterov SGD (
     # QSR periods instead of a fixed H: --config.islands.qsr_alpha=0.006
     # one island per TPU slice: the pod preset with --config.mesh.island=<slices>
     #   --config.islands.sync_every=<H> (launch/xpk_islands.md)
+
+Trunks (`model.trunk`, netlab/classify/trunks.py; `model.width`, `model.depth`, `model.levels`,
+`model.reversible` configure the non-default ones):
+
+    python -m netlab.main --config configs/classify_digits.py:cpu --workdir runs/digits_revnet \
+        --config.model.trunk=revnet     # RevNet couplings, activations recomputed (Gomez 2017)
+    --config.model.trunk=revcol         # reversible columns (Cai 2023), --config.model.levels=2
+    --config.model.trunk=irevnet        # i-RevNet, injective, explicit inverse (Jacobsen 2018)
+    --config.model.trunk=hypernet       # static hypernetwork kernels (Ha 2017)
+    --config.model.trunk=mixture        # template-mixed hidden layer (MixtureGrowth, Pham 2024)
+    --config.model.trunk=hopfield       # HopfieldPooling readout (Ramsauer 2021)
+    --config.model.reversible=false     # revnet/revcol with ordinary backpropagation
 """
 
 import ml_collections
@@ -26,7 +38,17 @@ def get_config(arg=None):
     preset = common.parse_preset(arg, PRESETS)
     c = common.base_config()
     c.task = "classify.digits"
-    c.model = ml_collections.ConfigDict(dict(channels=(32, 64), hidden=128))
+    c.model = ml_collections.ConfigDict(
+        dict(
+            trunk="convnet",  # netlab/classify/trunks.py
+            channels=(32, 64),  # convnet
+            hidden=128,  # convnet, mixture
+            width=16,  # revnet, revcol, irevnet, hypernet, hopfield
+            depth=4,  # couplings, columns, blocks or hypernetwork layers
+            levels=2,  # revcol
+            reversible=True,  # revnet, revcol: False = ordinary backpropagation
+        )
+    )
     c.data = ml_collections.ConfigDict(dict(test_fraction=0.2))
     c.train.steps = 600
     c.train.batch_size = 128

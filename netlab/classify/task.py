@@ -6,9 +6,9 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
+from netlab.classify.registries import TRUNKS
 from netlab.data import digits
 from netlab.nn import precision
-from netlab.nn.convnet import ConvNet
 
 
 class DigitsClassification:
@@ -16,13 +16,8 @@ class DigitsClassification:
         self.config = config
         policy = policy or precision.from_config(config.train)
         m = config.model
-        self.model = ConvNet(
-            channels=tuple(m.channels),
-            hidden=m.hidden,
-            num_classes=10,
-            dtype=policy.compute_dtype,
-            remat_policy=policy.remat_policy,
-        )
+        # model.trunk: netlab/classify/trunks.py (ConvNet by default)
+        self.model = TRUNKS.build(m.get("trunk", "convnet"), m, policy)
         self.data = digits.load(config.data.test_fraction)
         self.batch_size = int(config.train.batch_size)
         self._eval = jax.jit(self._predict)

@@ -14,6 +14,16 @@ GMN's graph-level readout is unchanged.
   [weight]. Nodes are numbered layer by layer; `node_layer` / `node_position` hold each node's
   layer and its index among the input / output neurons (-1 for hidden ones).
 - `mlp_from_graph(graph, sizes)`: the inverse, the MLP's weights and biases back from the graph.
+- `cnn_parameter_graph(kernels, conv_biases, weights, biases)`: the parameter graph of a small
+  CNN (the paper's convolution case, Sec. 3 / App. A): every channel is a node, every (input
+  channel, output channel) pair of a convolution one edge whose feature is the whole k x k
+  spatial kernel slice (flattened), and the dense layers after global average pooling are MLP
+  edges with their scalar weight zero-padded to k x k; a two-dimensional one-hot edge type tells
+  the two apart. Permuting a hidden layer's channels (a conv kernel's output axis, its bias, the
+  next layer's input axis) leaves the CNN's function unchanged and gives an isomorphic graph, so
+  the same `GraphMetanetwork` (with `sizes` = [input channels, conv channels..., dense
+  widths...]) is invariant to it. Assumes global average pooling between the last convolution and
+  the first dense layer (a flatten would make one node per channel and position).
 - `GraphMetanetwork`: encoders of node and edge features, `num_layers` message-passing steps
   (edge update e' = phi_e(e, v_src, v_dst); node update v' = phi_v(v, sum of incoming
   e', sum of outgoing e'), so information flows both ways along the network), and a graph-level
@@ -22,8 +32,9 @@ GMN's graph-level readout is unchanged.
   embeddings; hidden neurons do not, so the output is invariant to hidden-neuron permutations but
   not to input permutations.
 
-Deliberate simplifications: MLPs only (the paper also builds graphs of CNNs, attention and
-normalisation layers); one graph per call (vmap it for a batch of networks of one architecture).
+Deliberate simplifications: MLPs and plain CNNs only (the paper also builds graphs of residual,
+attention and normalisation layers); one graph per call (vmap it for a batch of networks of one
+architecture).
 `bench/metanet_zoo.py` predicts the test accuracy of a zoo of small digits classifiers.
 """
 
@@ -66,6 +77,41 @@ def mlp_parameter_graph(weights, biases) -> jraph.GraphsTuple:
     return jraph.GraphsTuple(
         nodes=nodes,
         edges=edges,
+        senders=jnp.asarray(senders),
+        receivers=jnp.asarray(receivers),
+        n_node=jnp.asarray([len(layer)]),
+        n_edge=jnp.asarray([len(senders)]),
+        globals=None,
+    )
+
+
+def cnn_parameter_graph(kernels, conv_biases, weights, biases) -> jraph.GraphsTuple:
+    """kernels[l]: (k, k, c_l, c_{l+1}) HWIO, conv_biases[l]: (c_{l+1},), then the dense layers'
+    weights[m]: (n_m, n_{m+1}) and biases[m] after global average pooling -> one GraphsTuple.
+    Edge features: [k*k kernel slice (dense: weight, zeros), is_conv, is_dense]."""
+    k2 = kernels[0].shape[0] * kernels[0].shape[1]
+    sizes = [kernels[0].shape[2], *(k.shape[3] for k in kernels), *(w.shape[1] for w in weights)]
+    if len(sizes) > MAX_LAYERS:
+        raise ValueError(f"{len(sizes)} layers of neurons; at most MAX_LAYERS={MAX_LAYERS}")
+    senders, receivers, layer, _ = _structure(sizes)
+    edges = []
+    for k in kernels:  # edge (i -> j) in row-major (i, j) order, as _structure lays them out
+        cin, cout = k.shape[2], k.shape[3]
+        flat = jnp.transpose(k, (2, 3, 0, 1)).reshape(cin * cout, k2)
+        edges.append(
+            jnp.concatenate([flat, jnp.tile(jnp.asarray([[1.0, 0.0]]), (len(flat), 1))], -1)
+        )
+    for w in weights:
+        flat = w.reshape(-1, 1)
+        pad = jnp.zeros((len(flat), k2 - 1), flat.dtype)
+        kind = jnp.tile(jnp.asarray([[0.0, 1.0]]), (len(flat), 1))
+        edges.append(jnp.concatenate([flat, pad, kind], -1))
+    all_b = [*conv_biases, *biases]
+    bias = jnp.concatenate([jnp.zeros(sizes[0], jnp.float32), *(b.reshape(-1) for b in all_b)])
+    nodes = jnp.concatenate([bias[:, None], jax.nn.one_hot(layer, MAX_LAYERS)], axis=-1)
+    return jraph.GraphsTuple(
+        nodes=nodes,
+        edges=jnp.concatenate(edges).astype(jnp.float32),
         senders=jnp.asarray(senders),
         receivers=jnp.asarray(receivers),
         n_node=jnp.asarray([len(layer)]),

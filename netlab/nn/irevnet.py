@@ -20,7 +20,7 @@ padding of the channels first (the injective i-RevNet: its left inverse drops th
 Differences from the paper, deliberately: F is conv3x3(stride) - ReLU - conv3x3 without the batch
 normalisation of the authors' bottleneck, so the network is a function of each example (the
 inverse then holds for any batch); the classifier head (pooling + linear) is left to the user.
-`IRevNet` is not in a registry: no config key chooses an invertible trunk yet.
+The digits classifier uses it as `--config.model.trunk=irevnet` (netlab/classify/trunks.py).
 """
 
 from typing import Sequence

@@ -20,6 +20,10 @@ resolutions of a ConvNet, joined by up/down-sampling fusion modules, which F_j w
 the top level reads zeros as its missing upper input; gamma_j is a learned per-channel scale that
 must stay away from zero (the paper clamps |gamma| >= 1e-3; here it is the caller's parameter).
 
+`revcol_scan` / `plain_columns_scan` run columns of one structure (parameters stacked on a leading
+column axis) as a `lax.scan` whose backward is a reverse scan: a loop reuses one column's buffers,
+where XLA:CPU keeps part of every unrolled column's (bench/results/reversible_memory.md).
+
 `fns` is a tuple of L level functions `F_j(params, lower, upper) -> x`; `params[i][j]` is a dict
 with F_j's parameters of column i under "f" and its gamma under "gamma".
 """
@@ -82,3 +86,37 @@ def _bwd(fns, res, d_out):
 
 
 revcol_sequence.defvjp(_fwd, _bwd)
+
+
+def plain_columns_scan(fns, stacked, x0, levels):
+    """`plain_columns` over parameters stacked on a leading column axis, as a scan."""
+    return jax.lax.scan(lambda cur, p: (column(fns, p, x0, cur), None), levels, stacked)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def revcol_scan(fns, stacked, x0, levels):
+    """`plain_columns_scan` whose gradient is a reverse scan recomputing each previous column."""
+    return plain_columns_scan(fns, stacked, x0, levels)
+
+
+def _scan_fwd(fns, stacked, x0, levels):
+    out = plain_columns_scan(fns, stacked, x0, levels)
+    return out, (stacked, x0, out)
+
+
+def _scan_bwd(fns, res, d_out):
+    stacked, x0, cur = res
+
+    def body(carry, p):
+        cur, d_cur, dx0 = carry
+        prev = column_inverse(fns, p, x0, cur)
+        _, vjp = jax.vjp(lambda p, x0, prev: column(fns, p, x0, prev), p, x0, prev)
+        dp, dx, d_prev = vjp(d_cur)
+        return (prev, d_prev, dx0 + dx), dp
+
+    init = (cur, d_out, jnp.zeros_like(x0))
+    (_, d_levels, dx0), grads = jax.lax.scan(body, init, stacked, reverse=True)
+    return grads, dx0, d_levels
+
+
+revcol_scan.defvjp(_scan_fwd, _scan_bwd)

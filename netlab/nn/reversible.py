@@ -19,6 +19,11 @@ The gradients equal ordinary backpropagation up to the float error of the recons
 - `reversible_sequence(fns, params, x1, x2)`: the functional core; `fns` is a tuple of (F, G) pure
   functions `(params, h) -> h`, `params` the matching tuple of (F params, G params).
 - `plain_sequence`: the same composition with ordinary autodiff (the reference in the tests).
+- `reversible_scan(fg, stacked, x1, x2)` / `plain_scan`: the same for `depth` blocks of one
+  structure (F and G shared, parameters stacked on a leading axis) as a `lax.scan`, whose
+  backward is a reverse scan. An unrolled backward leaves the buffer schedule to XLA, which on
+  XLA:CPU keeps a few MiB per conv block alive (bench/results/reversible_memory.md); a loop
+  reuses one block's buffers, so the temporaries are the same for every depth.
 - `RevNet`: a Flax module over a list of (F, G) module factories, with `inverse`.
 - `ReversibleMlp`: a Transformer MLP made of `depth` couplings of half-width MLPs, registered as
   `model.mlp = "revnet"`, so any DiT/ViT block can use a reversible feed-forward stack.
@@ -92,6 +97,48 @@ def _bwd(fns, res, dy):
 reversible_sequence.defvjp(_fwd, _bwd)
 
 
+def plain_scan(fg, stacked, x1, x2):
+    """`plain_sequence` of identical blocks as a scan over stacked (F params, G params)."""
+    f, g = fg
+
+    def body(carry, p):
+        return coupling(f, g, p[0], p[1], *carry), None
+
+    return jax.lax.scan(body, (x1, x2), stacked)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def reversible_scan(fg, stacked, x1, x2):
+    """`plain_scan` whose gradient is a reverse scan that recomputes each block's inputs."""
+    return plain_scan(fg, stacked, x1, x2)
+
+
+def _scan_fwd(fg, stacked, x1, x2):
+    y = plain_scan(fg, stacked, x1, x2)
+    return y, (stacked, y)
+
+
+def _scan_bwd(fg, res, dy):
+    f, g = fg
+    stacked, (y1, y2) = res
+
+    def body(carry, p):
+        y1, y2, dy1, dy2 = carry
+        gy, g_vjp = jax.vjp(g, p[1], y1)
+        x2 = y2 - gy
+        fx, f_vjp = jax.vjp(f, p[0], x2)
+        dpg, dz1 = g_vjp(dy2)
+        dz1 = dy1 + dz1
+        dpf, dx2 = f_vjp(dz1)
+        return (y1 - fx, x2, dz1, dy2 + dx2), (dpf, dpg)
+
+    (_, _, dx1, dx2), grads = jax.lax.scan(body, (y1, y2, *dy), stacked, reverse=True)
+    return grads, dx1, dx2
+
+
+reversible_scan.defvjp(_scan_fwd, _scan_bwd)
+
+
 def _pure(module):
     return lambda p, h: module.apply({"params": p}, h)
 
@@ -100,10 +147,13 @@ class RevNet(nn.Module):
     """A stack of additive couplings on x (..., 2c) split along the last axis.
 
     blocks: (F, G) pairs of module factories (e.g. `functools.partial(Mlp, 16)`); each module maps
-    (..., c) -> (..., c). reversible=False uses ordinary backpropagation (for comparisons)."""
+    (..., c) -> (..., c). reversible=False uses ordinary backpropagation (for comparisons).
+    scan=True runs the blocks as a `lax.scan` (`reversible_scan`): every block must be built by
+    the first block's factories (their parameters are stacked on the fly)."""
 
     blocks: Sequence[tuple[Callable[..., nn.Module], Callable[..., nn.Module]]]
     reversible: bool = True
+    scan: bool = False
 
     def _fns(self):
         return tuple((_pure(f(parent=None)), _pure(g(parent=None))) for f, g in self.blocks)
@@ -116,6 +166,12 @@ class RevNet(nn.Module):
             pf = self.param(f"F{i}", lambda k, m=f(parent=None): m.init(k, x2)["params"])
             pg = self.param(f"G{i}", lambda k, m=g(parent=None): m.init(k, x1)["params"])
             params.append((nn.unbox(pf), nn.unbox(pg)))
+        if self.scan:
+            if any(b != self.blocks[0] for b in self.blocks):
+                raise ValueError("RevNet(scan=True) needs every block built by the same factories")
+            stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
+            run = reversible_scan if self.reversible else plain_scan
+            return jnp.concatenate(run(self._fns()[0], stacked, x1, x2), axis=-1)
         run = reversible_sequence if self.reversible else plain_sequence
         return jnp.concatenate(run(self._fns(), tuple(params), x1, x2), axis=-1)
 

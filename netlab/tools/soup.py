@@ -2,7 +2,9 @@
 
     python -m netlab.tools.soup --workdirs runs/a runs/b runs/c --out runs/soup
     python -m netlab.tools.soup --workdirs runs/a runs/b runs/c --out runs/greedy \\
-        --greedy --config configs/classify_digits.py:cpu --metric accuracy [--config.a.b=v ...]
+        --greedy --config configs/classify_digits.py:cpu --metric test_accuracy [--config.a.b=v]
+    python -m netlab.tools.soup --workdirs runs/a runs/b runs/c --out runs/best \\
+        --combinatorial --config configs/classify_digits.py:cpu --metric test_accuracy
 
 then start or evaluate a run from it with `--config.checkpoint.init_from=runs/soup`.
 
@@ -17,6 +19,21 @@ then start or evaluate a run from it with `--config.checkpoint.init_from=runs/so
   the task evaluates on; `--mode min` for a loss or a distance such as FD), with the model of
   `--config`. Non-parameter state (batch statistics, routing biases) is the config's fresh
   initialisation during that evaluation: models with such state are scored approximately.
+
+- Combinatorial soup (`--combinatorial`): the exhaustive version of the greedy search, the
+  average of every non-empty subset of the runs scored the same way and the best kept (2^M - 1
+  evaluations, so at most 12 runs); it finds subsets the greedy order misses.
+- DCA / DCWA (Shen & Cremers 2022, "Deep Combinatorial Aggregation", Sec. 3): the runs are K
+  instances of every component (a layer: the params of one module, `granularity="module"`; one
+  array, `"leaf"`; the whole model, `"model"`). DCA predicts with random combinations: each
+  proposal takes every component from an instance drawn independently (`dca_proposals`), and the
+  prediction is the mean over proposals (`dca_predict`). DCWA ("weight averaging") replaces the K
+  instances of every component by their mean, one network with one forward pass (`dcwa`); since
+  every component is averaged over the same K instances, it is the uniform soup of the K runs,
+  whatever the granularity. The paper trains the instances jointly with a consistency loss (KL to
+  the prediction of another random proposal) so that they stay compatible; here the instances
+  are independent runs from one initialisation (DiWA's setting), and no DCA training loop is
+  implemented.
 
 Each run contributes its newest checkpoint's `params` (not EMA slots). The mean is taken in
 float64 as theta_1 + sum_k (theta_k - theta_1) / M and cast back to each leaf's dtype, so
@@ -34,6 +51,8 @@ import tempfile
 from netlab.errors import UserError
 
 MODES = ("max", "min")
+GRANULARITIES = ("model", "module", "leaf")
+MAX_COMBINATORIAL = 12
 
 
 def _parse(argv):
@@ -45,6 +64,9 @@ def _parse(argv):
     p.add_argument("--workdirs", nargs="+", required=True, help="runs to average (>= 1)")
     p.add_argument("--out", required=True, help="folder for the params-only checkpoint")
     p.add_argument("--greedy", action="store_true", help="greedy soup (needs --config, --metric)")
+    p.add_argument(
+        "--combinatorial", action="store_true", help="best of all subsets (--config, --metric)"
+    )
     p.add_argument("--config", default="", help="configs/<file>.py[:preset] of the runs' model")
     p.add_argument("--metric", default="", help="evaluation scalar that scores a soup")
     p.add_argument("--mode", default="max", choices=MODES, help="max: higher is better")
@@ -52,9 +74,17 @@ def _parse(argv):
 
     args, rest = p.parse_known_args(argv)
     overrides = configlib.parse_overrides(rest)
-    if args.greedy and not (args.config and args.metric):
+    if args.greedy and args.combinatorial:
+        raise UserError("--greedy and --combinatorial: choose one search")
+    flag = "--greedy" if args.greedy else "--combinatorial"
+    if args.combinatorial and len(args.workdirs) > MAX_COMBINATORIAL:
         raise UserError(
-            "--greedy scores each soup with the task's evaluation: give --config "
+            f"--combinatorial over {len(args.workdirs)} runs: give at most {MAX_COMBINATORIAL} "
+            "runs (2^M - 1 evaluations) or use --greedy"
+        )
+    if (args.greedy or args.combinatorial) and not (args.config and args.metric):
+        raise UserError(
+            f"{flag} scores each soup with the task's evaluation: give --config "
             "configs/<file>.py[:preset] and --metric NAME (a scalar the task reports)"
         )
     return args, overrides
@@ -161,6 +191,79 @@ def greedy(trees, score, mode="max"):
     return average([trees[k] for k in kept]), kept, {"individual": own, "soup": best}
 
 
+def combinatorial(trees, score, mode="max"):
+    """The best-scoring average over all non-empty subsets of `trees`: (soup, indices, scores).
+    Ties go to the subset met first (by size, then lexicographically)."""
+    import itertools
+
+    if len(trees) > MAX_COMBINATORIAL:
+        raise UserError(
+            f"--combinatorial over {len(trees)} runs is {2 ** len(trees) - 1} evaluations; "
+            f"give at most {MAX_COMBINATORIAL} runs or use --greedy"
+        )
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    own = [float(score(t)) for t in trees]
+    best_subset, best = None, None
+    for size in range(1, len(trees) + 1):
+        for subset in itertools.combinations(range(len(trees)), size):
+            value = (
+                own[subset[0]] if size == 1 else float(score(average([trees[k] for k in subset])))
+            )
+            if best is None or better(value, best):
+                best_subset, best = list(subset), value
+    return average([trees[k] for k in best_subset]), best_subset, {"individual": own, "soup": best}
+
+
+# --------------------------------------------------------------------------------------------------
+# Deep Combinatorial Aggregation (Shen & Cremers 2022).
+
+
+def components(tree, granularity="module"):
+    """Each leaf's component id: the whole model, its module (the path without the leaf's own
+    name, e.g. kernel and bias of one Dense), or the leaf itself."""
+    import jax
+
+    if granularity not in GRANULARITIES:
+        raise UserError(f"granularity={granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    cut = {"model": lambda p: (), "module": lambda p: p[:-1], "leaf": lambda p: p}[granularity]
+    keys = [jax.tree_util.keystr(cut(p)) for p in paths]
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return [ids[k] for k in keys]
+
+
+def dca_proposals(trees, num, granularity="module", seed=0):
+    """`num` random combinations: every component of a proposal comes from one instance drawn
+    uniformly and independently per component (DCA's forward pass)."""
+    import jax
+    import numpy as np
+
+    ids = components(trees[0], granularity)
+    rng = np.random.default_rng(seed)
+    leaves = [jax.tree.leaves(t) for t in trees]
+    treedef = jax.tree.structure(trees[0])
+    out = []
+    for _ in range(num):
+        pick = rng.integers(0, len(trees), max(ids) + 1)
+        out.append(jax.tree.unflatten(treedef, [leaves[pick[c]][i] for i, c in enumerate(ids)]))
+    return out
+
+
+def dca_predict(apply, trees, x, num=8, granularity="module", seed=0):
+    """DCA's prediction: the mean of `apply(params, x)` (e.g. class probabilities) over `num`
+    random proposals."""
+    import numpy as np
+
+    proposals = dca_proposals(trees, num, granularity, seed)
+    return np.mean([np.asarray(apply(p, x)) for p in proposals], axis=0)
+
+
+def dcwa(trees, granularity="module"):
+    """DCWA: every component's K instances replaced by their mean (= the uniform soup)."""
+    components(trees[0], granularity)  # checks the granularity
+    return average(trees)
+
+
 # --------------------------------------------------------------------------------------------------
 # Writing.
 
@@ -210,7 +313,7 @@ def _run(args, overrides, scratch) -> dict:
 
     check_out(args.out)
     found = check_same_model(args.workdirs)
-    if args.greedy:
+    if args.greedy or args.combinatorial:
         from netlab import configlib
         from netlab.train import validate
 
@@ -229,9 +332,11 @@ def _run(args, overrides, scratch) -> dict:
     trees = [read_params(w, abstract) for w in args.workdirs]
     info = {"method": "uniform", "workdirs": [os.path.abspath(w) for w in args.workdirs]}
     info["steps"] = [int(s) for s, _, _ in found]
-    if args.greedy:
-        soup, kept, scores = greedy(trees, score, args.mode)
-        info.update(method="greedy", metric=args.metric, mode=args.mode, scores=scores)
+    if args.greedy or args.combinatorial:
+        method = "greedy" if args.greedy else "combinatorial"
+        search = greedy if args.greedy else combinatorial
+        soup, kept, scores = search(trees, score, args.mode)
+        info.update(method=method, metric=args.metric, mode=args.mode, scores=scores)
         info["kept"] = [info["workdirs"][k] for k in kept]
     else:
         soup = average(trees)

@@ -1,6 +1,7 @@
 """RevNet couplings (Gomez et al. 2017): inputs are reconstructed from outputs, the memory-saving
-gradient equals ordinary backpropagation, and its compiled temporary memory does not grow with depth
-while ordinary backpropagation's does."""
+gradient (unrolled, and as a scan with a reverse-scan backward) equals ordinary backpropagation,
+and its compiled temporary memory does not grow with depth while ordinary backpropagation's
+does."""
 
 import functools
 
@@ -83,6 +84,7 @@ def test_flax_revnet_inverts_and_matches_backprop_and_is_an_mlp():
     mlp = functools.partial(layers.Mlp, hidden=8)
     blocks = tuple((mlp, mlp) for _ in range(2))
     rev, plain = reversible.RevNet(blocks), reversible.RevNet(blocks, reversible=False)
+    scan = reversible.RevNet(blocks, scan=True)  # the same blocks as a scan, reverse-scan backward
     x = RNG.normal(size=(2, 3, 8)).astype(np.float32)
     shapes = nn.unbox(jax.eval_shape(rev.init, jax.random.key(0), x))
     variables = jax.tree.map(lambda s: RNG.normal(0, 0.5, s.shape).astype(np.float32), shapes)
@@ -99,9 +101,14 @@ def test_flax_revnet_inverts_and_matches_backprop_and_is_an_mlp():
             rev.apply(variables, y, method="inverse"),
             jax.grad(loss, argnums=(1, 2))(rev, variables, x),
             jax.grad(loss, argnums=(1, 2))(plain, variables, x),
+            scan.apply(variables, x),
+            jax.grad(loss, argnums=(1, 2))(scan, variables, x),
         )
 
-    y, back, g_rev, g_plain = run(variables)
+    y, back, g_rev, g_plain, y_scan, g_scan = run(variables)
+    np.testing.assert_allclose(y_scan, y, rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_scan), jax.tree.leaves(g_plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
     assert y.shape == x.shape and not np.allclose(y, x)
     np.testing.assert_allclose(back, x, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g_rev), jax.tree.leaves(g_plain)):

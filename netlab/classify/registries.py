@@ -1,0 +1,14 @@
+"""The digits classifier's trunk, chosen by `model.trunk` (netlab/classify/trunks.py).
+
+An entry is a builder `(model_config, policy) -> flax module` mapping images (B, 8, 8, 1) to logits
+(B, 10). A user's own trunk is `--config.model.trunk=my_package.my_module:build`.
+"""
+
+from netlab.registry import Registry
+
+TRUNKS = Registry(
+    "classifier_trunk",
+    "model.trunk",
+    ("netlab.classify",),
+    example="configs/classify_digits.py:cpu",
+)
