@@ -13,10 +13,11 @@ inputs, so the activations neither grow nor shrink through the network at any we
 - Forced weight normalisation of the *stored* weights: EDM2 overwrites w with normalize(w) in
   every training forward pass, which keeps the effective learning rate fixed. A Flax forward
   pass cannot write its parameters, so `forced_weight_norm()` is an optax transformation that
-  projects every MP weight back to unit RMS rows after the update (chain it last). This differs
-  from the authors' order (project, forward, step) only in when the projection happens: the
-  forward pass sees the same normalised weights either way, and the EMA here averages projected
-  rather than unprojected weights.
+  projects every MP weight back to unit RMS rows after the update (chain it last; the trainer
+  does with `optimizer.forced_weight_norm=True`). This differs from the authors' order
+  (project, forward, step) only in when the projection happens: the forward pass sees the same
+  normalised weights either way, and the EMA here averages projected rather than unprojected
+  weights.
 - `mp_silu` (Eq. 81): silu(x) / 0.596, the RMS of silu on N(0, 1).
 - `mp_sum(a, b, t)` (Eq. 88): ((1-t) a + t b) / sqrt((1-t)^2 + t^2).
 - `mp_cat(a, b, t)` (Eq. 103): concat [C (1-t)/sqrt(Na) a, C t/sqrt(Nb) b] with
@@ -24,7 +25,9 @@ inputs, so the activations neither grow nor shrink through the network at any we
   their widths Na, Nb.
 - `pixel_norm`: `normalize` over the channel axis (EDM2's replacement for group norms).
 - `lr_decay`: alpha_ref / sqrt(max(t / t_ref, 1)), the inverse square root decay after t_ref
-  that EDM2 pairs with forced weight normalisation, with its linear warm-up; an optax schedule.
+  that EDM2 pairs with forced weight normalisation, with its linear warm-up; an optax schedule
+  (`optimizer.schedule="inv_sqrt"` with `optimizer.ref_steps`). The U-Net built from these
+  layers is `edm2_unet.py`.
 """
 
 import math

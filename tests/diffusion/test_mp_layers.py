@@ -1,6 +1,6 @@
 """EDM2's magnitude-preserving layers (Karras et al. 2024, Sec. 2, App. B): unit magnitude in ->
 unit magnitude out at any stored-weight scale, forced weight normalisation, MP-SiLU/sum/concat,
-pixel norm and the learning-rate decay.
+pixel norm and the learning-rate decay (also as the optimizer's `inv_sqrt` schedule).
 
 Statistical checks use N independent samples of y^2 with y ~ N(0, 1) exactly (a unit-norm weight
 row applied to white input): mean(y^2) has standard deviation sqrt(2/N), and the tolerance is 6 of
@@ -10,11 +10,15 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from netlab import configlib
 from netlab.diffusion import mp_layers as mp
+from netlab.errors import UserError
+from netlab.train import optim
 
 N = 4096
 TOL = 6 * math.sqrt(2 / N)
@@ -127,3 +131,18 @@ def test_lr_decay_matches_formula():
     want = 0.01 / np.sqrt(np.maximum(steps / 100, 1)) * np.minimum(steps / 10, 1)
     np.testing.assert_allclose(np.asarray(sched(steps)), want, rtol=1e-6)
     assert float(mp.lr_decay(0.01, 0)(10**6)) == pytest.approx(0.01)
+
+
+def test_inv_sqrt_schedule_of_the_optimizer_config():
+    """`optimizer.schedule="inv_sqrt"` (digits_edm2's U-Net) is EDM2's decay in closed form."""
+    o = configlib.load("configs/diffusion/digits_edm2.py:backbone=edm2_unet").optimizer
+    assert o.schedule == "inv_sqrt" and o.ref_steps > o.warmup_steps > 0
+    sched = jax.jit(optim.learning_rate(o, total_steps=1500))
+    steps = np.array([0, o.warmup_steps // 2, o.warmup_steps, o.ref_steps, 4 * o.ref_steps, 10**5])
+    want = (
+        o.lr / np.sqrt(np.maximum(steps / o.ref_steps, 1)) * np.minimum(steps / o.warmup_steps, 1)
+    )
+    np.testing.assert_allclose(np.asarray(sched(steps)), want, rtol=1e-6)
+    bad = ml_collections.ConfigDict(dict(o.to_dict(), ref_steps=-1))
+    with pytest.raises(UserError, match="optimizer.ref_steps"):
+        optim.learning_rate(bad, 1500)
