@@ -103,8 +103,9 @@ def sampler_section():
     return rows, ref_err
 
 
-def _cd_params(sig):
-    """Consistency distillation's fixed point, grid point by grid point (test_consistency.py)."""
+def cd_fit(sig):
+    """Consistency distillation's fixed point, grid point by grid point (test_consistency.py);
+    also used by notebooks/diffusion_fewstep.ipynb."""
     f = consistency.consistency_fn(_cd_net, 0.5, sig[0])
     rng = np.random.default_rng(0)
     x0 = MU + STD * rng.standard_normal((len(sig) - 1, 256, 2))
@@ -136,7 +137,7 @@ def _ctm_net(params, xin, c_t, c_s):
     return w[i] * xin + b[i]
 
 
-def _ctm_params(sigmas, teacher_steps=64):
+def ctm_fit(sigmas, teacher_steps=64):
     """Per jump t -> s of `sigmas`: F affine with G(x_t) = the teacher's Heun solution x_s."""
     g = ctm.preconditioned(_ctm_net)
     x = sigmas[0] * np.random.default_rng(1).standard_normal((512, 2))
@@ -167,7 +168,7 @@ def fewstep_section():
     exact = gaussian_ode_solution(a0 * smax * z, l0, l1, MU, STD) / a1  # VE coordinates
     rows = []
     sig = consistency.karras_sigmas(40, eps, smax)
-    f, cd_params = _cd_params(sig)
+    f, cd_params = cd_fit(sig)
     taus = {1: [smax], 2: [smax, sig[20]], 4: [smax, sig[30], sig[20], sig[10]]}
     for nfe, tau in taus.items():
         out = jax.jit(lambda p, z: consistency.sample(f, p, z, tau, jax.random.key(3), eps))(
@@ -178,7 +179,7 @@ def fewstep_section():
         )
     for nfe in (1, 2, 4):
         sigmas = consistency.karras_sigmas(nfe + 1, eps, smax)[::-1].copy()
-        g, params = _ctm_params(sigmas)
+        g, params = ctm_fit(sigmas)
         out = jax.jit(lambda p, z: ctm.sample(g, p, z, sigmas, 0.0, sigma_min=eps))(
             params, jnp.asarray(z)
         )

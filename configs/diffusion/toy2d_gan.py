@@ -59,7 +59,9 @@ def get_config(arg=None):
             z_dim=2,
             # ddo (ddo.py)
             pretrain_steps=1500,  # denoising-loss steps before the reference is frozen
-            ref_steps=8,  # sampler steps for the reference samples of each DDO step
+            # sampler steps for the reference samples of each DDO step: at 8 the sampler's own
+            # error is most of the first DDO gradient (bench/results/toy2d_gan.md)
+            ref_steps=64,
             alpha=1.0,
             beta=0.05,  # small beta tames the one-sample ELBO estimate (ddo.py, test_ddo.py)
             logsnr_min=-4.0,

@@ -95,9 +95,11 @@ def denoiser(net, logsnr_T, sigma_0=0.5, sigma_T=0.5, cov=0.0):
 
 def loss(denoise, x0, x_T, eps, logsnr_t, logsnr_T, sigma_0=0.5, sigma_T=0.5, cov=0.0):
     """Bridge denoising loss (Eq. 12 with App. B's weight): per-example weighted squared error
-    w(t) |D(x_t, t, x_T) - x0|^2 at x_t = a x_T + b x0 + c eps, for (N, ...) arrays."""
+    w(t) |D(x_t, t, x_T) - x0|^2 at x_t = a x_T + b x0 + c eps, for (N, ...) arrays; logsnr_t a
+    scalar or one per row, shaped to broadcast against x0 (e.g. (N, 1, 1, 1))."""
     x_t = bridge_sample(x0, x_T, eps, logsnr_t, logsnr_T)
     w = preconditioning(logsnr_t, logsnr_T, sigma_0, sigma_T, cov)[3]
+    w = jnp.reshape(w, (-1,)) if jnp.ndim(w) else w  # per-row weights (N, 1, ...) -> (N,)
     err = (denoise(x_t, logsnr_t, x_T) - x0) ** 2
     return w * jnp.sum(err.reshape(err.shape[0], -1), axis=-1)
 

@@ -39,9 +39,14 @@ loss on its own network; Adam is elementwise, so each network sees its own Adam 
 The step number reaches `loss_fn` as the replicated batch leaf `step` (the pretraining switch
 and the adaptation period read it). Evaluation reports the sliced Wasserstein distance to the
 mixture and a scatter picture (DDO: evaluated parameters are the EMA when
-`optimizer.ema_decay` > 0, the reference is raw parameters). Numbers, and DDO not improving the
-toy model in the runs so far: bench/results/toy2d_gan.md. Bad values are one-line UserErrors
-when the task is built.
+`optimizer.ema_decay` > 0, the reference is raw parameters). Numbers: bench/results/toy2d_gan.md.
+DDO has not improved the toy model there; measured (bench/ddo_toy_diagnosis.py): not gradient
+noise (the first DDO gradient's one-batch SNR is 2.1, the denoising loss's 0.2); with 8-step
+reference samples 95% of that gradient is the reference term, which is the few-step sampler's
+error (64-step samples shrink it 12x: the negatives must come from p_ref, else the optimum is
+p_ref p_data / q for the sampler's law q), hence `gan.ref_steps` 64; even then the fine-tuned
+model does not beat its reference, while the data term alone (alpha = 0) holds it. Bad values
+are one-line UserErrors when the task is built.
 """
 
 import functools
