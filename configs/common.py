@@ -123,6 +123,12 @@ def base_config():
             hesso_warmup=0,  # HESSO: steps of the plain optimizer first
             hesso_periods=5,  # HESSO: pruning periods, each adds 1/periods of the target
             hesso_period_length=20,  # HESSO: steps per period (a redundant unit decays to 0)
+            # DP-SGD (netlab/train/dpsgd.py): per-example clipping to dp_clip_norm (0: off), noise
+            # dp_noise * dp_clip_norm on the sum; the (eps, dp_delta) budget is logged at start
+            dp_clip_norm=0.0,
+            dp_noise=1.0,
+            dp_delta=1e-5,
+            dp_dataset_size=0,  # 0: the task's num_train_examples
             ema_decay=0.0,  # fixed-decay EMA of params (0: off)
             ema_stds=(),  # EDM2 power-function EMAs, by relative std (e.g. (0.05, 0.1))
         )

@@ -12,3 +12,12 @@ TRUNKS = Registry(
     ("netlab.classify",),
     example="configs/classify_digits.py:cpu",
 )
+
+# The time-series toy's forecaster, `model.forecaster` (netlab/classify/timeseries.py): a builder
+# `(model_config, data_config) -> flax module` mapping (B, window, C) to (B, horizon, C).
+FORECASTERS = Registry(
+    "forecaster",
+    "model.forecaster",
+    ("netlab.classify",),
+    example="configs/timeseries_toy.py:cpu",
+)

@@ -19,6 +19,7 @@ class DigitsClassification:
         # model.trunk: netlab/classify/trunks.py (ConvNet by default)
         self.model = TRUNKS.build(m.get("trunk", "convnet"), m, policy)
         self.data = digits.load(config.data.test_fraction)
+        self.num_train_examples = len(self.data["train_y"])  # DP-SGD's accounting (q = B / N)
         self.batch_size = int(config.train.batch_size)
         self._eval = jax.jit(self._predict)
 

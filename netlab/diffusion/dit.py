@@ -18,6 +18,12 @@ With `pipeline_microbatches` M >= 1 (`model.pipeline_microbatches`) the blocks a
 `blocks/layers`): on a mesh with `stage` > 1 they run as a GPipe pipeline of M microbatches, else
 as a scan (the same function). Dense blocks only (an MoE layer's aux losses are not collected
 through the pipeline).
+
+With `trunk="reversible"` (`model.trunk`) the blocks are Rev-ViT couplings on two streams
+(`netlab.nn.rev_dit`, Mangalam et al. 2022): F = the adaLN-Zero attention branch, G = the MLP
+branch, run as a scan whose backward recomputes activations from outputs (memory flat in depth;
+`model.reversible=False` in `build` trains the same network with ordinary backprop). Dense MLPs,
+no pipeline, no remat (nothing to remat).
 """
 
 import functools
@@ -28,10 +34,12 @@ import jax.numpy as jnp
 
 from netlab.diffusion.registries import BACKBONES
 from netlab.errors import UserError
-from netlab.nn import layers
+from netlab.nn import layers, rev_dit
 from netlab.nn.blocks import AdaLNZeroBlock
+from netlab.registry import check_choice
 from netlab.sharding import axes, pipeline
 
+TRUNKS = ("blocks", "reversible")  # model.trunk
 PRESETS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
 
@@ -79,6 +87,8 @@ class DiT(nn.Module):
     # A subclass of AdaLNZeroBlock with the same call (netlab.diffusion.token_routing's gated one).
     block_cls: Any = AdaLNZeroBlock
     pipeline_microbatches: int = 0  # >= 1: stacked blocks, pipelined over mesh axis `stage`
+    trunk: str = "blocks"  # "reversible": Rev-ViT couplings (netlab/nn/rev_dit.py)
+    reversible_backward: bool = True  # trunk="reversible": False = ordinary backprop
 
     def setup_check(self):
         if self.image_size % self.patch:
@@ -139,10 +149,21 @@ class DiT(nn.Module):
                 remat_policy=self.remat_policy,
                 name="blocks",
             )(h, c)
+        if self.trunk == "reversible":
+            h = rev_dit.stack(
+                self.width,
+                self.num_heads,
+                self.depth,
+                self.mlp_ratio,
+                self.dtype,
+                self.mlp_norm_eps,
+                self.reversible_backward,
+            )(name="rev_blocks")(h, c)
         block = self.block_cls
         if self.remat_policy is not None:  # static_argnums counts self: (self, x, c, train)
             block = nn.remat(self.block_cls, policy=self.remat_policy, static_argnums=(3,))
-        for i in range(0 if self.pipeline_microbatches else self.depth):
+        plain = not self.pipeline_microbatches and self.trunk != "reversible"
+        for i in range(self.depth if plain else 0):
             h = block(
                 self.width,
                 self.num_heads,
@@ -209,7 +230,15 @@ def build(m, *, data_shape, num_classes, policy, sparse_mlp=None) -> DiT:
             f"model.pipeline_microbatches={micro}: use 0 (per-block parameters) or a number of "
             "microbatches >= mesh.stage with a dense model.mlp (the pipeline stacks dense blocks)"
         )
+    trunk = check_choice("model.trunk", m.get("trunk", "blocks"), TRUNKS)
+    if trunk == "reversible" and (micro or sparse_mlp is not None):
+        raise UserError(
+            "model.trunk='reversible' runs dense blocks without a pipeline: set "
+            "model.pipeline_microbatches=0 and a dense model.mlp, or model.trunk='blocks'"
+        )
     return DiT(
+        trunk=trunk,
+        reversible_backward=bool(m.get("reversible", True)),
         image_size=image_size,
         channels=channels,
         num_classes=num_classes,

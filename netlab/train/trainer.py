@@ -22,9 +22,9 @@ from netlab.errors import UserError
 from netlab.nn import precision
 from netlab.sharding import mesh as meshlib
 from netlab.sharding.axes import MESH_AXES
+from netlab.train import dpsgd, optim
 from netlab.train import ema as emalib
 from netlab.train import islands as islandslib
-from netlab.train import optim
 from netlab.train.state import TrainState
 from netlab.train.task import TASKS
 
@@ -135,6 +135,16 @@ class Trainer:
             self.batch_shardings = self.islands.batch_shardings(
                 self.batch_axes, self.batch_shardings
             )
+        # DP-SGD (netlab/train/dpsgd.py): None unless optimizer.dp_clip_norm > 0.
+        self.dp = dpsgd.from_config(
+            config,
+            self.task,
+            islands=self.islands,
+            stages=self.mesh.shape["stage"],
+            model_state=self.abstract_boxed.model_state,
+            batch_axes=self.batch_axes,
+            lead=jax.process_index() == 0,
+        )
         self.abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             meshlib.strip_boxes(self.abstract_boxed),
@@ -231,6 +241,8 @@ class Trainer:
         return jax.tree.map(one, self.batch_axes, self.batch_shardings, full, is_leaf=_is_axes)
 
     def _loss_and_grad(self, params, model_state, batch, rng):
+        if self.dp:
+            return self.dp(self.task.loss_fn, params, model_state, batch, rng)
         fn = jax.value_and_grad(self.task.loss_fn, has_aux=True)
         (loss, (metrics, model_state)), grads = fn(params, model_state, batch, rng, True)
         return loss, metrics, model_state, grads
