@@ -1,18 +1,20 @@
-"""ωGCN, TIDE, LFGCN and CatGCN (issue 16's long-range and aggregation group): node classification
-on Planetoid (public split) or geom-gcn (split ``data.split``, 0-9).
+"""ωGCN, ωGAT, TIDE, LFGCN and CatGCN (issue 16's long-range and aggregation group): node
+classification on Planetoid (public split) or geom-gcn (split ``data.split``, 0-9).
 
     python -m netlab.main --config configs/graph/long_range.py:model=omega,data=cora \
         --workdir runs/omega_cora
     python -m netlab.main --config configs/graph/long_range.py:model=tide,data=texas \
         --workdir runs/tide_texas --config.data.split=3
 
-Argument: model=omega|tide|lfgcn|catgcn, data=cora|citeseer|pubmed|cornell|texas|wisconsin|film
-(lfgcn not on pubmed: its dense n×n Lévy-flight walk), and a preset (cpu | gpu | pod: edge arrays
-split over all devices). Host preprocessing, once when the task is built: TIDE's k = 64 Laplacian
-eigenpairs, LFGCN's fractional walk (dense eigendecomposition) and edge betweenness.
+Argument: model=omega|omega_gat|tide|lfgcn|catgcn,
+data=cora|citeseer|pubmed|cornell|texas|wisconsin|film (lfgcn not on pubmed: its dense n×n
+Lévy-flight walk), and a preset (cpu | gpu | pod: edge arrays split over all devices). Host
+preprocessing, once when the task is built: TIDE's k = 64 Laplacian eigenpairs, LFGCN's fractional
+walk (dense eigendecomposition) and edge betweenness.
 Hyperparameters are netlab's choice (GCN's schedule: Adam 0.01, L2 5e-4 on all parameters, 200
 epochs; 64 hidden, dropout 0.5), not the papers' tuned values:
 - omega (Eliasof et al., ICML 2023): 2 ωGCN layers, ω initialised at 1 (GCN);
+- omega_gat (same paper): 2 ωGAT layers (heads averaged), ω initialised at 1 (GAT);
 - tide (Behmanesh et al., ICML 2023): 1 block, k = 64 eigenpairs, t = α = β = 0 initially; on
   the largest connected component with a random split (data.split_protocol=lcc_random, the
   paper's protocol: on a disconnected graph the smallest eigenpairs are component indicators);
@@ -27,6 +29,7 @@ PRESETS = ("cpu", "gpu", "pod")
 DATASETS = ("cora", "citeseer", "pubmed", "cornell", "texas", "wisconsin", "film")
 MODELS = {
     "omega": dict(hidden=64, num_layers=2, omega_init=1.0, dropout=0.5),
+    "omega_gat": dict(hidden=64, num_layers=2, heads=1, omega_init=1.0, dropout=0.5),
     "tide": dict(hidden=64, num_blocks=1, k=64, dropout=0.5, input_dropout=0.5),
     "lfgcn": dict(
         hidden=64, num_layers=2, gamma=0.5, drop_rate=0.1, drop_temperature=1.0, dropout=0.5

@@ -29,6 +29,8 @@ TASK_NAMES = {
     "recsys": "graph.recommendation",
     "snapshot": "graph.snapshot_forecasting",
     "generation": "graph.generation",
+    "nar": "graph.algorithmic_reasoning",
+    "temporal": "graph.temporal_link",
 }
 # Ranges of common hyperparameters, by field name: (lo, hi, integer).
 RANGES = {

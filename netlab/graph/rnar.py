@@ -18,6 +18,19 @@ Triplet-GMPNN messages and CLRS encoders/decoders are not reproduced.
 
 Quickselect traces (CLRS ``quickselect``, Lomuto partition with pivot A[r], target rank ⌊n/2⌋):
 :func:`quickselect_trace` returns the selected node and one hint row per inner-loop step.
+
+:class:`RNAR` is the encode-process-decode model trained on them (``nar_task.py``), CLRS-style
+with hints decoded only (``decoded_only``: hints are supervision, never fed back): per step t,
+
+    z = [Enc(pos, key) ‖ h^{(t−1)}],  m_ij = ReLU(W_r z_i + W_s z_j + b),
+    a_i = AGG_j m_ij (lstm | max | sum over all real nodes j, CLRS's complete graph),
+    h^{(t)} = LayerNorm(ReLU(W_1 z_i + W_2 a_i)),
+
+then node-wise linear decoders give, for each of the 5 pointer hints (p, r, i, j, pivot) and the
+output (the selected node), logits over the nodes (CLRS ``mask_one``: softmax over nodes). The
+processor runs T steps (``nn.scan``, shared weights); step t is supervised with trace row t and
+the output is read at each example's last real step. Deliberate differences from the paper: one
+MPNN processor (not Triplet-GMPNN), no ``pred_h`` / scalar hints, no hint re-encoding.
 """
 
 from __future__ import annotations
@@ -30,8 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from netlab.graph import layers as L
-from netlab.graph.registries import LAYERS
+from netlab.graph.registries import LAYERS, MODELS
+from netlab.registry import check_choice
 from netlab.sharding import axes
+
+AGGREGATORS = ("lstm", "max", "sum")
+HINTS = ("p", "r", "i", "j", "pivot")
 
 
 def lstm_step(params, carry, x):
@@ -82,18 +99,93 @@ class RNARConv(nn.Module):
         recv = L.dense(f, True, "msg_receiver", **kw)(x)
         send = L.dense(f, False, "msg_sender", **kw)(x)
         msgs = nn.relu(recv[:, None, :] + send[None, :, :])
-        init = axes.param(L.glorot, axes.EMBED, axes.MLP)
-        w_x = self.param("lstm_wx", init, (f, 4 * f), self.param_dtype)
-        w_h = self.param("lstm_wh", init, (f, 4 * f), self.param_dtype)
-        b = self.param(
-            "lstm_b", axes.param(nn.initializers.zeros, axes.MLP), (4 * f,), self.param_dtype
-        )
-        dt = msgs.dtype
-        agg = lstm_aggregate(
-            (w_x.astype(dt), w_h.astype(dt), b.astype(dt)), msgs, dense_adjacency(graph)
-        )
+        agg = dense_aggregate(self, "lstm", msgs, dense_adjacency(graph))
         root = L.dense(f, True, "lin_root", **kw)(x)
         return root + L.dense(f, False, "lin_agg", **kw)(agg)
+
+
+def dense_aggregate(module, aggregator, msgs, adj):
+    """AGG_j msgs[..., i, j, :] over adj[..., i, j] (msgs [..., N, N, F], adj [..., N, N] bool)
+    -> [..., N, F]; max and sum give 0 at nodes without senders; lstm as :func:`lstm_aggregate`
+    per leading index (its parameters created on ``module``)."""
+    f = msgs.shape[-1]
+    if aggregator == "sum":
+        return jnp.where(adj[..., None], msgs, 0.0).sum(-2)
+    if aggregator == "max":
+        m = jnp.where(adj[..., None], msgs, -jnp.inf).max(-2)
+        return jnp.where(adj.any(-1)[..., None], m, 0.0)
+    init = axes.param(L.glorot, axes.EMBED, axes.MLP)
+    w_x = module.param("lstm_wx", init, (f, 4 * f), module.param_dtype)
+    w_h = module.param("lstm_wh", init, (f, 4 * f), module.param_dtype)
+    b = module.param(
+        "lstm_b", axes.param(nn.initializers.zeros, axes.MLP), (4 * f,), module.param_dtype
+    )
+    dt = msgs.dtype
+    params = (w_x.astype(dt), w_h.astype(dt), b.astype(dt))
+    fn = lambda m, a: lstm_aggregate(params, m, a)  # noqa: E731
+    for _ in range(msgs.ndim - 3):
+        fn = jax.vmap(fn)
+    return fn(msgs, adj)
+
+
+class ProcessorStep(nn.Module):
+    """One processor step (see module doc): (h [B, N, H], enc [B, N, H], mask [B, N]) ->
+    (h', (hint logits [B, N, 5], output logits [B, N]))."""
+
+    hidden: int
+    aggregator: str
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, enc, mask):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        z = jnp.concatenate([enc, h], -1)
+        recv = L.dense(self.hidden, True, "msg_receiver", **kw)(z)
+        send = L.dense(self.hidden, False, "msg_sender", **kw)(z)
+        msgs = nn.relu(recv[..., :, None, :] + send[..., None, :, :])
+        adj = mask[..., :, None] & mask[..., None, :]
+        agg = dense_aggregate(self, self.aggregator, msgs, adj)
+        h = nn.relu(
+            L.dense(self.hidden, True, "lin_root", **kw)(z)
+            + L.dense(self.hidden, False, "lin_agg", **kw)(agg)
+        )
+        h = nn.LayerNorm(epsilon=1e-5, name="norm", **kw)(h)
+        hint = L.dense(len(HINTS), True, "hint_decoder", **kw)(h)
+        out = L.dense(1, True, "output_decoder", **kw)(h)[..., 0]
+        return h, (hint, out)
+
+
+@MODELS.register("rnar")
+class RNAR(nn.Module):
+    """Encode-process-decode Quickselect reasoner (see module doc). Inputs x [B, N, 2] (pos, key),
+    node mask [B, N] and ``num_steps`` (static); returns hint logits [B, T, 5, N] and output
+    logits [B, T, N], padded nodes at −inf."""
+
+    TASK = "nar"
+    CHOICES = {"aggregator": AGGREGATORS}
+    hidden: int = 32
+    aggregator: str = "lstm"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask, num_steps: int):
+        check_choice("model.aggregator", self.aggregator, AGGREGATORS)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        enc = L.dense(self.hidden, True, "encoder", **kw)(x)
+        step = nn.scan(
+            ProcessorStep,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=(nn.broadcast, nn.broadcast),
+            length=num_steps,
+        )(self.hidden, self.aggregator, name="processor", **kw)
+        _, (hint, out) = step(jnp.zeros_like(enc), enc, mask)  # [T, B, N, 5], [T, B, N]
+        neg = jnp.asarray(-jnp.inf, hint.dtype)
+        hint = jnp.where(mask[None, :, :, None], hint, neg).transpose(1, 0, 3, 2)
+        out = jnp.where(mask[None], out, neg).swapaxes(0, 1)
+        return hint, out
 
 
 def quickselect_trace(keys):
@@ -125,4 +217,15 @@ def quickselect_trace(keys):
         p, r = (p, q - 1) if target < q else (q + 1, r)
 
 
-__all__ = ["RNARConv", "dense_adjacency", "lstm_aggregate", "lstm_step", "quickselect_trace"]
+__all__ = [
+    "AGGREGATORS",
+    "HINTS",
+    "RNAR",
+    "RNARConv",
+    "ProcessorStep",
+    "dense_adjacency",
+    "dense_aggregate",
+    "lstm_aggregate",
+    "lstm_step",
+    "quickselect_trace",
+]

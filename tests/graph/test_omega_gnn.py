@@ -1,13 +1,14 @@
 """ωGCN: ω = 1 is GCN's propagation (the layer equals GCNConv with the same weights), ω = 0 the
 identity (a plain linear map), any per-channel ω matches a dense numpy transcription of
-S_ω = I − diag(ω)(I − Â), and D̃^{1/2} 1 is a fixed point of S_ω for every ω."""
+S_ω = I − diag(ω)(I − Â), and D̃^{1/2} 1 is a fixed point of S_ω for every ω. ωGAT likewise
+against GATConv and a dense attention matrix."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from netlab.graph import gcn, omega_gnn, padding
+from netlab.graph import gat, gcn, omega_gnn, padding
 
 N, F, OUT = 9, 4, 3
 
@@ -51,3 +52,46 @@ def test_omega_special_values_and_numpy_transcription():
         sx = x - w * (x - ahat @ x)  # per-channel S_ω
         np.testing.assert_allclose(out, sx @ k + b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fix, np.tile(fixed[:, None], (3, 1, F)), rtol=1e-5, atol=1e-6)
+
+
+def test_omega_gat_special_values_and_numpy_transcription():
+    """ωGAT: ω = 1 equals GATConv with the same weights, ω = 0 is W X + b, and any channel-wise
+    ω [heads, C] matches a dense numpy S_att per head (softmax over N(i) ∪ {i})."""
+    H, C = 2, 3
+    rng = np.random.default_rng(1)
+    s, r = rng.integers(0, N, 16), rng.integers(0, N, 16)
+    keep = s != r  # GAT adds its own self-loop
+    x = rng.normal(size=(N, F)).astype(np.float32)
+    hg = padding.from_edges(s[keep], r[keep], N, nodes=x, symmetrize=True)
+    m = hg.edge_mask
+    adj = np.eye(N, dtype=bool)
+    adj[hg.receivers[m], hg.senders[m]] = True
+    g = padding.to_device(hg)
+    layer = omega_gnn.OmegaGATConv(C, H)
+    omegas = jnp.asarray(
+        np.stack([np.ones((H, C)), np.zeros((H, C)), rng.uniform(-0.5, 2.0, (H, C))]), jnp.float32
+    )
+
+    @jax.jit
+    def run(g):
+        p = nn.unbox(layer.init(jax.random.key(0), g, g.nodes))["params"]
+        outs = jax.vmap(lambda w: layer.apply({"params": {**p, "omega": w}}, g, g.nodes))(omegas)
+        gp = {k: v for k, v in p.items() if k != "omega"}
+        return outs, gat.GATConv(C, H).apply({"params": gp}, g, g.nodes), p
+
+    outs, ref, p = jax.device_get(run(g))
+    outs, ref = outs[:, :N], ref[:N]
+    np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-5)
+    wx = (x @ p["lin"]["kernel"]).reshape(N, H, C)
+    b = p["bias"]
+    np.testing.assert_allclose(outs[1], wx.reshape(N, H * C) + b, rtol=1e-5, atol=1e-5)
+    for w, out in zip(np.asarray(omegas), outs):
+        want = []
+        for k in range(H):
+            src, dst = wx[:, k] @ p["att_src"][0, k], wx[:, k] @ p["att_dst"][0, k]
+            e = dst[:, None] + src[None, :]
+            e = np.where(e > 0, e, 0.2 * e)
+            e = np.where(adj, np.exp(e - e.max(1, keepdims=True)), 0.0)
+            s_att = e / e.sum(1, keepdims=True)
+            want.append(wx[:, k] - w[k] * (wx[:, k] - s_att @ wx[:, k]))
+        np.testing.assert_allclose(out, np.concatenate(want, 1) + b, rtol=1e-4, atol=1e-5)

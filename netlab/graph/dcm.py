@@ -1,0 +1,177 @@
+"""DCM: Battiloro et al., "From Latent Graph to Latent Topology Inference: Differentiable Cell
+Complex Module" (ICLR 2024). Infer a cell complex on the graph (2-cells = short cycles), weight its
+edges and cells with differentiable probabilities, and pass messages between edges through the
+cells (a cell-complex network) alongside a node GNN.
+
+Host side (:func:`cell_complex`, called once by :meth:`DCM.prepare_graph`): the undirected real
+edges e = (u, v), u < v, oriented u -> v, and the candidate 2-cells = every simple cycle of length
+3..``max_cycle_len`` (networkx ``simple_cycles`` with ``length_bound``), each stored as its edge
+indices and orientation signs (+1 where the cycle runs along the edge). Incidence
+B1[u, e] = −1, B1[v, e] = +1 and B2[e, c] = sign, so B1 B2 = 0 (a cycle's boundary has no
+boundary). Cells are padded to ``model.max_cells`` (more cycles: a one-line error naming it).
+
+Layer (:class:`DCMConv`), on edge cochains x_e = W_e (x_v − x_u) (orientation-equivariant):
+
+    p_e = exp(−e^τ ‖W_g x_u − W_g x_v‖²)                 edge probabilities (DGM-style, eq. 3)
+    p_c = σ(a · |B2ᵀ (p ⊙ x_e)|_c + b)                    cell probabilities from the edge curl
+    L_down = B1ᵀ B1,  L_up = B2 diag(p_c) B2ᵀ               (Hodge Laplacian parts)
+    x_e' = tanh(W_0 y + W_d L_down y + W_u L_up y),  y = p ⊙ x_e,
+    h'   = W_n Â x + W_b B1 x_e'                            node GNN plus the edge divergence.
+
+No biases and an odd nonlinearity on the edge branch keep it equivariant to edge orientation, so
+B1 x_e' is independent of it and h' is permutation-equivariant. Deliberate differences from the
+paper: candidate edges are the input graph's edges (the paper also infers the graph from features
+with DGM's sampling), probabilities are used as soft weights (the expectation) instead of sampled
+with α-entmax / Gumbel top-k, and the REINFORCE-style graph/polygon losses are not used (gradients
+reach the probabilities through the weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import networkx as nx
+import numpy as np
+
+from netlab.graph import edge_sets
+from netlab.graph import graphs as G
+from netlab.graph import layers as L
+from netlab.graph.padding import GraphBudgetError
+from netlab.graph.registries import MODELS
+from netlab.registry import check_range
+
+KEYS = ("dcm_edge_u", "dcm_edge_v", "dcm_edge_mask", "dcm_cell_edges", "dcm_cell_signs")
+
+
+def cell_complex(senders, receivers, num_nodes: int, max_cycle_len: int, max_cells: int):
+    """(edges [M, 2] with u < v, cell_edges [max_cells, L] int, cell_signs [max_cells, L] float,
+    num_cells) for the undirected simple graph of (senders, receivers); L = ``max_cycle_len``,
+    padding entries have sign 0. More cycles than ``max_cells`` raises GraphBudgetError."""
+    check_range("model.max_cycle_len", max_cycle_len, 3, None, integer=True)
+    g = nx.Graph()
+    g.add_nodes_from(range(int(num_nodes)))
+    g.add_edges_from((int(a), int(b)) for a, b in zip(senders, receivers) if a != b)
+    edges = np.asarray(sorted((min(a, b), max(a, b)) for a, b in g.edges()), np.int64)
+    edges = edges.reshape(-1, 2)
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(edges)}
+    cycles = [c for c in nx.simple_cycles(g, length_bound=max_cycle_len) if len(c) >= 3]
+    if len(cycles) > max_cells:
+        raise GraphBudgetError(
+            f"the graph has {len(cycles)} cycles of length <= {max_cycle_len} but "
+            f"model.max_cells={max_cells}; raise model.max_cells (or lower model.max_cycle_len)"
+        )
+    ce = np.zeros((max(max_cells, 1), max_cycle_len), np.int32)
+    cs = np.zeros((max(max_cells, 1), max_cycle_len), np.float32)
+    for c, cyc in enumerate(cycles):
+        for k, a in enumerate(cyc):
+            b = cyc[(k + 1) % len(cyc)]
+            ce[c, k] = index[(min(a, b), max(a, b))]
+            cs[c, k] = 1.0 if a < b else -1.0
+    return edges, ce, cs, len(cycles)
+
+
+def boundary_matrices(edges, cell_edges, cell_signs, num_nodes: int):
+    """Dense B1 [N, M] and B2 [M, C] of :func:`cell_complex`'s output (for tests and plots)."""
+    m = len(edges)
+    b1 = np.zeros((num_nodes, m))
+    b1[edges[:, 0], np.arange(m)] = -1.0
+    b1[edges[:, 1], np.arange(m)] = 1.0
+    b2 = np.zeros((m, len(cell_edges)))
+    for c, (idx, sgn) in enumerate(zip(cell_edges, cell_signs)):
+        np.add.at(b2[:, c], idx[sgn != 0], sgn[sgn != 0])
+    return b1, b2
+
+
+class DCMConv(nn.Module):
+    """One DCM layer (see module doc) on a graph whose ``norm`` holds :data:`KEYS`."""
+
+    features: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, graph, x):
+        f = self.features
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        nm = graph.norm
+        u, v, em = nm["dcm_edge_u"], nm["dcm_edge_v"], nm["dcm_edge_mask"]
+        ce, cs = nm["dcm_cell_edges"], nm["dcm_cell_signs"].astype(x.dtype)
+        n, m = x.shape[0], u.shape[0]
+        # Edge probabilities from feature distances (padding edges: 0).
+        z = L.dense(f, False, "edge_metric", **kw)(x)
+        tau = self.param("log_temperature", nn.initializers.zeros, (), self.param_dtype)
+        d2 = jnp.square(z[u] - z[v]).sum(-1)
+        p_edge = jnp.where(em, jnp.exp(-jnp.exp(tau.astype(x.dtype)) * d2), 0.0)
+        y = p_edge[:, None] * L.dense(f, False, "edge_in", **kw)(x[v] - x[u])  # [M, F]
+
+        def div(ye):  # B1 y: +y at v, −y at u  -> [N, F]
+            return G.segment_sum(ye, v, n) - G.segment_sum(ye, u, n)
+
+        curl = (cs[..., None] * y[ce]).sum(1)  # B2ᵀ y [C, F]
+        score = L.dense(1, True, "cell_score", **kw)(jnp.abs(curl))[:, 0]
+        p_cell = jnp.where((cs != 0).any(1), nn.sigmoid(score), 0.0)
+        self.sow("intermediates", "probabilities", (p_edge, p_cell))
+        down = (lambda d: d[v] - d[u])(div(y))  # B1ᵀ B1 y
+        up = G.segment_sum(
+            (cs[..., None] * (p_cell[:, None] * curl)[:, None, :]).reshape(-1, f),
+            ce.reshape(-1),
+            m,
+        )  # B2 diag(p_c) B2ᵀ y
+        ye = jnp.tanh(
+            L.dense(f, False, "edge_self", **kw)(y)
+            + L.dense(f, False, "edge_down", **kw)(down)
+            + L.dense(f, False, "edge_up", **kw)(up)
+        )
+        ye = jnp.where(em[:, None], ye, 0.0)
+        node = L.dense(f, True, "node", **kw)(G.normalized_adjacency_matmul(graph, x))
+        return node + L.dense(f, False, "edge_out", **kw)(div(ye))
+
+
+@MODELS.register("dcm")
+class DCM(nn.Module):
+    """Node classifier: Linear encoder → ReLU → num_layers × [dropout → DCMConv → ReLU] → dropout →
+    Linear head; the cell complex comes from :meth:`prepare_graph`."""
+
+    TASK = "node"
+    hidden: int = 32
+    num_classes: int = 7
+    num_layers: int = 2
+    max_cycle_len: int = 4
+    max_cells: int = 4096
+    dropout: float = 0.5
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def prepare_graph(self, graph):
+        """The numpy graph with :func:`cell_complex`'s arrays in ``graph.norm`` (:data:`KEYS`);
+        edge slots padded to the graph's own edge budget (they point at a padding node)."""
+        s, r, n, big, _ = edge_sets.real_edges(graph)
+        edges, ce, cs, _ = cell_complex(s, r, n, self.max_cycle_len, self.max_cells)
+        size = max(graph.num_edges, 1)
+        pad = min(n, big - 1)
+        uv = np.full((size, 2), pad, np.int32)
+        uv[: len(edges)] = edges
+        norm = dict(graph.norm or {})
+        norm.update(
+            dcm_edge_u=uv[:, 0],
+            dcm_edge_v=uv[:, 1],
+            dcm_edge_mask=np.arange(size) < len(edges),
+            dcm_cell_edges=ce,
+            dcm_cell_signs=cs.astype(np.asarray(graph.edge_weight).dtype),
+        )
+        return graph.replace(norm=norm)
+
+    @nn.compact
+    def __call__(self, graph, x, train: bool = False):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = nn.relu(L.dense(self.hidden, True, "encoder", **kw)(x))
+        for i in range(self.num_layers):
+            h = L.Dropout(self.dropout)(h, deterministic=not train)
+            h = nn.relu(DCMConv(self.hidden, name=f"conv{i}", **kw)(graph, h))
+        h = L.Dropout(self.dropout)(h, deterministic=not train)
+        return L.dense(self.num_classes, True, "head", **kw)(h)
+
+
+__all__ = ["DCM", "DCMConv", "KEYS", "boundary_matrices", "cell_complex"]
