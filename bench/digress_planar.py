@@ -8,7 +8,8 @@ trained denoiser and as many from the baseline, each scored with ``netlab.graph.
 spectrum vs the 40 test graphs, Gaussian-TV kernel).
 
     nice -n 19 .venv/bin/python bench/digress_planar.py > runs/digress_planar.log 2>&1
-    # writes bench/results/digress_planar.json and .md
+    # writes bench/results/digress_planar.json, .md and .png (DiGress samples, test graphs and
+    # marginal-baseline graphs drawn with networkx); --num_nodes 20 --tag _n20: smaller graphs
 """
 
 import argparse
@@ -23,11 +24,41 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from netlab.graph import digress as Dg  # noqa: E402
 from netlab.graph import gen_metrics, spectre_data  # noqa: E402
+
+
+def edge_set(g) -> set:
+    return {tuple(sorted(e)) for e in g.edges()}
+
+
+def sanity_checks(train, test, n_max, samples=4, T=20):
+    """The metric and the sampler on known answers: every training / test graph is planar-valid,
+    and an oracle denoiser that always predicts the first training graph G samples G exactly."""
+    g = train[0]
+    a = nx.to_numpy_array(g, nodelist=range(g.number_of_nodes()))
+    target = jnp.zeros((n_max, n_max), jnp.int32).at[: len(a), : len(a)].set(a.astype(np.int32))
+
+    def oracle(x, e, t, mask, cond):
+        return jnp.zeros((*x.shape, 1)), 30.0 * jax.nn.one_hot(jnp.broadcast_to(target, e.shape), 2)
+
+    counts = jnp.full((samples,), g.number_of_nodes())
+    m = jnp.asarray([0.9, 0.1])
+    ab = jnp.asarray(Dg.cosine_alpha_bar(T), jnp.float32)
+    _, es, ms = Dg.sample(oracle, jax.random.key(0), counts, n_max, ab, jnp.ones(1), m)
+    got = spectre_data.from_dense(es, ms)
+    valid = gen_metrics.VALIDITY["planar"]
+    return {
+        "train_validity": float(np.mean([valid(h) for h in train])),
+        "test_validity": float(np.mean([valid(h) for h in test])),
+        "oracle_samples": samples,
+        "oracle_exact": int(sum(edge_set(h) == edge_set(g) for h in got)),
+        "oracle_validity": float(np.mean([valid(h) for h in got])),
+    }
 
 
 def main():
@@ -42,12 +73,16 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lam", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_nodes", type=int, default=64, help="nodes per planar graph (64: SPECTRE)")
+    p.add_argument("--tag", default="", help="suffix of the result files (digress_planar<tag>.*)")
     args = p.parse_args()
 
-    graphs = spectre_data.generate("planar", 200, seed=args.seed)
+    graphs = spectre_data.generate("planar", 200, seed=args.seed, n=args.num_nodes)
     train, _, test = spectre_data.split(graphs, seed=args.seed)
     e_all, mask_all = spectre_data.to_dense(train)
     n_max = e_all.shape[1]
+    sanity = sanity_checks(train, test, n_max)
+    print("sanity", sanity, flush=True)
     x_all = np.zeros(mask_all.shape, np.int32)
     m_x, m_e = Dg.type_marginals(x_all, e_all, mask_all, 1, 2)
     m_x, m_e = jnp.asarray(m_x, jnp.float32), jnp.asarray(m_e, jnp.float32)
@@ -102,10 +137,8 @@ def main():
     sample_s = time.time() - t1
     generated = spectre_data.from_dense(es, ms)
     # baseline: the prior x_T (independent edges with the training marginal)
-    kb = jax.random.key(args.seed + 3)
-    eb = jax.random.categorical(kb, jnp.log(m_e) * jnp.ones((args.samples, n_max, n_max, 1)))
     baseline = spectre_data.from_dense(
-        Dg.symmetrise_edges(eb, jnp.ones((args.samples, n_max), bool)), np.ones_like(ms)
+        *Dg.marginal_baseline(jax.random.key(args.seed + 3), counts, n_max, m_e)
     )
     res = {
         "digress": gen_metrics.evaluate(generated, train, test, "planar"),
@@ -116,6 +149,7 @@ def main():
             "baseline": float(np.mean([g.number_of_edges() for g in baseline])),
             "test": float(np.mean([g.number_of_edges() for g in test])),
         },
+        "sanity": sanity,
         "config": {**vars(args), "steps_done": steps_done},
         "train_seconds": train_s,
         "sample_seconds": sample_s,
@@ -124,28 +158,47 @@ def main():
         "command": "nice -n 19 .venv/bin/python bench/digress_planar.py " + " ".join(sys.argv[1:]),
     }
     out = ROOT / "bench" / "results"
-    (out / "digress_planar.json").write_text(json.dumps(res, indent=1))
+    name = f"digress_planar{args.tag}"
+    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+    rows = {"DiGress": generated, "test": test, "marginal baseline": baseline}
+    png = gen_metrics.draw_graphs(rows, per_row=6, kind="planar")
+    import matplotlib.pyplot as plt
+
+    plt.imsave(out / f"{name}.png", png)
+    write_md(res, name)
+
+
+def write_md(res, name):
+    """bench/results/<name>.md from the results dict ``res``."""
+    out = ROOT / "bench" / "results"
+    a, sanity = res["config"], res["sanity"]
     keys = ["validity", "uniqueness", "novelty", "vun", "mmd_degree", "mmd_clustering"]
     keys.append("mmd_spectral")
     lines = [
-        "# DiGress on regenerated SPECTRE planar graphs (tiny CPU run)",
+        f"# DiGress on regenerated SPECTRE planar graphs of {a['num_nodes']} nodes (tiny CPU run)",
         "",
-        f"`{res['command']}`: {steps_done} steps of batch {b}, T = {args.T}, "
-        f"{args.layers} layers, dx = {args.dx}; {args.samples} samples each; MMD^2 vs the 40 "
+        f"Sanity: planar validity of the training graphs {sanity['train_validity']:.2f}, of the "
+        f"test graphs {sanity['test_validity']:.2f}; a denoiser that always predicts a training "
+        f"graph G samples G {sanity['oracle_exact']} times out of {sanity['oracle_samples']} "
+        f"(validity {sanity['oracle_validity']:.2f}).",
+        "",
+        f"`{res['command']}`: {a['steps_done']} steps of batch {a['batch']}, T = {a['T']}, "
+        f"{a['layers']} layers, dx = {a['dx']}; {a['samples']} samples each; MMD^2 vs the 40 "
         "test graphs (Gaussian-TV kernel). The test set's own row is the floor (novelty vs "
-        "train).",
+        f"train). Pictures: `{name}.png` (rows: DiGress samples, test graphs, marginal "
+        "baseline).",
         "",
         "| sampler | " + " | ".join(keys) + " | mean edges |",
         "|" + "---|" * (len(keys) + 2),
     ]
-    for name, ekey in [
+    for row_name, ekey in [
         ("digress", "digress"),
         ("marginal_noise_baseline", "baseline"),
         ("test_set_reference", "test"),
     ]:
-        row = " | ".join(f"{res[name][k]:.4f}" for k in keys)
-        lines.append(f"| {name} | {row} | {res['mean_edges'][ekey]:.1f} |")
-    (out / "digress_planar.md").write_text("\n".join(lines) + "\n")
+        row = " | ".join(f"{res[row_name][k]:.4f}" for k in keys)
+        lines.append(f"| {row_name} | {row} | {res['mean_edges'][ekey]:.1f} |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -315,6 +315,15 @@ def sample(apply_fn, key, node_counts, n_max: int, alpha_bar, m_x, m_e, cond=Non
     return x, e, node_mask
 
 
+def marginal_baseline(key, node_counts, n_max: int, m_e):
+    """The chain's limit x_T as a baseline generator: every pair of real nodes an edge of type
+    drawn from the training marginal ``m_e``, independently. Returns (e, node_mask)."""
+    node_mask = jnp.arange(n_max)[None, :] < jnp.asarray(node_counts)[:, None]
+    b = node_mask.shape[0]
+    logits = jnp.log(jnp.asarray(m_e)) * jnp.ones((b, n_max, n_max, 1))
+    return symmetrise_edges(jax.random.categorical(key, logits), node_mask), node_mask
+
+
 # -- task ---------------------------------------------------------------------------------------
 
 DATA_KEYS = ("name", "num_graphs", "num_nodes", "seed")
@@ -328,7 +337,8 @@ class GraphGeneration:
     128/32/40 by :func:`netlab.graph.spectre_data.split`), ``data.num_nodes`` (planar only, 64),
     ``data.seed``; ``diffusion.T`` (steps), ``diffusion.lam`` (edge CE weight, 5),
     ``diffusion.eval_samples`` (graphs sampled by ``evaluate``, scored with
-    :func:`netlab.graph.gen_metrics.evaluate` against the test split). Each step draws
+    :func:`netlab.graph.gen_metrics.evaluate` against the test split, and drawn next to test
+    graphs and marginal-baseline graphs in the picture ``samples``). Each step draws
     ``train.batch_size`` training graphs (a function of seed and step); the noise and t come from
     the trainer's key."""
 
@@ -402,7 +412,12 @@ class GraphGeneration:
         )
         _, e, mask = run(jax.random.key(self.seed + step))
         graphs = spectre_data.from_dense(e, mask)
-        return gen_metrics.evaluate(graphs, self.train, self.test, self.kind), {}
+        scalars = gen_metrics.evaluate(graphs, self.train, self.test, self.kind)
+        base = spectre_data.from_dense(
+            *marginal_baseline(jax.random.key(self.seed + step + 1), counts, n_max, self.m_e)
+        )
+        rows = {"DiGress samples": graphs, "test graphs": self.test, "marginal baseline": base}
+        return scalars, {"samples": gen_metrics.draw_graphs(rows, kind=self.kind)}
 
 
 __all__ = [
@@ -413,6 +428,7 @@ __all__ = [
     "cycle_counts",
     "extra_features",
     "loss_terms",
+    "marginal_baseline",
     "reverse_probs",
     "sample",
     "spectral_features",

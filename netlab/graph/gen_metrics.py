@@ -172,4 +172,49 @@ def evaluate(generated: list, train: list, test: list, kind: str) -> dict:
     return out
 
 
-__all__ = ["evaluate", "gaussian_tv_mmd2", "mmd", "novel_flags", "unique_flags"]
+def draw_graphs(rows: dict, per_row: int = 6, kind: str | None = None) -> np.ndarray:
+    """A picture (uint8 H x W x 3, matplotlib Agg) of graphs drawn with networkx: one row per
+    ``rows`` entry (title -> list of graphs), the first ``per_row`` graphs of each. Planar graphs
+    are drawn with ``nx.planar_layout`` when planar, others with a seeded spring layout; with
+    ``kind`` each panel is titled valid / invalid by :data:`VALIDITY`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, axs = plt.subplots(
+        len(names), per_row, figsize=(1.8 * per_row, 1.9 * len(names)), squeeze=False
+    )
+    for r, name in enumerate(names):
+        for c in range(per_row):
+            ax = axs[r, c]
+            ax.set_axis_off()
+            if c >= len(rows[name]):
+                continue
+            g = rows[name][c]
+            planar = g.number_of_nodes() > 0 and nx.check_planarity(g)[0]
+            pos = nx.planar_layout(g) if planar else nx.spring_layout(g, seed=0)
+            nx.draw_networkx(g, pos, ax=ax, node_size=8, width=0.5, with_labels=False)
+            label = f"{g.number_of_nodes()}n {g.number_of_edges()}e"
+            if kind is not None:
+                label += " valid" if VALIDITY[kind](g) else " invalid"
+            ax.set_title(label, fontsize=7)
+        axs[r, 0].text(
+            -0.05,
+            0.5,
+            name,
+            transform=axs[r, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
+    fig.tight_layout()
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
+
+
+__all__ = ["draw_graphs", "evaluate", "gaussian_tv_mmd2", "mmd", "novel_flags", "unique_flags"]

@@ -55,3 +55,22 @@ def test_validity_uniqueness_novelty():
     np.testing.assert_array_equal(M.novel_flags(gen, [planar[1]]), [True, True, False, True])
     out = M.evaluate(gen, [planar[1]], planar, "planar")
     assert out["validity"] == 1.0 and out["vun"] == 0.5
+
+
+def test_pictures_and_marginal_baseline():
+    """The marginal baseline is symmetric with an empty diagonal and padding, with the training
+    edge density; the picture is an RGB uint8 array with one row per set."""
+    import jax
+
+    from netlab.graph import digress
+
+    counts = np.array([12, 9] * 20)
+    e, mask = digress.marginal_baseline(jax.random.key(0), counts, 12, np.array([0.7, 0.3]))
+    e, mask = np.asarray(e), np.asarray(mask)
+    np.testing.assert_array_equal(e, np.swapaxes(e, 1, 2))
+    assert not e[:, np.arange(12), np.arange(12)].any() and not e[~mask].any()
+    pairs = sum(c * (c - 1) for c in counts)
+    assert abs(e.sum() / pairs - 0.3) < 0.03
+    graphs = [nx.cycle_graph(5), nx.complete_graph(5)]
+    img = M.draw_graphs({"a": graphs, "b": graphs[:1]}, per_row=2, kind="planar")
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3 and img.std() > 0
