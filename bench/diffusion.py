@@ -10,8 +10,11 @@ and the report gives netlab's median step time divided by PyTorch's (below 1 mea
 faster). Also: compile time of the jitted step, images/s, FLOPs per step from XLA's cost analysis
 and MFU = flops / step time / peak (peak from --peak-tflops, or a table for known accelerators).
 On CPU it also times bare float32 matmuls of DiT's shapes in XLA and in torch: on the 2-core dev VM
-XLA's dot is 1.2-1.3x slower than torch's oneDNN sgemm (XLA_FLAGS onednn/xnnpack options changed
-nothing), which bounds the DiT ratio from below there.
+XLA's dot is 1.2-1.3x slower than torch's oneDNN sgemm, which bounds the DiT ratio from below
+there. The dot library is a flag: with oneDNN dots (bench/cpu_dot_flags.py; XLA_FLAGS in
+docs/precision.md) the one-thread S/2 step went 1.12x -> 0.94x of diffusers (load ~15); note that
+`--xla_cpu_experimental_ynn_fusion_type=-dot` alone keeps YNNPACK (an earlier "flags change
+nothing" came from that).
 Profile (issue 19, bench/results/cpu_speed.md; `bench.perf.op_profile` of the S/2 step, XLA:CPU
 thunk times): dots (`ynn_fusion`, YNNPACK GEMMs) are 72% of the step (backward 44%, forward 28%:
 backward dots take 1.55x the forward's time for 2x the FLOPs), forward loop fusions (norms,

@@ -22,7 +22,20 @@ product (7%), exp of the edge softmax (5%), the scatter-add transposes of the ga
 and indices_are_sorted for receivers: the select and compare fusions are gone from the HLO (181 ->
 154 select_n), and the gather and scatter-add remain as the two largest ops: XLA:CPU emits a
 gather / scatter as a loop over rows. Same-load A/B (load 12-14, one round): ratio 0.60 ->
-0.34 (bench/results/graph_bench_gat_fix.json, cpu_speed.md); a quiet-host rerun is pending.
+0.34 (bench/results/graph_bench_gat_fix.json, cpu_speed.md); on a quiet host the ratio is 0.58
+(1137 vs 1973 ms): the one-round 0.34 was PyG slowing more than netlab under load.
+Second pass (load ~15, shares only): the segment ops kept "fill or drop" mode, so the transpose
+of every segment_sum at the receivers still gathered behind a compare + select over [E, 8, 8]
+(`broadcast_select_fusion`, 6.6% of thunk time, plus a 3.3% masked multiply). Segment ops on a
+Graph's receivers now promise in-bounds ids too (`graphs.segment_sum(..., in_bounds=True)`): the
+select is gone from the profile. What remains on top, and what keeps the step above 0.4x PyG:
+the forward sender gather h[senders] (`bitcast_gather_fusion.7`, [1M, 1, 8, 8], 14%), the
+backward gather of node gradients at the receivers (7%), the attention product (7%), the edge
+exp (4%) and the scatter-adds (`wrapped_scatter.*`, 7%). XLA:CPU emits gathers and scatters as
+element loops (one index computation per element, `outer_dimension_partitions` 2), where PyG
+calls index_select / scatter_add_ kernels that copy whole 256-byte rows; these element-loop
+gathers and scatters, not the dots (YNN, 10% together), are the XLA:CPU operations between 0.58
+and 0.4.
 """
 
 import argparse
