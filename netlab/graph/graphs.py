@@ -150,31 +150,59 @@ def rows(x, idx, indices_are_sorted: bool = False):
     )
 
 
-def segment_sum(data, segment_ids, num_segments: int, indices_are_sorted: bool = False):
+def _mode(in_bounds: bool):
+    """Ids known to be < num_segments (a Graph's senders / receivers): XLA drops the bounds check
+    that the default mode ("fill or drop") puts on the scatter and on its transpose's gather (a
+    compare + select over the whole [E, ...] array in the GAT step, bench/graph.py)."""
+    return "promise_in_bounds" if in_bounds else None
+
+
+def segment_sum(
+    data, segment_ids, num_segments: int, indices_are_sorted: bool = False, in_bounds=False
+):
     return jax.ops.segment_sum(
-        data, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
+        data,
+        segment_ids,
+        num_segments=num_segments,
+        indices_are_sorted=indices_are_sorted,
+        mode=_mode(in_bounds),
     )
 
 
-def segment_max(data, segment_ids, num_segments: int, indices_are_sorted: bool = False):
+def segment_max(
+    data, segment_ids, num_segments: int, indices_are_sorted: bool = False, in_bounds=False
+):
     """Segment max with empty segments set to 0 (not -inf)."""
     out = jax.ops.segment_max(
-        data, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
+        data,
+        segment_ids,
+        num_segments=num_segments,
+        indices_are_sorted=indices_are_sorted,
+        mode=_mode(in_bounds),
     )
     return jnp.where(jnp.isfinite(out), out, jnp.zeros_like(out))
 
 
 def segment_mean(
-    data, segment_ids, num_segments: int, indices_are_sorted: bool = False, weights=None
+    data,
+    segment_ids,
+    num_segments: int,
+    indices_are_sorted: bool = False,
+    weights=None,
+    in_bounds=False,
 ):
     """Mean over each segment's rows (rows with weight 0 are not counted); empty segments give 0."""
     if weights is None:
         weights = jnp.ones(data.shape[:1], data.dtype)
     total = segment_sum(
-        data * _expand(weights, data), segment_ids, num_segments, indices_are_sorted
+        data * _expand(weights, data), segment_ids, num_segments, indices_are_sorted, in_bounds
     )
     count = segment_sum(
-        weights.astype(accum_dtype(data.dtype)), segment_ids, num_segments, indices_are_sorted
+        weights.astype(accum_dtype(data.dtype)),
+        segment_ids,
+        num_segments,
+        indices_are_sorted,
+        in_bounds,
     )
     return total / _expand(jnp.maximum(count, 1.0), total).astype(total.dtype)
 
@@ -192,15 +220,17 @@ def segment_softmax(
     if mask is not None:
         logits = jnp.where(_expand(mask, logits), logits, -jnp.inf)
     seg_max = jax.ops.segment_max(
-        logits, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
+        logits,
+        segment_ids,
+        num_segments=num_segments,
+        indices_are_sorted=indices_are_sorted,
+        mode="promise_in_bounds",  # as `rows` below: the ids are < num_segments
     )
     seg_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(seg_max), seg_max, 0.0))
     ex = jnp.exp(logits - rows(seg_max, segment_ids, indices_are_sorted))
     if mask is not None:
         ex = jnp.where(_expand(mask, ex), ex, 0.0)
-    denom = jax.ops.segment_sum(
-        ex, segment_ids, num_segments=num_segments, indices_are_sorted=indices_are_sorted
-    )
+    denom = segment_sum(ex, segment_ids, num_segments, indices_are_sorted, in_bounds=True)
     out = ex / rows(jnp.where(denom > 0, denom, 1.0), segment_ids, indices_are_sorted)
     return out.astype(dtype)
 
@@ -221,12 +251,13 @@ def propagate(graph: Graph, messages, norm=None, aggr: str = "sum"):
     n, srt = graph.num_nodes, graph.sorted_receivers
     recv = _edge_constrain(graph.receivers)
     if aggr == "sum":
-        out = segment_sum(messages, recv, n, srt)
+        out = segment_sum(messages, recv, n, srt, in_bounds=True)
     elif aggr == "mean":
-        out = segment_mean(messages, recv, n, srt, weights=graph.edge_mask.astype(messages.dtype))
+        w = graph.edge_mask.astype(messages.dtype)
+        out = segment_mean(messages, recv, n, srt, weights=w, in_bounds=True)
     else:
         masked = jnp.where(_expand(graph.edge_mask, messages), messages, -jnp.inf)
-        out = segment_max(masked, recv, n, srt)
+        out = segment_max(masked, recv, n, srt, in_bounds=True)
     return _node_constrain(out)
 
 
@@ -256,11 +287,16 @@ def edge_softmax_with_self(graph: Graph, edge_logits, self_logits):
     recv, n, srt = _edge_constrain(graph.receivers), graph.num_nodes, graph.sorted_receivers
     mask = _expand(graph.edge_mask, el)
     el = jnp.where(mask, el, -jnp.inf)
-    m = jnp.maximum(jax.ops.segment_max(el, recv, num_segments=n, indices_are_sorted=srt), sl)
+    m = jnp.maximum(
+        jax.ops.segment_max(
+            el, recv, num_segments=n, indices_are_sorted=srt, mode="promise_in_bounds"
+        ),
+        sl,
+    )
     m = jax.lax.stop_gradient(_node_constrain(m))
     ex = jnp.where(mask, jnp.exp(el - rows(m, recv, srt)), 0.0)
     es = jnp.exp(sl - m)
-    denom = _node_constrain(jax.ops.segment_sum(ex, recv, num_segments=n, indices_are_sorted=srt))
+    denom = _node_constrain(segment_sum(ex, recv, n, srt, in_bounds=True))
     denom = denom + es
     return (ex / rows(denom, recv, srt)).astype(dtype), (es / denom).astype(dtype)
 
