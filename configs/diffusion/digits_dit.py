@@ -37,6 +37,8 @@ def get_config(arg=None):
             label_dropout=0.1,
             learn_logvar=False,
             pipeline_microbatches=0,  # >= 1: stacked blocks, a GPipe pipeline when mesh.stage > 1
+            trunk="blocks",  # blocks | reversible (Rev-ViT couplings, netlab/nn/rev_dit.py)
+            reversible=True,  # trunk=reversible: False = the same couplings, ordinary backprop
         )
     )
     c.diffusion = ml_collections.ConfigDict(
@@ -55,6 +57,8 @@ def get_config(arg=None):
             grid_final=None,  # or "zero": end the grid at sigma = 0 (default per grid)
             sampler_kwargs=None,  # options: --config.diffusion.sampler_kwargs="{'eta': 1.0}"
             guidance=1.0,
+            error_prop_weight=0.0,  # > 0: netlab/diffusion/error_propagation.py's regulariser
+            error_prop_gap=5,  # its K: the chain runs 1..K ancestral steps
         )
     )  # FD at 1500 steps: 5.8 at 1.0, 17.9 at 1.5, 42 at 2.5 (guidance trades diversity away)
     c.eval = ml_collections.ConfigDict(

@@ -18,11 +18,19 @@ the features of the one before.
   extra vectors per norm instead of a conditioning network. The normalisation is by the RMS over
   channels, as in the authors' code (their TD-LN module); time enters the network only here.
 
-Deliberate differences: DiMR trains every branch on its own resolution (a loss on branch r's
-eps prediction against the box-downsampled noise, weights (1/4, 1)); netlab's tasks supervise one
-output, so only the final branch has a head and is trained (the low-resolution branch learns
-through it). The authors feed an index proxy 8n/1000 - 4 as "log-SNR"; netlab feeds the true
-log-SNR, recovered from the tasks' noise_cond = -100 logsnr / 8 (`task._noise_cond`).
+Per-branch loss (as the authors train it): every branch predicts at its own resolution and is
+supervised there, L = sum_r c_r mean((eps_hat_r - D_r eps)^2) with D_r the k x k box sum / k
+(unit-variance downsampled noise) and c = (1/4, 1). Branch 1 gets its own head (TD-LN, a
+zero-initialised linear map to the image channels per token: a (size / p)^2 prediction), sown in
+training as `losses.sow_branch` with weight `model.dimr_branch_loss` (0.25, the paper's 1/4;
+0 = no head and the final branch's loss only); the task adds c_1 x the same weighted loss at that
+resolution (`losses.branch_loss`), in the config's parameterisation and weighting rather than
+eps only (eps with eps weighting is exactly the authors' term).
+
+Deliberate differences: the authors feed an index proxy 8n/1000 - 4 as "log-SNR"; netlab feeds
+the true log-SNR, recovered from the tasks' noise_cond = -100 logsnr / 8 (`task._noise_cond`).
+Branch 1's loss is in the config's parameterisation and weighting (above), and its head (TD-LN
+and a zero-initialised linear map on the last Transformer block's tokens) is netlab's layout.
 """
 
 from typing import Any
@@ -31,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from netlab.diffusion import losses
 from netlab.diffusion.dic import pixel_shuffle
 from netlab.diffusion.registries import BACKBONES
 from netlab.errors import UserError
@@ -126,6 +135,7 @@ class DiMR(nn.Module):
     conv_depth: int = 2
     kernel: int = 7
     num_classes: int = 0
+    branch_loss: float = 0.0  # c_1: branch 1's loss weight (the final branch's is 1); 0 = no head
     dtype: Any = jnp.float32
     remat_policy: Any = None
 
@@ -152,7 +162,15 @@ class DiMR(nn.Module):
             )
             h, n_cls = jnp.concatenate([table[labels][:, None].astype(self.dtype), h], 1), 1
         make = lambda name: tblock(self.num_heads, self.dtype, name=name)  # noqa: E731
-        _, outs = _long_skip_stack(make, h, tau, self.depth, self.dtype, "vit")
+        last, outs = _long_skip_stack(make, h, tau, self.depth, self.dtype, "vit")
+        if self.branch_loss:  # branch 1's own prediction at the token resolution g x g
+            low = TDLayerNorm(self.dtype, name="branch1_norm")(last[:, n_cls:], tau)
+            low = layers.dense(
+                self.channels, None, None, self.dtype, kernel_init=layers.zeros, name="branch1_out"
+            )(low)
+            if train:
+                low = low.reshape(b, g, g, self.channels).astype(fdt)
+                losses.sow_branch(self, "branch1", low, self.branch_loss)
         feats = jnp.concatenate([o[:, n_cls:] for o in outs], axis=-1)
         feats = layers.layer_norm(self.dtype, name="up_ln1")(feats)
         feats = layers.dense(p * p * self.conv_width, None, None, self.dtype, name="up")(feats)
@@ -172,7 +190,7 @@ class DiMR(nn.Module):
 @BACKBONES.register("dimr")
 def build(m, *, data_shape, num_classes, policy) -> DiMR:
     """DiMR from `config.model`: patch, width, depth, num_heads (branch 1), dimr_conv_width,
-    dimr_conv_depth, dimr_kernel (branch 2)."""
+    dimr_conv_depth, dimr_kernel (branch 2), dimr_branch_loss (branch 1's loss weight, 0.25)."""
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
         raise UserError(
             f"model.backbone='dimr' needs square images (H, H, C), not data of shape "
@@ -209,6 +227,9 @@ def build(m, *, data_shape, num_classes, policy) -> DiMR:
             "model.dimr_conv_depth", int(m.get("dimr_conv_depth", 2)), 1, integer=True
         ),
         kernel=check_range("model.dimr_kernel", int(m.get("dimr_kernel", 7)), 1, integer=True),
+        branch_loss=check_range(
+            "model.dimr_branch_loss", float(m.get("dimr_branch_loss", 0.25)), 0.0
+        ),
         num_classes=num_classes,
         dtype=policy.compute_dtype,
         remat_policy=policy.remat_policy,

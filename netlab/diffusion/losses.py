@@ -13,12 +13,21 @@ t (Esser et al. 2024, Eq. 19), or EDM's log-normal sigma (ln sigma ~ N(P_mean, P
 Weightings (`registries.WEIGHTINGS`, `diffusion.weighting`) and time samplings
 (`registries.TIME_SAMPLINGS`, `diffusion.time_sampling`) are chosen by name. Everything here runs
 in float32 whatever the compute dtype (float64 when the data are float64, for oracle tests).
+
+Branch supervision (DiMR, Liu et al. 2024: every branch predicts at its own resolution): a
+backbone sows a lower-resolution prediction with `sow_branch` into the `BRANCHES` collection; the
+task adds weight x `branch_loss`, the same weighted loss at that resolution, with the input and
+the target box-downsampled by `box_down` (k x k sums / k, so white unit noise stays unit noise:
+D x_t = alpha D x0 + sigma D eps is a diffusion state at the same log-SNR).
 """
 
 import jax
 import jax.numpy as jnp
 
+from netlab.diffusion import parameterization, schedules
 from netlab.diffusion.registries import TIME_SAMPLINGS, WEIGHTINGS
+
+BRANCHES = "branches"  # the Flax collection of sown branch predictions
 
 
 def sample_logsnr(
@@ -104,3 +113,37 @@ def denoising_loss(x0_hat, x0, logsnr, kind="v", logvar=None, **weight_kwargs):
     if logvar is not None:
         per_example = per_example / jnp.exp(logvar) + logvar
     return per_example.mean(), mse.mean()
+
+
+def box_down(x, k: int):
+    """(B, H, W, C) -> (B, H / k, W / k, C): sums over k x k boxes divided by k."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // k, k, w // k, k, c).sum(axis=(2, 4)) / k
+
+
+def sow_branch(module, name: str, out, weight: float) -> None:
+    """Record a branch's prediction `out` (B, h, w, C), in the task's parameterisation at h x w,
+    and its loss weight; sown only where the task asks for the collection (training)."""
+    value = {"out": out, "weight": jnp.asarray(weight, jnp.float32)}
+    module.sow(BRANCHES, name, value, reduce_fn=lambda a, b: b, init_fn=lambda: None)
+
+
+def branches(collections) -> dict:
+    """{name: {"out", "weight"}} of every sown branch prediction (empty when none)."""
+    flat = {}
+    tree = dict(collections or {}).get(BRANCHES, {})
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = [str(getattr(p, "key", p)) for p in path]
+        flat.setdefault(keys[-2], {})[keys[-1]] = leaf
+    return flat
+
+
+def branch_loss(out, x0, x_t, logsnr, kind="v", weighting="v", **weight_kwargs):
+    """(loss, mse) of a branch prediction `out` at h x h against x0 and x_t box-downsampled by
+    k = H / h: x0_hat = denoised(D x_t, out) in parameterisation `kind`, weighted by
+    `weighting` (eps with eps weighting is DiMR's ||eps_hat - D eps||^2)."""
+    k = x0.shape[1] // out.shape[1]
+    x0_r, xt_r = box_down(x0, k), box_down(x_t, k)
+    alpha, sigma = (v.reshape((-1, 1, 1, 1)) for v in schedules.alpha_sigma(logsnr))
+    x0_hat = parameterization.denoised(xt_r, out.astype(xt_r.dtype), alpha, sigma, kind)
+    return denoising_loss(x0_hat, x0_r, logsnr, weighting, **weight_kwargs)

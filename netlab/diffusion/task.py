@@ -5,7 +5,11 @@ to x_t = alpha x0 + sigma eps at the global batch shape inside jit (every row ge
 drop labels to the null class with probability `model.label_dropout`, map the network output to
 x0_hat by `diffusion.parameterization`, and weight the x0 error by `diffusion.weighting`
 (losses.py). Auxiliary losses that the network sows (an MoE MLP's load balance, `netlab.nn.aux`)
-are added and logged as `aux/<name>`. Evaluation samples with `diffusion.sampler` (options from
+are added and logged as `aux/<name>`. A backbone that supervises its lower-resolution branches
+sows their predictions (`losses.BRANCHES`, DiMR); each adds its weighted loss against the
+box-downsampled target (`losses.branch_loss`, logged as `branch/<name>`).
+`diffusion.error_prop_weight` > 0 adds the error-propagation regulariser (error_propagation.py,
+logged as `error_prop`). Evaluation samples with `diffusion.sampler` (options from
 `diffusion.sampler_kwargs`) over a host-built float64 grid of `sample_steps` intervals
 (`diffusion.grid`, ending at sigma = 0 with `diffusion.grid_final="zero"`) cast to the samples'
 dtype, with classifier-free guidance `diffusion.guidance`, and reports the digits Frechet
@@ -29,6 +33,7 @@ from jax.experimental import multihost_utils
 
 from netlab.data import digits
 from netlab.diffusion import (
+    error_propagation,
     guidance,
     losses,
     metrics,
@@ -157,6 +162,13 @@ class _DiffusionTask:
         self.batch_size = int(config.train.batch_size)
         # simple diffusion's multiscale loss (simple_diffusion.py); () is the plain loss
         self.multiscale = simple_diffusion.check_scales(d.get("multiscale"), self.data_shape)
+        # the error-propagation regulariser (error_propagation.py); weight 0: not computed
+        self.error_prop_weight = check_range(
+            "diffusion.error_prop_weight", float(d.get("error_prop_weight", 0.0)), 0.0
+        )
+        self.error_prop_gap = check_range(
+            "diffusion.error_prop_gap", int(d.get("error_prop_gap", 5)), 1, integer=True
+        )
         self.model = self.build_model()
 
     def build_model(self):
@@ -181,7 +193,8 @@ class _DiffusionTask:
         else:
             rng = jax.random.key(0) if rng is None else rng
             rngs = dict(zip(("dropout", "router"), jax.random.split(rng)))
-            out, cols = self.model.apply(*args, train, rngs=rngs, mutable=aux.COLLECTIONS)
+            mutable = aux.COLLECTIONS + (losses.BRANCHES,)
+            out, cols = self.model.apply(*args, train, rngs=rngs, mutable=mutable)
         out, logvar = out if isinstance(out, tuple) else (out, None)
         return parameterization.denoised(x_t, out, alpha, sigma, self.kind), logvar, cols
 
@@ -223,10 +236,35 @@ class _DiffusionTask:
                 x0_hat, x0, logsnr, d.weighting, logvar, gamma=d.min_snr_gamma
             )
         out = {"x0_mse": mse}
+        for name, branch in losses.branches(cols).items():  # DiMR's per-branch supervision
+            term, _ = losses.branch_loss(
+                branch["out"], x0, x_t, logsnr, self.kind, d.weighting, gamma=d.min_snr_gamma
+            )
+            loss, out[f"branch/{name}"] = loss + branch["weight"].astype(loss.dtype) * term, term
+        if self.error_prop_weight:
+            reg = self.error_prop_term(params, x0, labels, rng, k_model, train)
+            loss, out["error_prop"] = loss + self.error_prop_weight * reg.astype(loss.dtype), reg
         out.update({f"aux/{k}": v for k, v in aux.loss_terms(cols).items()})
         for k, v in aux.mean_metrics(cols).items():
             out.setdefault(f"aux/{k}", v)
         return loss + aux.total_loss(cols).astype(loss.dtype), (out, model_state)
+
+    def error_prop_term(self, params, x0, labels, rng, k_model, train):
+        """The bootstrapped cumulative-error estimate (error_propagation.py) of this batch: the
+        first half's DDPM chain (their labels, the model in training mode, its auxiliary
+        collections dropped) against the second half noised directly."""
+        half = x0.shape[0] // 2
+        lab = None if labels is None else labels[:half]
+
+        def denoise(x, lam):
+            lam = jnp.full((x.shape[0],), lam, x.dtype)
+            return self._apply(params, x, lam, lab, k_model, bool(train))[0].astype(x.dtype)
+
+        key = jax.random.fold_in(rng, 0xE7)  # a stream the plain loss does not use
+        reg, _, _ = error_propagation.regulariser(
+            denoise, x0, key, self.schedule, self.error_prop_gap
+        )
+        return reg
 
     # --- sampling -------------------------------------------------------------------------------
     def sampling_grid(self, steps=None, kind=None, dtype=None):

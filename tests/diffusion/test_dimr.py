@@ -9,8 +9,9 @@ import optax
 import pytest
 
 from netlab import configlib
+from netlab.diffusion import losses
 from netlab.diffusion.dimr import NOISE_COND_PER_LOGSNR, DiMR, TDLayerNorm
-from netlab.diffusion.task import _noise_cond, build_backbone
+from netlab.diffusion.task import DigitsDiffusion, _noise_cond, build_backbone
 from netlab.errors import UserError
 from netlab.nn.precision import Policy
 
@@ -85,3 +86,58 @@ def test_config_builds_dimr_and_rejects_bad_values():
     with pytest.raises(UserError, match="model.patch"):
         over = {"model.patch": "3"}
         build_backbone(configlib.load(path, overrides=over).model, (8, 8, 1), 10, Policy())
+
+
+TINY = {
+    "model.width": "8",
+    "model.depth": "1",
+    "model.num_heads": "2",
+    "model.dimr_conv_width": "4",
+    "model.dimr_conv_depth": "1",
+    "model.dimr_kernel": "3",
+    "train.batch_size": "4",
+}
+
+
+def test_branch_loss_equals_a_numpy_transcription_and_off_is_the_final_branch_loss():
+    """Branch 1's term: its sown 4 x 4 v-prediction against the 2 x 2 box sums / 2 of x0 and x_t,
+    v-weighted MSE (numpy); the task loss is final + 1/4 x it. With model.dimr_branch_loss=0
+    the network has no branch-1 head and the loss (same weights otherwise) is the final one."""
+    path = "configs/diffusion/digits_uvit.py:backbone=dimr"
+    on = DigitsDiffusion(configlib.load(path, overrides=TINY))
+    off = DigitsDiffusion(
+        configlib.load(path, overrides=dict(TINY, **{"model.dimr_branch_loss": "0"}))
+    )
+    assert on.model.branch_loss == 0.25 and off.model.branch_loss == 0.0
+    shapes = nn.unbox(jax.eval_shape(on.init_variables, jax.random.key(0)))["params"]
+    rng = np.random.default_rng(2)
+    params = jax.tree.map(lambda s: 0.3 * rng.normal(size=s.shape).astype(np.float32), shapes)
+    off_params = {k: v for k, v in params.items() if not k.startswith("branch1")}
+    assert set(params) - set(off_params) == {"branch1_norm", "branch1_out"}
+    assert jax.tree.structure(off_params) == jax.tree.structure(
+        nn.unbox(jax.eval_shape(off.init_variables, jax.random.key(0)))["params"]
+    )
+    batch, key = on.train_batch(0), jax.random.key(5)
+
+    @jax.jit
+    def run(params, off_params):
+        x0, x_t, _, logsnr, labels, k_model = on.noised(batch, key)
+        _, _, cols = on._apply(params, x_t, logsnr, labels, k_model, True)
+        low = losses.branches(cols)["branch1"]["out"]
+        loss_on, (m_on, _) = on.loss_fn(params, {}, batch, key, True)
+        loss_off, (m_off, _) = off.loss_fn(off_params, {}, batch, key, True)
+        return x0, x_t, logsnr, low, loss_on, m_on, loss_off, m_off
+
+    x0, x_t, logsnr, low, loss_on, m_on, loss_off, m_off = jax.device_get(run(params, off_params))
+    assert low.shape == (4, 4, 4, 1) and "branch/branch1" not in m_off
+
+    def down(x):
+        return x.astype(np.float64).reshape(4, 4, 2, 4, 2, 1).sum((2, 4)) / 2
+
+    lam = logsnr.astype(np.float64)[:, None, None, None]
+    alpha, sigma = np.sqrt(1 / (1 + np.exp(-lam))), np.sqrt(1 / (1 + np.exp(lam)))
+    x0_hat = alpha * down(x_t) - sigma * low  # v-parameterisation at 4 x 4
+    term = np.mean((1 + np.exp(lam[:, 0, 0, 0])) * ((x0_hat - down(x0)) ** 2).mean((1, 2, 3)))
+    assert float(m_on["branch/branch1"]) == pytest.approx(term, rel=1e-4)
+    assert float(loss_on) == pytest.approx(float(loss_off) + 0.25 * term, rel=1e-5)
+    assert float(m_on["x0_mse"]) == float(m_off["x0_mse"])  # the final branch is unchanged

@@ -108,6 +108,10 @@ BACKBONE_CASES = {  # the x0 weighting makes loss = x0_mse + aux losses exactly
             **{"model.dimr_kernel": "3"},
         ),
     ),
+    "edm2_unet": lambda tmp: (  # test_edm2_unet compiles a step of EDM2's optimizer
+        "configs/diffusion/digits_edm2.py:backbone=edm2_unet",
+        dict(TINY_DIT, **{"model.width": "8", "model.num_blocks": "1"}),
+    ),
 }
 
 
@@ -119,7 +123,7 @@ def test_every_backbone_and_sampler_has_a_case():
 # Traced with the Trainer step, not compiled (13-25 s each on 2 cores): their own test files
 # compile a gradient step (test_unet trains the U-Net); the trace still proves the config builds
 # them and that remat reaches them.
-TRACE_ONLY = ("dic", "dimr", "unet", "uvit")
+TRACE_ONLY = ("dic", "dimr", "edm2_unet", "unet", "uvit")
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONE_CASES))
