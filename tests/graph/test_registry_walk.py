@@ -29,6 +29,9 @@ MODEL_CONFIGS = {
     "pathnn": dict(hidden=4, cutoff=2, variant="ap", dropout=0.1),
     "laser": dict(hidden=4, num_layers=1, max_hop=2, rho=0.5, dropout=0.1),
     "omega": dict(hidden=4, num_layers=2, dropout=0.1),
+    "omega_gat": dict(hidden=4, num_layers=1, heads=2, dropout=0.1),
+    "gkedm": dict(hidden=4, num_layers=1, conv="gcn", heads=2, dropout=0.1),
+    "dcm": dict(hidden=4, num_layers=1, max_cycle_len=3, max_cells=512, dropout=0.1),
     "tide": dict(hidden=4, num_blocks=1, k=4, dropout=0.1, input_dropout=0.1),
     "lfgcn": dict(hidden=4, num_layers=2, gamma=0.5, drop_rate=0.2, dropout=0.1),
     "catgcn": dict(hidden=4, embed_dim=3, max_fields=3, hops=1, dropout=0.1),
@@ -50,7 +53,9 @@ MODEL_CONFIGS = {
     "ncn": dict(hidden=4, out=4, num_layers=1, predictor_hidden=4, dropout=0.1),
     "digrac": dict(hidden=4, hops=1, dropout=0.1, tau=0.5),
     "gcrn": dict(hidden=4, K=2, peephole=True),
+    "rnar": dict(hidden=4, aggregator="lstm"),
     "digress": dict(dx=4, de=2, dy=2, num_layers=1, heads=2, features="none"),
+    "nat": dict(self_dim=4, ngh_dim=2, time_dim=2, cache_sizes=(2, 2), pos_dim=2, heads=1),
     "lightgcn": dict(
         dim=4,
         num_layers=2,
@@ -82,6 +87,8 @@ TASK_NAMES = {
     "recsys": "graph.recommendation",
     "snapshot": "graph.snapshot_forecasting",
     "generation": "graph.generation",
+    "temporal": "graph.temporal_link",
+    "nar": "graph.algorithmic_reasoning",
 }
 
 
@@ -159,6 +166,15 @@ def make_config(name):
         c.data = ml_collections.ConfigDict(dict(name="planar", num_graphs=10, num_nodes=6, seed=0))
         c.diffusion = ml_collections.ConfigDict(dict(T=4, lam=5.0, eval_samples=2))
         c.train.batch_size = 2
+    elif kind == "temporal":
+        c.data = ml_collections.ConfigDict(
+            dict(name="synthetic", num_nodes=6, num_events=40, batch_size=4, chunk=2, seed=0)
+        )
+    elif kind == "nar":
+        c.data = ml_collections.ConfigDict(
+            dict(n_train=4, n_ood=5, steps_per_node=2, num_eval=2, eval_batch=2)
+        )
+        c.train.batch_size = 2
     elif kind == "snapshot":
         c.data = ml_collections.ConfigDict(
             dict(num_nodes=6, num_sequences=3, seq_len=2, feature_dim=1, noise=0.1, seed=0)
@@ -192,12 +208,17 @@ def make_task(config, policy=None):
 # forward (and, where the paper gives one, its gradient) property by property.
 TRACE_ONLY = (
     "catgcn",
+    "dcm",
     "digress",
+    "gkedm",
     "gpn",
     "graph_mixer",
     "graph_vit",
+    "nat",
     "ngn",
     "omega",
+    "omega_gat",
+    "rnar",
     "spen",
     "tide",
 )
@@ -253,10 +274,12 @@ LAYER_KW = {
         "gcn",
         "genconv",
         "gin",
+        "gkedm",
         "gnp",
         "grand",
         "lightgcn",
         "omega",
+        "omega_gat",
         "rnar",
         "sgc",
         "sheaf",
