@@ -45,6 +45,7 @@ TASKS = Registry(
     example="configs/classify_digits.py:cpu",
     lazy={
         "classify.digits": "netlab.classify.task:DigitsClassification",
+        "classify.timeseries_toy": "netlab.classify.timeseries:TimeSeriesForecasting",
         "diffusion.toy2d": "netlab.diffusion.task:Toy2D",
         "diffusion.digits": "netlab.diffusion.task:DigitsDiffusion",
         "diffusion.image": "netlab.diffusion.image_task:ImageDiffusion",
@@ -52,6 +53,8 @@ TASKS = Registry(
         "diffusion.toy2d_ddm": "netlab.diffusion.ddm_task:DDMToy2D",
         "diffusion.digits_ddm": "netlab.diffusion.ddm_task:DDMDigits",
         "diffusion.gan_toy2d": "netlab.diffusion.gan_task:GANToy2D",
+        "diffusion.digits_bridge": "netlab.diffusion.bridge_task:DigitsBridge",
+        "diffusion.digits_gan": "netlab.diffusion.gan_digits_task:DiffusionGANDigits",
         "moe.byte_lm": "netlab.moe.task:ByteLM",
         "moe.vit_digits": "netlab.moe.task:ViTMoEDigits",
         "moe.digits": "netlab.moe.task:MoEDigits",
@@ -63,6 +66,8 @@ TASKS = Registry(
         "graph.recommendation": "netlab.graph.recsys_task:Recommendation",
         "graph.generation": "netlab.graph.digress:GraphGeneration",
         "graph.snapshot_forecasting": "netlab.graph.gcrn:SnapshotForecasting",
+        "graph.temporal_link": "netlab.graph.temporal_task:TemporalLinkPrediction",
+        "graph.algorithmic_reasoning": "netlab.graph.nar_task:AlgorithmicReasoning",
     },
 )
 
