@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from netlab.diffusion import diffusion_gan as dgan
+from netlab.diffusion import gan_task
 from netlab.diffusion.task import DigitsDiffusion
 from netlab.registry import check_choice, check_range
 
@@ -116,28 +116,8 @@ class _DiffusionGAN:
 
     def loss_fn(self, params, model_state, batch, rng, train):
         """L_D + L_G of `diffusion_gan.losses` on the flattened batch; key order: (z, losses)."""
-        g = self.config.gan
         x = jnp.asarray(batch["x"]).astype(self.float_dtype).reshape(-1, DIM)
-        big_t = model_state["gan_state"]["big_t"]
-        k_z, k_loss = jax.random.split(rng)
-        z = jax.random.normal(k_z, (x.shape[0], self.z_dim), x.dtype)
-        l_d, l_g, r_d = dgan.losses(
-            lambda p, z: self.generator.apply({"params": p}, z),
-            lambda p, y, t: self.discriminator.apply({"params": p}, y, t),
-            params["generator"],
-            params["discriminator"],
-            x,
-            z,
-            k_loss,
-            big_t,
-            self.t_max,
-            float(g.sigma),
-            g.timestep_sampling,
-        )
-        adapted = dgan.adapt_t(big_t, r_d, float(g.d_target), int(g.adapt_step), 0, self.t_max)
-        new_t = jnp.where(batch["step"] % int(g.adapt_every) == 0, adapted, big_t)
-        out = {"d_loss": l_d, "g_loss": l_g, "r_d": r_d, "T": big_t.astype(l_d.dtype)}
-        return l_d + l_g, (out, {"gan_state": {"big_t": new_t.astype(jnp.int32)}})
+        return gan_task.diffusion_gan_loss(self, params, model_state, x, batch["step"], rng)
 
     @functools.partial(jax.jit, static_argnums=(0, 2))
     def _gan_sample(self, params, n, key):

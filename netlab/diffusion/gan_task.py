@@ -218,28 +218,8 @@ class GANToy2D(Toy2D):
 
     # --- Diffusion-GAN --------------------------------------------------------------------------
     def _diffusion_gan(self, params, model_state, batch, rng, train):
-        g = self.config.gan
         x = jnp.asarray(batch["x"]).astype(self.float_dtype)
-        big_t = model_state["gan_state"]["big_t"]
-        k_z, k_loss = jax.random.split(rng)
-        z = jax.random.normal(k_z, (x.shape[0], self.z_dim), x.dtype)
-        l_d, l_g, r_d = dgan.losses(
-            lambda p, z: self.generator.apply({"params": p}, z),
-            lambda p, y, t: self.discriminator.apply({"params": p}, y, t),
-            params["generator"],
-            params["discriminator"],
-            x,
-            z,
-            k_loss,
-            big_t,
-            self.t_max,
-            float(g.sigma),
-            g.timestep_sampling,
-        )
-        adapted = dgan.adapt_t(big_t, r_d, float(g.d_target), int(g.adapt_step), 0, self.t_max)
-        new_t = jnp.where(batch["step"] % int(g.adapt_every) == 0, adapted, big_t)
-        out = {"d_loss": l_d, "g_loss": l_g, "r_d": r_d, "T": big_t.astype(l_d.dtype)}
-        return l_d + l_g, (out, {"gan_state": {"big_t": new_t.astype(jnp.int32)}})
+        return diffusion_gan_loss(self, params, model_state, x, batch["step"], rng)
 
     # --- RDGAN ----------------------------------------------------------------------------------
     def _onehot(self, t):
@@ -316,3 +296,31 @@ class GANToy2D(Toy2D):
         elif self.method == "diffusion_gan":
             scalars["T"] = float(model_state["gan_state"]["big_t"])
         return scalars, images
+
+
+def diffusion_gan_loss(task, params, model_state, x, step, rng):
+    """Diffusion-GAN's L_D + L_G (`diffusion_gan.losses`) on data rows x [B, D] with the task's
+    generator, discriminator, z_dim, t_max and `config.gan`, and the adaptive T carried in
+    model_state["gan_state"] (updated every `gan.adapt_every` steps); key order: (z, losses).
+    Shared by the toy task here and the digits task (gan_digits_task.py)."""
+    g = task.config.gan
+    big_t = model_state["gan_state"]["big_t"]
+    k_z, k_loss = jax.random.split(rng)
+    z = jax.random.normal(k_z, (x.shape[0], task.z_dim), x.dtype)
+    l_d, l_g, r_d = dgan.losses(
+        lambda p, z: task.generator.apply({"params": p}, z),
+        lambda p, y, t: task.discriminator.apply({"params": p}, y, t),
+        params["generator"],
+        params["discriminator"],
+        x,
+        z,
+        k_loss,
+        big_t,
+        task.t_max,
+        float(g.sigma),
+        g.timestep_sampling,
+    )
+    adapted = dgan.adapt_t(big_t, r_d, float(g.d_target), int(g.adapt_step), 0, task.t_max)
+    new_t = jnp.where(step % int(g.adapt_every) == 0, adapted, big_t)
+    out = {"d_loss": l_d, "g_loss": l_g, "r_d": r_d, "T": big_t.astype(l_d.dtype)}
+    return l_d + l_g, (out, {"gan_state": {"big_t": new_t.astype(jnp.int32)}})
