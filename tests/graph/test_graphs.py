@@ -171,3 +171,22 @@ def test_edge_sharded_propagate_equals_single_device():
     assert gs.senders.sharding.spec == P("data")
     np.testing.assert_allclose(np.asarray(sharded), single, rtol=1e-5, atol=1e-6)
     assert "all-reduce" in hlo and "all-gather" not in hlo  # local partial sums, one all-reduce
+
+
+def test_in_bounds_segment_ops_drop_the_bounds_check_from_their_gradient():
+    """Ids promised < num_segments (a Graph's receivers): the scatter and its transpose's gather
+    carry no compare + select over the [E, ...] rows (the default "fill or drop" mode does); the
+    values and gradients are the same."""
+
+    def loss(x, ids, in_bounds):
+        s = G.segment_sum(x * x, ids, 5, True, in_bounds=in_bounds)
+        return (s * s).sum()
+
+    x, ids = jnp.arange(24.0).reshape(6, 4) / 10, jnp.array([0, 1, 1, 3, 4, 4])
+    hlo = {
+        b: jax.jit(jax.grad(loss), static_argnums=2).lower(x, ids, b).compile().as_text()
+        for b in (False, True)
+    }
+    n = {b: (h.count("compare("), h.count("select(")) for b, h in hlo.items()}
+    assert n[True][0] == 0 < n[False][0] and n[True][1] < n[False][1], n
+    np.testing.assert_allclose(jax.grad(loss)(x, ids, True), jax.grad(loss)(x, ids, False))
