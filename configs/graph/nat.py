@@ -56,7 +56,7 @@ def get_config(arg=None):
     c.optimizer.name = "adam"
     c.optimizer.lr = 1e-3
     c.optimizer.schedule = "constant"
-    c.mesh.data = 1  # one sequential stream: the state is replicated, nothing to split
+    c.mesh.data = -1  # one sequential stream, replicated on every device (nothing to split)
     if a.preset in ("gpu", "pod"):
         c.model.update(dict(self_dim=72, ngh_dim=4, cache_sizes=(32, 16), pos_dim=16))
         if a.data != "synthetic":
