@@ -34,17 +34,24 @@ class GATConv(nn.Module):
 
     @nn.compact
     def __call__(self, graph, x, deterministic: bool = True):
-        H, C = self.heads, self.features
-        h = L.dense(H * C, False, "lin", self.dtype, self.param_dtype)(x).reshape(x.shape[0], H, C)
-        init = axes.param(L.glorot, None, axes.HEADS, axes.KV)
-        att_src = self.param("att_src", init, (1, H, C), self.param_dtype)
-        att_dst = self.param("att_dst", init, (1, H, C), self.param_dtype)
-        a_src, a_dst = (h * att_src).sum(-1), (h * att_dst).sum(-1)  # [N, H]
-        edge_logits = nn.leaky_relu(
-            G.gather(graph, a_src) + G.gather(graph, a_dst, "receivers"), self.negative_slope
-        )
-        self_logits = nn.leaky_relu(a_src + a_dst, self.negative_slope)
+        h, edge_logits, self_logits = attention_logits(self, graph, x)
         return attend(self, graph, h, G.gather(graph, h), edge_logits, self_logits, deterministic)
+
+
+def attention_logits(mod, graph, x):
+    """GAT's W h [N, H, C] and its logits e_ij = LeakyReLU(a_src W h_j + a_dst W h_i) per edge
+    [E, H] and per self-loop [N, H] (eq. 1), with the calling layer's parameters (`lin`,
+    `att_src`, `att_dst`; heads, features, negative_slope fields). Shared with omega-GAT."""
+    H, C = mod.heads, mod.features
+    h = L.dense(H * C, False, "lin", mod.dtype, mod.param_dtype)(x).reshape(x.shape[0], H, C)
+    init = axes.param(L.glorot, None, axes.HEADS, axes.KV)
+    att_src = mod.param("att_src", init, (1, H, C), mod.param_dtype)
+    att_dst = mod.param("att_dst", init, (1, H, C), mod.param_dtype)
+    a_src, a_dst = (h * att_src).sum(-1), (h * att_dst).sum(-1)  # [N, H]
+    edge_logits = nn.leaky_relu(
+        G.gather(graph, a_src) + G.gather(graph, a_dst, "receivers"), mod.negative_slope
+    )
+    return h, edge_logits, nn.leaky_relu(a_src + a_dst, mod.negative_slope)
 
 
 def attend(mod, graph, h_self, msgs, edge_logits, self_logits, deterministic):

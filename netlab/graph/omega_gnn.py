@@ -32,6 +32,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from netlab.graph import gat
 from netlab.graph import graphs as G
 from netlab.graph import layers as L
 from netlab.graph.registries import LAYERS, MODELS
@@ -85,21 +86,13 @@ class OmegaGATConv(nn.Module):
     @nn.compact
     def __call__(self, graph, x, deterministic: bool = True):
         H, C = self.heads, self.features
-        h = L.dense(H * C, False, "lin", self.dtype, self.param_dtype)(x).reshape(x.shape[0], H, C)
-        init = axes.param(L.glorot, None, axes.HEADS, axes.KV)
-        att_src = self.param("att_src", init, (1, H, C), self.param_dtype)
-        att_dst = self.param("att_dst", init, (1, H, C), self.param_dtype)
+        h, edge_logits, self_logits = gat.attention_logits(self, graph, x)
         omega = self.param(
             "omega",
             axes.param(nn.initializers.constant(self.omega_init), axes.HEADS, axes.KV),
             (H, C),
             self.param_dtype,
         )
-        a_src, a_dst = (h * att_src).sum(-1), (h * att_dst).sum(-1)  # [N, H]
-        edge_logits = nn.leaky_relu(
-            G.gather(graph, a_src) + G.gather(graph, a_dst, "receivers"), self.negative_slope
-        )
-        self_logits = nn.leaky_relu(a_src + a_dst, self.negative_slope)
         alpha, alpha_self = G.edge_softmax_with_self(graph, edge_logits, self_logits)
         drop = L.Dropout(self.dropout)
         alpha = drop(alpha, deterministic=deterministic)
