@@ -20,7 +20,14 @@ with `model.trunk=reversible`: its blocks as Rev-ViT couplings (Mangalam et al. 
 attention, G = MLP, both adaLN-Zero; netlab/nn/rev_dit.py), reversible against the same couplings
 through ordinary autodiff; the whole diffusion train step (`--trunks dit --width 64 --batch 64`).
 
-Both trunks run as a `lax.scan` with a reverse-scan backward (`reversible.reversible_scan`,
+Trunks `dit_revcol` and `dit_irevnet`: the same DiT with `model.trunk=revcol` (RevCol columns of 2
+levels of one adaLN-Zero block each, netlab/nn/revcol_dit.py: depth / 2 columns) and
+`model.trunk=irevnet` (i-RevNet couplings with half-width DiT residual functions,
+netlab/nn/irevnet_dit.py), each reversible and through ordinary autodiff; `dit_blocks` is the
+plain DiT trunk (`model.trunk=blocks`, ordinary backprop only) at the same depth
+(`--trunks dit_blocks dit_revcol dit_irevnet --depths 2 8 --width 64 --batch 64`).
+
+All trunks run as a `lax.scan` with a reverse-scan backward (`reversible.reversible_scan`,
 `revcol.revcol_scan`); unrolled, XLA:CPU does not fully reuse the blocks' buffers (the table's
 note gives those numbers).
 
@@ -51,24 +58,38 @@ from netlab.tools import aot  # noqa: E402
 CONFIG = str(ROOT / "configs" / "classify_digits.py")
 DIT_CONFIG = str(ROOT / "configs" / "diffusion" / "digits_dit.py")
 MIB = 2**20
+DIT_TRUNKS = {
+    "dit": "reversible",
+    "dit_revcol": "revcol",
+    "dit_irevnet": "irevnet",
+    "dit_blocks": "blocks",
+}
 NOTE = (
-    "Both trunks run their blocks / columns as a scan with a reverse-scan backward: XLA's cost "
-    "analysis counts a loop body once, so the GFLOP column does not grow with depth (the real "
-    "count does). The first version of both trunks unrolled the blocks in Python under one "
+    "All trunks but dit_blocks run their blocks / columns as a scan with a reverse-scan "
+    "backward: XLA's cost analysis counts a loop body once, so the GFLOP column does not grow "
+    "with depth (the real count does). The first version of the revnet and revcol trunks "
+    "unrolled the blocks in Python under one "
     "custom_vjp; XLA:CPU then did not reuse the buffers of the unrolled backward blocks. RevNet "
     "unrolled: 28.3, 32.4, 40.5, 67.0 MiB of temporaries at depth 2, 4, 8, 16 (ordinary "
     "autodiff 38.6, 71.9, 138.6, 271.9); RevCol unrolled: 54.6, 84.9, 106.7, 156.7 (ordinary "
     "52.6, 101.0, 197.8, 391.5). DiT (Rev-ViT couplings): the reversible temporaries grow by "
     "3.7 MiB from depth 2 to 8, about twice the 1.7 MiB of parameters added (the per-block "
     "parameters are stacked for the scan and their gradients come back stacked: parameter-"
-    "sized, not activation-sized); ordinary autodiff grows by 65 MiB."
+    "sized, not activation-sized); ordinary autodiff grows by 65 MiB. DiT trunks against "
+    "the plain DiT blocks (`dit_blocks`: unrolled blocks, ordinary backprop, so its GFLOP "
+    "column counts every block): from depth 2 to 8 the plain trunk's temporaries grow by 44.7 "
+    "MiB, RevCol's (reversible; depth 2 is one column of 2 levels, depth 8 four columns) by 6.3 "
+    "MiB and i-RevNet's by 1.3 MiB (its blocks are half as wide: 231k parameters at depth 8 "
+    "against 628k); the same RevCol / i-RevNet through ordinary autodiff grow by 83.1 / 33.9 "
+    "MiB. RevCol's single column at depth 2 has no earlier column to recompute (18.1 MiB "
+    "reversible against 17.2 ordinary)."
 )
 
 
 def config(trunk, depth, reversible, width, batch):
-    if trunk == "dit":  # the DiT of configs/diffusion/digits_dit.py with Rev-ViT couplings
+    if trunk.startswith("dit"):  # the DiT of configs/diffusion/digits_dit.py
         over = {
-            "model.trunk": "reversible",
+            "model.trunk": DIT_TRUNKS[trunk],
             "model.depth": str(depth),
             "model.width": str(width),
             "model.reversible": str(reversible).lower(),
@@ -96,7 +117,7 @@ def main():
     rows = []
     for trunk in args.trunks:
         for depth in args.depths:
-            for reversible in (True, False):
+            for reversible in (False,) if trunk == "dit_blocks" else (True, False):
                 over, cfg = config(trunk, depth, reversible, args.width, args.batch)
                 t0 = time.perf_counter()
                 r = aot.measure(cfg, jax.devices()[:1])
@@ -141,7 +162,7 @@ def write_md(rows, meta, args, out):
             f"`{c}`" for c in dict.fromkeys(r.get("command", meta["command"]) for r in rows)
         )
         + f" (jax {meta['jax']}, XLA:{meta['backend']}); "
-        "digits classifier (revnet, revcol) or digits DiT (dit), one device. "
+        "digits classifier (revnet, revcol) or digits DiT (dit, dit_*), one device. "
         "See bench/reversible_memory.py for the columns.",
         "",
         "| trunk | width | batch | depth | backward | params | state MiB | temporaries MiB "

@@ -1,9 +1,9 @@
 """Forecast a synthetic multivariate series (netlab/classify/timeseries.py): window -> horizon.
 
 python -m netlab.main --config configs/timeseries_toy.py:cpu --workdir runs/ts_tpgn
-# --config.model.forecaster= mlp | pgn | tpgn (default) | stanhop
+# --config.model.forecaster= mlp | pgn | tpgn (default) | stanhop | stanhop_net
 # test_mse / test_mae are reported next to the naive last-value forecast's naive_mse / naive_mae
-# bench/results/timeseries_toy.md: the four forecasters, 600 steps each on 2 CPU cores
+# bench/results/timeseries_toy.md: every forecaster, 600 steps each on 2 CPU cores
 """
 
 import ml_collections
@@ -19,9 +19,10 @@ def get_config(arg=None):
     c.task = "classify.timeseries_toy"
     c.model = ml_collections.ConfigDict(
         dict(
-            forecaster="tpgn",  # mlp | pgn | tpgn | stanhop (netlab/classify/timeseries.py)
+            forecaster="tpgn",  # mlp | pgn | tpgn | stanhop | stanhop_net (classify/timeseries.py)
             hidden=32,  # MLP units, PGN state, STanHop d_model
-            depth=1,  # stanhop: tandem blocks
+            depth=1,  # stanhop: tandem blocks; stanhop_net: STanHop-Blocks (resolutions)
+            memory="none",  # stanhop_net: none | tune (learned external memory, Tune-and-Play)
         )
     )
     c.data = ml_collections.ConfigDict(

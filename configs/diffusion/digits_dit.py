@@ -37,8 +37,10 @@ def get_config(arg=None):
             label_dropout=0.1,
             learn_logvar=False,
             pipeline_microbatches=0,  # >= 1: stacked blocks, a GPipe pipeline when mesh.stage > 1
-            trunk="blocks",  # blocks | reversible (Rev-ViT couplings, netlab/nn/rev_dit.py)
+            trunk="blocks",  # blocks | reversible (Rev-ViT) | revcol | irevnet (netlab/nn/*_dit.py)
             reversible=True,  # trunk=reversible: False = the same couplings, ordinary backprop
+            levels=2,  # trunk=revcol: levels per column (netlab/nn/revcol_dit.py)
+            level_blocks=1,  # trunk=revcol: DiT blocks per level
         )
     )
     c.diffusion = ml_collections.ConfigDict(

@@ -34,8 +34,23 @@ from netlab.registry import check_range
 
 class ContinualDigits:
     def __init__(self, config, policy=None):
+        self._setup_tasks(config)
+        m = config.model
+        self.sizes = (64, *tuple(m.target_hidden), self.classes)
+        self.beta = check_range("model.beta", float(m.beta), 0.0)
+        self.hnet = clh.TaskHyperNetwork(
+            clh.num_weights(self.sizes),
+            hidden=tuple(m.hidden),
+            chunk_size=int(m.chunk_size),
+            chunk_dim=int(m.chunk_dim),
+        )
+        self.embed_dim = int(m.embed_dim)
+        self._eval = jax.jit(self._logits)
+
+    def _setup_tasks(self, config):
+        """The task split and its data (shared with netlab/classify/continual_wsn.py)."""
         self.config = config
-        m, d = config.model, config.data
+        d = config.data
         self.num_tasks = check_range("data.num_tasks", d.num_tasks, 1, 10, integer=True)
         if 10 % self.num_tasks:
             raise UserError(
@@ -52,21 +67,11 @@ class ContinualDigits:
         if int(config.train.get("grad_accum", 1)) != 1:
             raise UserError("train.grad_accum: the continual task needs 1 (one boundary per step)")
         self.steps_per_task = steps // self.num_tasks
-        self.sizes = (64, *tuple(m.target_hidden), self.classes)
-        self.beta = check_range("model.beta", float(m.beta), 0.0)
-        self.hnet = clh.TaskHyperNetwork(
-            clh.num_weights(self.sizes),
-            hidden=tuple(m.hidden),
-            chunk_size=int(m.chunk_size),
-            chunk_dim=int(m.chunk_dim),
-        )
-        self.embed_dim = int(m.embed_dim)
         self.data = digits.load(d.test_fraction)
         self.batch_size = int(config.train.batch_size)
         self._by_task = [
             np.flatnonzero(self.data["train_y"] // self.classes == t) for t in range(self.num_tasks)
         ]
-        self._eval = jax.jit(self._logits)
 
     # ---------------------------------------------------------------------------------------------
     def _generate(self, theta, e):

@@ -24,7 +24,12 @@ each (B, window, C) -> (B, horizon, C), channel-independent unless stated:
   segments of `data.period` steps, each embedded linearly to `model.hidden`, `model.depth` tandem
   sparse Hopfield blocks (time, then across the C series through routers), then a linear head
   from the flattened segments to the horizon, per series. Not the paper's full STanHop-Net: no
-  multi-resolution merging and no GSHPooling decoder (the linear head replaces it).
+  multi-resolution merging and no decoder (the linear head replaces it).
+- `stanhop_net`: the full STanHop-Net (netlab/nn/stanhop_net.py): patch embedding (segments of
+  `data.period` steps, `model.hidden` wide), `model.depth` STanHop-Blocks at coarser and coarser
+  resolutions (adjacent segments merged in pairs between blocks), each with the external memory
+  module `model.memory` (none, or tune: 8 learned memory slots, Tune-and-Play), and the
+  hierarchical decoder (one GSH decoder layer per resolution, forecasts summed).
 """
 
 import flax.linen as nn
@@ -34,8 +39,8 @@ import numpy as np
 
 from netlab.classify.registries import FORECASTERS
 from netlab.errors import UserError
-from netlab.nn import pgn, precision, stanhop
-from netlab.registry import check_range
+from netlab.nn import pgn, precision, stanhop, stanhop_net
+from netlab.registry import check_choice, check_range
 
 
 def synthetic_series(seed: int, channels: int, length: int, period: int, noise: float):
@@ -110,6 +115,14 @@ def tpgn(m, d):
 @FORECASTERS.register("stanhop")
 def stanhop_forecaster(m, d):
     return _StanHop(d.horizon, m.hidden, d.period, check_range("model.depth", m.depth, 1))
+
+
+@FORECASTERS.register("stanhop_net")
+def stanhop_net_forecaster(m, d):
+    # Plug-and-Play needs memory patterns at call time, which the toy's windows do not carry
+    memory = check_choice("model.memory", m.get("memory", "none"), ("none", "tune"))
+    depth = check_range("model.depth", m.depth, 1, integer=True)
+    return stanhop_net.STanHopNet(d.horizon, d.period, m.hidden, depth, memory=memory)
 
 
 class TimeSeriesForecasting:

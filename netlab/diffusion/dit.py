@@ -24,6 +24,13 @@ With `trunk="reversible"` (`model.trunk`) the blocks are Rev-ViT couplings on tw
 branch, run as a scan whose backward recomputes activations from outputs (memory flat in depth;
 `model.reversible=False` in `build` trains the same network with ordinary backprop). Dense MLPs,
 no pipeline, no remat (nothing to remat).
+
+`trunk="revcol"`: RevCol's reversible columns (`netlab.nn.revcol_dit`, Cai et al. 2023),
+depth / (levels x level_blocks) columns of `model.levels` levels, each level
+`model.level_blocks` adaLN-Zero blocks; `trunk="irevnet"`: i-RevNet's couplings on channel
+halves (`netlab.nn.irevnet_dit`, Jacobsen et al. 2018) with half-width DiT residual functions,
+`model.depth` of them. Both recompute activations in the backward pass and take the same
+restrictions as "reversible".
 """
 
 import functools
@@ -34,12 +41,12 @@ import jax.numpy as jnp
 
 from netlab.diffusion.registries import BACKBONES
 from netlab.errors import UserError
-from netlab.nn import layers, rev_dit
+from netlab.nn import irevnet_dit, layers, rev_dit, revcol_dit
 from netlab.nn.blocks import AdaLNZeroBlock
-from netlab.registry import check_choice
+from netlab.registry import check_choice, check_range
 from netlab.sharding import axes, pipeline
 
-TRUNKS = ("blocks", "reversible")  # model.trunk
+TRUNKS = ("blocks", "reversible", "revcol", "irevnet")  # model.trunk
 PRESETS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
 
@@ -87,8 +94,10 @@ class DiT(nn.Module):
     # A subclass of AdaLNZeroBlock with the same call (netlab.diffusion.token_routing's gated one).
     block_cls: Any = AdaLNZeroBlock
     pipeline_microbatches: int = 0  # >= 1: stacked blocks, pipelined over mesh axis `stage`
-    trunk: str = "blocks"  # "reversible": Rev-ViT couplings (netlab/nn/rev_dit.py)
+    trunk: str = "blocks"  # "reversible" | "revcol" | "irevnet": see the module docstring
     reversible_backward: bool = True  # trunk="reversible": False = ordinary backprop
+    levels: int = 2  # trunk="revcol": levels per column
+    level_blocks: int = 1  # trunk="revcol": DiT blocks per level
 
     def setup_check(self):
         if self.image_size % self.patch:
@@ -104,9 +113,11 @@ class DiT(nn.Module):
         return functools.partial(layers.Mlp, int(self.width * self.mlp_ratio), self.dtype)
 
     @nn.compact
-    def __call__(self, x, noise_cond, labels=None, train: bool = False):
+    def __call__(self, x, noise_cond, labels=None, train: bool = False, extra_cond=None):
         """x: (B, H, W, C); noise_cond: (B,) float; labels: (B,) int in [0, num_classes] (last =
-        null); `train` reaches the MLPs (an MoE layer's capacity and jitter)."""
+        null); `train` reaches the MLPs (an MoE layer's capacity and jitter); `extra_cond` (B,
+        width), if given, is added to the conditioning vector (CTM's embedding of its target time,
+        distill_task.py)."""
         self.setup_check()
         fdt = jnp.float64 if self.dtype == jnp.float64 else jnp.float32
         b, p, g = x.shape[0], self.patch, self.image_size // self.patch
@@ -132,6 +143,8 @@ class DiT(nn.Module):
                 fdt,
             )
             c = c + table[labels]
+        if extra_cond is not None:
+            c = c + extra_cond.astype(c.dtype)
         if self.pipeline_microbatches:
             stacked = functools.partial(
                 self.block_cls,
@@ -159,10 +172,32 @@ class DiT(nn.Module):
                 self.mlp_norm_eps,
                 self.reversible_backward,
             )(name="rev_blocks")(h, c)
+        if self.trunk == "revcol":
+            h = revcol_dit.stack(
+                self.width,
+                self.num_heads,
+                self.depth // (self.levels * self.level_blocks),
+                self.levels,
+                self.level_blocks,
+                self.mlp_ratio,
+                self.dtype,
+                self.mlp_norm_eps,
+                self.reversible_backward,
+            )(name="revcol")(h, c)
+        if self.trunk == "irevnet":
+            h = irevnet_dit.stack(
+                self.width,
+                self.num_heads,
+                self.depth,
+                self.mlp_ratio,
+                self.dtype,
+                self.mlp_norm_eps,
+                self.reversible_backward,
+            )(name="irevnet")(h, c)
         block = self.block_cls
         if self.remat_policy is not None:  # static_argnums counts self: (self, x, c, train)
             block = nn.remat(self.block_cls, policy=self.remat_policy, static_argnums=(3,))
-        plain = not self.pipeline_microbatches and self.trunk != "reversible"
+        plain = not self.pipeline_microbatches and self.trunk == "blocks"
         for i in range(self.depth if plain else 0):
             h = block(
                 self.width,
@@ -231,14 +266,28 @@ def build(m, *, data_shape, num_classes, policy, sparse_mlp=None) -> DiT:
             "microbatches >= mesh.stage with a dense model.mlp (the pipeline stacks dense blocks)"
         )
     trunk = check_choice("model.trunk", m.get("trunk", "blocks"), TRUNKS)
-    if trunk == "reversible" and (micro or sparse_mlp is not None):
+    if trunk != "blocks" and (micro or sparse_mlp is not None):
         raise UserError(
-            "model.trunk='reversible' runs dense blocks without a pipeline: set "
+            f"model.trunk={trunk!r} runs dense blocks without a pipeline: set "
             "model.pipeline_microbatches=0 and a dense model.mlp, or model.trunk='blocks'"
+        )
+    levels = check_range("model.levels", m.get("levels", 2), 1, integer=True)
+    level_blocks = check_range("model.level_blocks", m.get("level_blocks", 1), 1, integer=True)
+    if trunk == "revcol" and s["depth"] % (levels * level_blocks):
+        raise UserError(
+            f"model.depth={s['depth']} must be a multiple of model.levels x model.level_blocks "
+            f"= {levels * level_blocks} for model.trunk='revcol' (the columns hold the blocks)"
+        )
+    if trunk == "irevnet" and (s["width"] // 2) % s["num_heads"]:
+        raise UserError(
+            f"model.trunk='irevnet' runs blocks of width model.width / 2 = {s['width'] // 2}, "
+            f"which model.num_heads={s['num_heads']} must divide; change either"
         )
     return DiT(
         trunk=trunk,
         reversible_backward=bool(m.get("reversible", True)),
+        levels=levels,
+        level_blocks=level_blocks,
         image_size=image_size,
         channels=channels,
         num_classes=num_classes,

@@ -38,7 +38,7 @@ from netlab.nn.attention import Attention
 from netlab.sharding import axes
 
 
-class _Branch(nn.Module):
+class AdaLNBranch(nn.Module):
     """gate * inner(modulate(LN(x), shift, scale)) with (shift, scale, gate) = Dense(silu(c))."""
 
     width: int
@@ -84,8 +84,8 @@ class ReversibleDiTStack(nn.Module):
     reversible: bool = True
 
     def _branches(self):
-        f = _Branch(self.width, self.num_heads, 0, self.dtype, parent=None)
-        g = _Branch(
+        f = AdaLNBranch(self.width, self.num_heads, 0, self.dtype, parent=None)
+        g = AdaLNBranch(
             self.width, self.num_heads, self.mlp_hidden, self.dtype, self.mlp_norm_eps, parent=None
         )
         return f, g

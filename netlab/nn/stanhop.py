@@ -24,8 +24,8 @@ out:
   given at call time (e.g. embeddings of other series or past windows), no trainable memory;
   Tune-and-Play: M is a learned parameter (`num_memories` slots) when no memory is passed.
 
-Not implemented: the multi-resolution segment merging, the patch embedding and the forecasting
-decoder of the full STanHop-Net (Fig. 1); `tests/nn/test_stanhop.py` checks the pieces.
+The full STanHop-Net (Fig. 1: patch embedding, multi-resolution segment merging, the decoder)
+is `netlab.nn.stanhop_net`; `tests/nn/test_stanhop.py` checks the pieces here.
 """
 
 from typing import Any

@@ -97,6 +97,8 @@ class Trainer:
         self.rules = meshlib.rules(config.sharding)
         self.total_steps = int(config.train.steps)
         self.tx = optim.build(config.optimizer, self.total_steps)
+        if hasattr(self.task, "wrap_optimizer"):  # e.g. WSN's freezing (classify/continual_wsn.py)
+            self.tx = self.task.wrap_optimizer(self.tx)
         self.lr_schedule = optim.learning_rate(config.optimizer, self.total_steps)
         self.ema_slots = emalib.names(config.optimizer)
         # Islands mode (netlab/train/islands.py): None unless config.islands.sync_every >= 1.

@@ -37,11 +37,11 @@ def test_batches_are_deterministic_and_the_naive_forecast_is_the_zero_model():
 
 
 def test_one_step_lowers_the_loss_and_every_forecaster_traces():
-    """One SGD step for mlp, pgn and tpgn; stanhop (whose compile alone costs ~30 s on CPU) is
-    traced abstractly (shapes of the loss and of its gradient)."""
-    assert set(FORECASTERS.names()) == {"mlp", "pgn", "tpgn", "stanhop"}
+    """One SGD step for mlp, pgn and tpgn; stanhop and stanhop_net (whose compiles alone cost
+    ~30 s on CPU) are traced abstractly (shapes of the loss and of its gradient)."""
+    assert set(FORECASTERS.names()) == {"mlp", "pgn", "tpgn", "stanhop", "stanhop_net"}
     for name in FORECASTERS.names():
-        task = _task(name)
+        task = _task(name, **({"model.memory": "tune"} if name == "stanhop_net" else {}))
         batch = jax.tree.map(np.asarray, task.train_batch(0))
 
         def loss(p, task=task, batch=batch):
@@ -51,7 +51,7 @@ def test_one_step_lowers_the_loss_and_every_forecaster_traces():
             before, grads = jax.value_and_grad(loss)(p)
             return before, loss(jax.tree.map(lambda w, g: w - 1e-2 * g, p, grads))
 
-        if name == "stanhop":
+        if name.startswith("stanhop"):
             params = jax.eval_shape(task.init_variables, jax.random.key(0))["params"]
             before, after = jax.eval_shape(step, params)
             assert before.shape == after.shape == ()
@@ -67,4 +67,7 @@ def test_bad_forecaster_and_window_are_one_line():
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match=r"data.window=25 .*data.period=12") as e:
         _task("mlp", **{"data.window": "25"})
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"model.memory='plug'.*none.*tune") as e:
+        _task("stanhop_net", **{"model.memory": "plug"})
     assert "\n" not in str(e.value)
