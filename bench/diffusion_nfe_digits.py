@@ -22,11 +22,23 @@ counted in its NFE (as the authors, who fit once per setting offline).
 Resumable: rows already in the JSON are skipped. CPU: about 10-40 s per row (mostly compiling).
 
     nice -n 19 python bench/diffusion_nfe_digits.py --workdir runs/adjoint_dit \\
-        --gan_workdir runs/digits_gan > runs/diffusion_nfe_digits.log 2>&1
+        --gan_workdir runs/digits_gan --distill_workdirs runs/digits_cd runs/digits_ctm \\
+        --ddgan_workdirs runs/digits_rdgan \\
+        > runs/diffusion_nfe_digits.log 2>&1
 
 `--gan_workdir` (optional) adds the one-call row of a Diffusion-GAN generator trained by
 `python -m netlab.main --config configs/diffusion/digits_gan.py:cpu --workdir runs/digits_gan`,
 scored the same way, with the run's adaptive diffusion length T over training.
+
+`--ddgan_workdirs` (optional) adds the T-call row (T = 4) of each DDGAN / RDGAN generator trained
+by `python -m netlab.main --config configs/diffusion/digits_gan.py:method=rdgan --workdir
+runs/digits_rdgan` (or method=ddgan), scored the same way (this workdir's FD classifier).
+
+`--distill_workdirs` (optional) adds a row at NFE 1, 2 and 4 for each consistency-distillation or
+CTM student of this checkpoint (configs/diffusion/digits_distill.py:method=cd|ctm runs, e.g.
+runs/digits_cd, runs/digits_ctm), sampled by its own few-step sampler from the same unit noise
+(`DistilledDigits.sample`) and scored the same way (`DigitsDiffusion.evaluate`, this workdir's
+FD classifier): one NFE is one student call.
 
 Writes bench/results/diffusion_nfe_digits.{json,md,png}.
 """
@@ -51,10 +63,31 @@ from netlab.diffusion.task import DigitsDiffusion  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS = (2, 4, 8, 16)
+STUDENT_NFE = (1, 2, 4)  # the distilled students' rows
+COLUMNS = (1,) + TARGETS
 OPTIONS = {"cfg_pc": {"num_corrector": 1}, "dc_solver": {"fit_iters": 20}}
 EVALS = {"cfg_pc": 2}  # calls per step where the sampler does not declare `evals_per_step`
 
 
+STUDENT_NOTES = (
+    "Short CPU runs (CD 1500 steps, target = sg(theta); CTM 1000 steps, target EMA 0.99, K = 4 "
+    "teacher Heun steps, DSM weight 0.003; batch 64, Adam 1e-4 constant; about 6 and 1.5 "
+    "steps/s niced on 2 shared cores), not converged: read them against the teacher's own "
+    "few-step rows. One CTM call already scores below every sampler at up to 8 NFE and about "
+    "at the teacher's own 21-NFE setting; CTM's DSM term keeps training the denoiser g(x, t, t) "
+    "on data, so the student is not bounded by the teacher's sampler. One CD call beats DDIM "
+    "at up to 8 NFE, but CD's multistep samples do not improve on it here (not diagnosed; "
+    "each re-noised call adds the student's own error at a smaller sigma)."
+)
+DDGAN_NOTES = (
+    "A short CPU run (stopped at its 20-minute budget: about 1.5 steps/s niced on the shared 2 "
+    "cores, against the Diffusion-GAN run's 7-9) of a small conv generator and discriminator "
+    "(netlab/diffusion/ddgan_digits_task.py), unconditional, one optimizer on L_D + L_G, R1 "
+    "every step (the authors: lazily, every 15). Not converged: its samples at the last step "
+    "are digit-like strokes partly collapsed to a few stripe patterns, and FD rose from step "
+    "1000; read the row as 'trains and samples', not as a measure of the method. Like the "
+    "Diffusion-GAN row, a different model and budget from the DiT."
+)
 NOTES = (
     "Reading: a one-step row (heun, flow_heun at NFE 1; cfg_pc at 2, its predictor and one "
     "corrector) ends in the closed-form step to sigma = 0, x0_hat(x_T), so they agree; with "
@@ -110,12 +143,61 @@ def gan_row(args):
     return dict(row, **scalars, T_log=big_t)
 
 
+def ddgan_row(args, workdir):
+    """The DDGAN / RDGAN generator of a digits_gan.py:method=ddgan|rdgan run: its T-step chain,
+    scored by the digits task's evaluation with this workdir's FD classifier."""
+    from netlab.diffusion.ddgan_digits_task import DDGANDigits
+
+    saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+    method = saved["gan"]["method"]
+    config = f"configs/diffusion/digits_gan.py:method={method}"
+    n = {"eval.num_samples": str(args.num_samples)}
+    task = DDGANDigits(build(args, n, workdir, config, ("gan",)))
+    abstract = nn.unbox(jax.eval_shape(task.init_variables, jax.random.key(0)))["params"]
+    params, step = manager.restore_params(workdir, abstract)
+    scalars, _ = task.evaluate(params, None, int(step), args.workdir)
+    log = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    fd_log = [
+        (r["step"], r["eval/digits_fd"]) for r in map(json.loads, log) if "eval/digits_fd" in r
+    ]
+    row = dict(method=method, workdir=workdir, step=int(step), steps=saved["train"]["steps"])
+    return dict(row, **{k: float(v) for k, v in scalars.items()}, fd_log=fd_log)
+
+
+def student_rows(args, have):
+    """Rows at STUDENT_NFE for every `--distill_workdirs` run not yet in `have`."""
+    from netlab.diffusion.distill_task import DistilledDigits
+
+    out = []
+    for workdir in args.distill_workdirs:
+        saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+        method = saved["distill"]["method"]
+        config = f"configs/diffusion/digits_distill.py:method={method}"
+        task = None
+        for nfe in STUDENT_NFE:
+            name = f"{method} (student)"
+            if (name, nfe) in have:
+                continue
+            over = {"distill.sample_steps": str(nfe), "eval.num_samples": str(args.num_samples)}
+            t0 = time.time()
+            task = DistilledDigits(build(args, over, workdir, config, ("distill",)))
+            abstract = nn.unbox(jax.eval_shape(task.init_variables, jax.random.key(0)))["params"]
+            params, step = manager.restore_params(workdir, abstract)
+            scalars, _ = task.evaluate(params, None, int(step), args.workdir)
+            row = dict(method=name, target=nfe, steps=nfe, workdir=workdir, step=int(step))
+            row.update({k: float(v) for k, v in scalars.items()}, seconds=time.time() - t0)
+            row["nfe"] = nfe
+            print(json.dumps(row), flush=True)
+            out.append(row)
+    return out
+
+
 def write_md(rows, path, meta):
     by = {}
     for r in rows:
         by.setdefault(r["method"], {})[r["target"]] = r
     ref = meta["reference"]
-    head = "| sampler | " + " | ".join(f"NFE~{t}" for t in TARGETS) + " |"
+    head = "| sampler | " + " | ".join(f"NFE~{t}" for t in COLUMNS) + " |"
     lines = [
         "# Digits FD vs NFE (bench/diffusion_nfe_digits.py)",
         "",
@@ -128,15 +210,29 @@ def write_md(rows, path, meta):
         "ending at sigma = 0; lower is better.",
         "",
         head,
-        "|" + "---|" * (len(TARGETS) + 1),
+        "|" + "---|" * (len(COLUMNS) + 1),
     ]
     for name, cells in by.items():
         out = []
-        for t in TARGETS:
+        for t in COLUMNS:
             r = cells.get(t)
             out.append("-" if r is None else f"{r['digits_fd']:.1f} ({r['nfe']})")
         lines.append(f"| {name} | " + " | ".join(out) + " |")
     lines += ["", NOTES]
+    students = [r for r in rows if r["method"].endswith("(student)")]
+    if students:
+        runs = sorted({(r["method"], r["workdir"], r["step"]) for r in students})
+        lines += [
+            "",
+            "Distilled students (`(student)` rows; configs/diffusion/digits_distill.py, "
+            "netlab/diffusion/distill_task.py): "
+            + "; ".join(f"{m.split()[0]}: {w} (step {s})" for m, w, s in runs)
+            + f". Both are distilled from the checkpoint above ({meta['workdir']}) and start "
+            "from its weights; one NFE is one student call from sigma_max = 80 (the same unit "
+            "noise as the sampler rows), at NFE 2 and 4 along the descending Karras grid of "
+            "NFE + 1 points (CD: Alg. 1, re-noising between calls; CTM: gamma = 0, "
+            "deterministic jumps). " + STUDENT_NOTES,
+        ]
     gan = meta.get("gan")
     if gan:
         lines += [
@@ -150,10 +246,21 @@ def write_md(rows, path, meta):
             "The GAN and the DiT above are different models trained for different budgets: "
             "this row is not a like-for-like comparison of the methods.",
         ]
+    for r in meta.get("ddgan", {}).values():
+        name = {"ddgan": "DDGAN", "rdgan": "RDGAN (softplus SUOT, tau 1e-3)"}[r["method"]]
+        lines += [
+            "",
+            f"Few-step model: {name} (configs/diffusion/digits_gan.py:method={r['method']}, "
+            f"{r['workdir']}, step {r['step']}), the T = {r['nfe']:g} step posterior-sampling "
+            f"chain, {r['nfe']:g} generator calls per sample: FD {r['digits_fd']:.1f} (the "
+            f"DiT workdir's FD classifier, as every row). The run's own evaluations (step: FD): "
+            + ", ".join(f"{a}: {b:.1f}" for a, b in r["fd_log"])
+            + f"; stopped at step {r['step']} of train.steps {r['steps']}. {DDGAN_NOTES}",
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(rows, path, floor, gan=None):
+def plot(rows, path, floor, gan=None, ddgan=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,9 +269,12 @@ def plot(rows, path, floor, gan=None):
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r["nfe"], r["digits_fd"]) for r in rows if r["method"] == name)
-        ax.plot(*zip(*pts), marker="o", label=name)
+        style = dict(marker="s", lw=2.5) if name.endswith("(student)") else dict(marker="o")
+        ax.plot(*zip(*pts), label=name, **style)
     if gan:
         ax.plot([1], [gan["digits_fd"]], "k*", ms=10, label="diffusion_gan (G)")
+    for r in (ddgan or {}).values():
+        ax.plot([r["nfe"]], [r["digits_fd"]], "kP", ms=9, label=f"{r['method']} (G, T = 4)")
     ax.axhline(floor, color="k", ls=":", label="real floor")
     ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="digits FD")
     ax.legend(fontsize=7, ncol=2)
@@ -179,6 +289,12 @@ def main():
     ap.add_argument("--set", nargs="*", default=[], help="its config overrides key=value")
     ap.add_argument("--num_samples", type=int, default=500)
     ap.add_argument("--gan_workdir", default="", help="a digits_gan.py run: its 1-call row")
+    ap.add_argument(
+        "--ddgan_workdirs", nargs="*", default=[], help="digits_gan.py:method=ddgan|rdgan"
+    )
+    ap.add_argument(
+        "--distill_workdirs", nargs="*", default=[], help="digits_distill.py runs: NFE 1/2/4 rows"
+    )
     ap.add_argument("--out", default=str(RESULTS / "diffusion_nfe_digits"))
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -225,14 +341,23 @@ def main():
             method=d.sampler, steps=int(d.sample_steps), nfe=int(d.sample_steps) + 1, **scalars
         )
         json_path.write_text(json.dumps(done, indent=1))
+    for row in student_rows(args, have):
+        done["rows"].append(row)
+        json_path.write_text(json.dumps(done, indent=1))
     if args.gan_workdir and "gan" not in done:
         done["gan"] = gan_row(args)
         json_path.write_text(json.dumps(done, indent=1))
+    for workdir in args.ddgan_workdirs:
+        if workdir not in done.setdefault("ddgan", {}):
+            done["ddgan"][workdir] = ddgan_row(args, workdir)
+            print(json.dumps(done["ddgan"][workdir]), flush=True)
+            json_path.write_text(json.dumps(done, indent=1))
+    meta["ddgan"] = done.get("ddgan", {})
     meta["floor"] = done["rows"][0]["digits_fd_real_floor"]
     meta["gan"] = done.get("gan")
     meta["reference"] = done["reference"]
     write_md(done["rows"], out.with_suffix(".md"), meta)
-    plot(done["rows"], out.with_suffix(".png"), meta["floor"], meta["gan"])
+    plot(done["rows"], out.with_suffix(".png"), meta["floor"], meta["gan"], meta["ddgan"])
 
 
 if __name__ == "__main__":

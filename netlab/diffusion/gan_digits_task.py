@@ -38,6 +38,7 @@ from jax.experimental import multihost_utils
 
 from netlab.diffusion import gan_task
 from netlab.diffusion.task import DigitsDiffusion
+from netlab.errors import UserError
 from netlab.registry import check_choice, check_range
 
 SHAPE = (8, 8, 1)
@@ -82,6 +83,11 @@ class _DiffusionGAN:
 
     def __init__(self, config, policy=None):
         g = config.gan
+        if g.get("method", "diffusion_gan") != "diffusion_gan":
+            raise UserError(
+                f"gan.method={g.method!r}: task diffusion.digits_gan trains 'diffusion_gan' only; "
+                f"for ddgan / rdgan use configs/diffusion/digits_gan.py:method={g.method}"
+            )
         self.width = check_range("gan.width", int(g.width), 1, integer=True)
         self.z_dim = check_range("gan.z_dim", int(g.z_dim), 1, integer=True)
         self.t_max = check_range("gan.t_max", int(g.t_max), 1, integer=True)

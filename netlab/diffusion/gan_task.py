@@ -28,7 +28,9 @@ in `model_state`:
   A row draws t ~ U{1..T}, a real x_{t-1} ~ q(x_{t-1} | x0) and x_t ~ q(x_t | x_{t-1}), the fake
   x_{t-1} ~ q(x_{t-1} | G(x_t, t, z), x_t); loss = mean L_D (with the cost c stop-gradient) +
   mean L_G (discriminator frozen) + (gan.r1_gamma / 2) E|grad_x D(x_{t-1}^real)|^2 (DDGAN's R1
-  penalty). Sampling: `rdgan.sample`, T generator calls.
+  penalty); the code is `ddgan_loss`, which the digits task (ddgan_digits_task.py) shares, and
+  which with `method="ddgan"` is DDGAN's own non-saturating loss instead. Sampling:
+  `rdgan.sample`, T generator calls.
 
 Deliberate difference from the authors: their GANs alternate a discriminator step and a
 generator step with two optimizers; here one optimizer (`config.optimizer`, one learning rate)
@@ -232,40 +234,9 @@ class GANToy2D(Toy2D):
         return self.discriminator.apply({"params": params}, x_prev, self._onehot(t), x_t)[:, 0]
 
     def _rdgan(self, params, model_state, batch, rng, train):
-        g = self.config.gan
         x0 = jnp.asarray(batch["x"]).astype(self.float_dtype)
-        n = x0.shape[0]
-        gp, dp = params["generator"], params["discriminator"]
-        k_t, k_z, k_1, k_2, k_n = jax.random.split(rng, 5)
-        t = jax.random.randint(k_t, (n,), 1, len(self.abar))
-        abar = jnp.asarray(self.abar, x0.dtype)
-        a_t, a_prev = abar[t][:, None], abar[t - 1][:, None]
-        beta = 1.0 - a_t / a_prev
-        x_prev = jnp.sqrt(a_prev) * x0 + jnp.sqrt(1.0 - a_prev) * jax.random.normal(k_1, x0.shape)
-        x_t = jnp.sqrt(1.0 - beta) * x_prev + jnp.sqrt(beta) * jax.random.normal(k_2, x0.shape)
-        x0_pred = self.rd_generator(gp, x_t, t, jax.random.normal(k_z, (n, self.z_dim)))
-        c0, ct, var = (v[:, None] for v in rdgan.posterior(abar, t))
-        fake = c0 * x0_pred + ct * x_t + jnp.sqrt(var) * jax.random.normal(k_n, x0.shape)
-        cost = rdgan.cost(x0_pred, x_t, float(g.tau))
-
-        def d_real_fn(x_prev):
-            return self.rd_discriminator(dp, x_prev, t, x_t)
-
-        gamma = float(g.r1_gamma)
-        if gamma:
-            d_real, d_real_vjp = jax.vjp(d_real_fn, x_prev)
-            (grad_real,) = d_real_vjp(jnp.ones_like(d_real))
-        else:
-            d_real, grad_real = d_real_fn(x_prev), jnp.zeros_like(x_prev)
-        d_fake = self.rd_discriminator(dp, jax.lax.stop_gradient(fake), t, x_t)
-        l_d = rdgan.discriminator_loss(
-            d_real, d_fake, jax.lax.stop_gradient(cost), g.psi1, g.psi2, g.alpha1, g.alpha2
-        )
-        d_fake_g = self.rd_discriminator(jax.lax.stop_gradient(dp), fake, t, x_t)
-        l_g = rdgan.generator_loss(d_fake_g, cost)
-        r1 = 0.5 * gamma * jnp.mean(jnp.sum(grad_real**2, -1))
-        out = {"d_loss": l_d.mean(), "g_loss": l_g.mean(), "r1": r1, "cost": cost.mean()}
-        return l_d.mean() + l_g.mean() + r1, (out, model_state)
+        loss, out = ddgan_loss(self, params, x0, rng, "rdgan")
+        return loss, (out, model_state)
 
     # --- sampling and evaluation ----------------------------------------------------------------
     @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -324,3 +295,53 @@ def diffusion_gan_loss(task, params, model_state, x, step, rng):
     new_t = jnp.where(step % int(g.adapt_every) == 0, adapted, big_t)
     out = {"d_loss": l_d, "g_loss": l_g, "r_d": r_d, "T": big_t.astype(l_d.dtype)}
     return l_d + l_g, (out, {"gan_state": {"big_t": new_t.astype(jnp.int32)}})
+
+
+def ddgan_loss(task, params, x0, rng, method="rdgan"):
+    """-> (loss, metrics) of DDGAN's denoising GAN (Xiao et al. 2022, `method="ddgan"`: the
+    non-saturating loss, `rdgan.ddgan_losses`) or RDGAN's SUOT version (Dao et al. 2024,
+    `"rdgan"`: `rdgan.discriminator_loss` with the cost stop-gradient + `rdgan.generator_loss`)
+    on data rows x0 [B, D], plus (gan.r1_gamma / 2) E|grad_x D(x_{t-1}^real)|^2 (DDGAN's R1).
+    A row draws t ~ U{1..T}, a real x_{t-1} ~ q(x_{t-1} | x0), x_t ~ q(x_t | x_{t-1}) and the fake
+    x_{t-1} ~ q(x_{t-1} | G(x_t, t, z), x_t); key order (t, z, x_{t-1}, x_t, posterior noise).
+    The task gives `rd_generator(gp, x_t, t, z)`, `rd_discriminator(dp, x_prev, t, x_t)`, `abar`
+    (`rdgan.alpha_bars`), `z_dim` and `config.gan`. Shared by the toy task here and the digits
+    task (ddgan_digits_task.py)."""
+    g = task.config.gan
+    n, dt = x0.shape[0], x0.dtype
+    gp, dp = params["generator"], params["discriminator"]
+    k_t, k_z, k_1, k_2, k_n = jax.random.split(rng, 5)
+    t = jax.random.randint(k_t, (n,), 1, len(task.abar))
+    abar = jnp.asarray(task.abar, dt)
+    a_t, a_prev = abar[t][:, None], abar[t - 1][:, None]
+    beta = 1.0 - a_t / a_prev
+    x_prev = jnp.sqrt(a_prev) * x0 + jnp.sqrt(1.0 - a_prev) * jax.random.normal(k_1, x0.shape, dt)
+    x_t = jnp.sqrt(1.0 - beta) * x_prev + jnp.sqrt(beta) * jax.random.normal(k_2, x0.shape, dt)
+    x0_pred = task.rd_generator(gp, x_t, t, jax.random.normal(k_z, (n, task.z_dim), dt))
+    c0, ct, var = (v[:, None] for v in rdgan.posterior(abar, t))
+    fake = c0 * x0_pred + ct * x_t + jnp.sqrt(var) * jax.random.normal(k_n, x0.shape, dt)
+
+    def d_real_fn(x_prev):
+        return task.rd_discriminator(dp, x_prev, t, x_t)
+
+    gamma = float(g.r1_gamma)
+    if gamma:
+        d_real, d_real_vjp = jax.vjp(d_real_fn, x_prev)
+        (grad_real,) = d_real_vjp(jnp.ones_like(d_real))
+    else:
+        d_real, grad_real = d_real_fn(x_prev), jnp.zeros_like(x_prev)
+    d_fake = task.rd_discriminator(dp, jax.lax.stop_gradient(fake), t, x_t)
+    d_fake_g = task.rd_discriminator(jax.lax.stop_gradient(dp), fake, t, x_t)
+    out = {}
+    if method == "rdgan":
+        cost = rdgan.cost(x0_pred, x_t, float(g.tau))
+        l_d = rdgan.discriminator_loss(
+            d_real, d_fake, jax.lax.stop_gradient(cost), g.psi1, g.psi2, g.alpha1, g.alpha2
+        )
+        l_g = rdgan.generator_loss(d_fake_g, cost)
+        out["cost"] = cost.mean()
+    else:
+        l_d, l_g = rdgan.ddgan_losses(d_real, d_fake, d_fake_g)
+    r1 = 0.5 * gamma * jnp.mean(jnp.sum(grad_real**2, -1))
+    out.update(d_loss=l_d.mean(), g_loss=l_g.mean(), r1=r1)
+    return l_d.mean() + l_g.mean() + r1, out

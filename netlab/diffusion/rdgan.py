@@ -28,6 +28,9 @@ identity, where L_D = -D(real) + D(fake) - c is the semi-dual (Kantorovich, c-tr
 balanced OT (tests/diffusion/test_rdgan.py). The R1 gradient penalty of the authors' D loss is
 left to the training loop.
 
+DDGAN's own objective (`ddgan_losses`) is the non-saturating GAN loss with the same R1 penalty:
+RDGAN's cost and conjugates are what it changes.
+
 Section and equation numbers above are recalled, not yet checked against the paper.
 """
 
@@ -88,6 +91,14 @@ def discriminator_loss(d_real, d_fake, c, psi1="softplus", psi2="softplus", alph
 def generator_loss(d_fake, c):
     """Per-example L_G = c - D(fake)."""
     return c - d_fake
+
+
+def ddgan_losses(d_real, d_fake_d, d_fake_g):
+    """Per-example (L_D, L_G) of DDGAN itself (Xiao et al. 2022, Sec. 3-4: the non-saturating
+    GAN loss on the denoising step, softplus(-D(real)) + softplus(D(fake)) for D and
+    softplus(-D(fake)) for G); `d_fake_d` is D on the stop-gradient fake, `d_fake_g` D (frozen) on
+    the fake G is trained through. RDGAN replaces these by the SUOT terms above."""
+    return jax.nn.softplus(-d_real) + jax.nn.softplus(d_fake_d), jax.nn.softplus(-d_fake_g)
 
 
 def sample(generator, x_T, abar, key, z_dim: int):

@@ -22,6 +22,13 @@ probe batch; what to do with the mask (zero the units, shrink the layer) is the 
   of its complement (the same hyperplane with the other orientation). Units are visited in order
   of decreasing `scores` (default: the spread of their pre-activations), so among redundant ones
   the strongest is kept.
+- `drop_units(w, b, w_next, b_next, keep, act)`: shrink a dense layer to its kept units and
+  replace each dropped unit by its mean activation on the probe batch, folded into the next
+  layer's bias (`b_next += mean(act_u) * w_next[u]`). Exact on the probe batch for dead units
+  (activation 0) and constant ones; for an always-on unit (affine, w.x + b, not constant) the
+  exact fold would need a linear skip the plain MLP lacks, so the mean is the best constant in
+  least squares and the next layer's mean pre-activation over the probe batch is kept exactly;
+  fine-tuning repairs the rest (the paper retrains the pruned network too).
 
 Differences from the paper, deliberately: the paper scores redundancy between hyperplanes in the
 parameter space and prunes layer-wise or globally with its own distance and thresholds (not
@@ -73,3 +80,13 @@ def redundant_units(pre, threshold: float = 0.0, scores=None) -> np.ndarray:
         keep[u] = True
         kept.append(c)
     return keep
+
+
+def drop_units(w, b, w_next, b_next, keep, act):
+    """Shrink layer (w (in, units), b) and the next layer's input rows (w_next (units, out),
+    b_next) to `keep`; `act` (batch, units) the layer's activations on the probe batch, whose
+    per-unit mean replaces every dropped unit (folded into b_next). -> (w, b, w_next, b_next)."""
+    keep = np.asarray(keep, bool)
+    w, b, w_next, b_next, act = (np.asarray(t) for t in (w, b, w_next, b_next, act))
+    fold = act[:, ~keep].mean(axis=0) @ w_next[~keep]
+    return w[:, keep], b[keep], w_next[keep], b_next + fold

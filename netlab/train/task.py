@@ -55,6 +55,8 @@ TASKS = Registry(
         "diffusion.gan_toy2d": "netlab.diffusion.gan_task:GANToy2D",
         "diffusion.digits_bridge": "netlab.diffusion.bridge_task:DigitsBridge",
         "diffusion.digits_gan": "netlab.diffusion.gan_digits_task:DiffusionGANDigits",
+        "diffusion.digits_distill": "netlab.diffusion.distill_task:DistilledDigits",
+        "diffusion.digits_ddgan": "netlab.diffusion.ddgan_digits_task:DDGANDigits",
         "moe.byte_lm": "netlab.moe.task:ByteLM",
         "moe.vit_digits": "netlab.moe.task:ViTMoEDigits",
         "moe.digits": "netlab.moe.task:MoEDigits",

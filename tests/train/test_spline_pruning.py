@@ -37,3 +37,26 @@ def test_early_bird_is_the_first_stable_epoch():
     assert sp.early_bird(codes, eps=0.03, patience=1) == 3
     assert sp.early_bird(codes, eps=0.03, patience=3) == 5
     assert sp.early_bird(codes, eps=0.001, patience=3) is None
+
+
+def test_drop_units_folds_dead_and_constant_units_exactly_and_keeps_the_mean():
+    x = RNG.normal(size=(64, 3))
+    w = RNG.normal(size=(3, 5))
+    b = RNG.normal(size=5)
+    w[:, 1], b[1] = 0.0, 0.7  # constant unit: relu = 0.7 everywhere
+    b[2] = -50.0  # dead unit
+    b[3] = 50.0  # always-on, affine (not constant)
+    w2, b2 = RNG.normal(size=(5, 4)), RNG.normal(size=4)
+    act = np.maximum(x @ w + b, 0)
+    out = act @ w2 + b2
+    assert not sp.redundant_units(x @ w + b)[[1, 2, 3]].any()
+    keep = np.array([True, False, False, True, True])
+    sw, sb, sw2, sb2 = sp.drop_units(w, b, w2, b2, keep, act)
+    assert sw.shape == (3, 3) and sb.shape == (3,) and sw2.shape == (3, 4)
+    np.testing.assert_allclose(np.maximum(x @ sw + sb, 0) @ sw2 + sb2, out, atol=1e-12)
+    # also dropping the always-on unit: the mean over the probe batch is kept, not the function
+    keep[3] = False
+    sw, sb, sw2, sb2 = sp.drop_units(w, b, w2, b2, keep, act)
+    folded = np.maximum(x @ sw + sb, 0) @ sw2 + sb2
+    np.testing.assert_allclose(folded.mean(0), out.mean(0), atol=1e-12)
+    assert np.abs(folded - out).max() > 0.1
