@@ -17,7 +17,14 @@ memory-coherence objective:
 
 γ is the scalar parameter ``gamma`` initialised to the field ``gamma`` (default 0.9): the authors'
 ``gamma_learnable`` option (which starts from 0); keep it out of the optimiser for their fixed-γ
-default. With γ = 0 the model is exactly the base model (tested).
+default. With γ = 0 the model is exactly the base model (tested). ``correction=False`` drops the
+prediction-correction (and the γ parameter): the memory, predictions and parameters are then
+TGN's, with only the coherence output added (tested through the task).
+
+Registered as ``model.name = "pres"`` of ``graph.temporal_link`` (netlab/graph/temporal_task.py):
+the task adds ``beta`` (the coherence weight, 0.1 as the authors' ``train.py``) times the
+coherence term, averaged over the step's batches, to the link loss; unlike the released code the
+term is not detached, so it reaches the memory updater (the paper's objective).
 
 Where we differ from the released code (``model/mdgnn.py``, ``modules/filter.py``): the paper
 models the memory transitions with a Gaussian mixture; the code, and this file, use the
@@ -34,32 +41,42 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from netlab.graph.registries import MODELS
 from netlab.graph.tgn import TGN
 from netlab.registry import check_range
 
 
+@MODELS.register("pres")
 class PRES(TGN):
     """TGN memory with PRES's prediction-correction update and coherence output."""
 
     gamma: float = 0.9
+    correction: bool = True
+    beta: float = 0.1  # coherence weight (read by the task's loss)
 
     def __post_init__(self):
         check_range("model.gamma", self.gamma, 0.0, 1.0)
+        check_range("model.beta", self.beta, 0.0, None)
         super().__post_init__()
 
     def setup(self):
         super().setup()
-        self.gamma_param = self.param("gamma", nn.initializers.constant(self.gamma), ())
+        if self.correction:
+            init = nn.initializers.constant(self.gamma)
+            self.gamma_param = self.param("gamma", init, (), self.param_dtype)
 
     def init_state(self) -> dict:
         state = super().init_state()
-        state["count"] = jnp.zeros((self.num_nodes,), jnp.float32)
-        state["increment"] = jnp.zeros((self.num_nodes, self.memory_dim), jnp.float32)
+        f = self.state_dtype
+        state["count"] = jnp.zeros((self.num_nodes,), f)
+        state["increment"] = jnp.zeros((self.num_nodes, self.memory_dim), f)
         return state
 
     def updated_rows(self, state, ids, agg):
         """s = γ (s_prev + mean past change) + (1 − γ) GRU(m̄, s_prev) for the rows ``ids``."""
         s_upd = super().updated_rows(state, ids, agg)
+        if not self.correction:
+            return s_upd
         s_prev = state["memory"][ids]
         count = jnp.maximum(state["count"][ids], 1.0)[:, None]
         mean_change = jax.lax.stop_gradient(state["increment"][ids] / count)
@@ -79,7 +96,7 @@ class PRES(TGN):
         """TGN's step plus the batch's coherence term 1 − mean cos(s_new, s_prev)."""
         new, (pos, neg) = super().step(state, batch)
         ids = jnp.stack([batch["src"], batch["dst"]], 1).reshape(-1)
-        m = jnp.repeat(batch["mask"], 2).astype(jnp.float32)
+        m = jnp.repeat(batch["mask"], 2).astype(new["memory"].dtype)
         a, b = new["memory"][ids], state["memory"][ids]
         norm = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
         cos = jnp.sum(a * b, -1) / jnp.maximum(norm, 1e-8)

@@ -32,15 +32,22 @@ between them (the first batch of a chunk then gets no memory gradient).
 
 Metrics: :func:`average_precision` per batch averaged over batches (TGN's evaluation), and MRR from
 ``netlab.graph.link_eval.mrr``.
+
+Registered as ``model.name = "tgn"`` of ``graph.temporal_link`` (netlab/graph/temporal_task.py,
+configs/graph/tgn.py); ``dtype`` / ``param_dtype`` come from the precision policy, and the memory
+and times are kept in the compute dtype (float64 under ``train.compute_dtype=float64``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from netlab.graph.registries import MODELS
 from netlab.registry import check_choice, check_range
 
 AGGREGATORS = ("last", "mean")
@@ -57,24 +64,28 @@ class TimeEncoding(nn.Module):
     """φ(Δ) = cos(w Δ + b), Δ [...] -> [..., dim]."""
 
     dim: int
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, dt):
-        w = self.param("w", time_init, (self.dim,))
-        b = self.param("b", nn.initializers.zeros, (self.dim,))
+        w = self.param("w", time_init, (self.dim,), self.param_dtype)
+        b = self.param("b", nn.initializers.zeros, (self.dim,), self.param_dtype)
         return jnp.cos(dt[..., None] * w + b)
 
 
-def init_state(num_nodes: int, memory_dim: int) -> dict:
+def init_state(num_nodes: int, memory_dim: int, dtype=jnp.float32) -> dict:
     """Zero memory and last-update times (TGN resets both at the start of every epoch)."""
     return {
-        "memory": jnp.zeros((num_nodes, memory_dim), jnp.float32),
-        "last_update": jnp.zeros((num_nodes,), jnp.float32),
+        "memory": jnp.zeros((num_nodes, memory_dim), dtype),
+        "last_update": jnp.zeros((num_nodes,), dtype),
     }
 
 
+@MODELS.register("tgn")
 class TGN(nn.Module):
     """TGN memory, embedding module and MergeLayer link decoder; ``step`` handles one batch."""
+
+    TASK = "temporal"
 
     num_nodes: int
     memory_dim: int = 32
@@ -84,6 +95,8 @@ class TGN(nn.Module):
     num_neighbors: int = 10
     heads: int = 2
     edge_dim: int = 0  # event feature width (the attention's neighbour buffers store features)
+    dtype: Any = None  # compute dtype (the precision policy's); None: float32
+    param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         check_choice("model.aggregator", self.aggregator, AGGREGATORS)
@@ -93,24 +106,34 @@ class TGN(nn.Module):
         super().__post_init__()
 
     def setup(self):
-        self.time_enc = TimeEncoding(self.time_dim)
-        self.gru = nn.GRUCell(self.memory_dim)
-        self.dec_hidden = nn.Dense(self.memory_dim)
-        self.dec_out = nn.Dense(1)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.time_enc = TimeEncoding(self.time_dim, self.param_dtype)
+        self.gru = nn.GRUCell(self.memory_dim, **kw)
+        self.dec_hidden = nn.Dense(self.memory_dim, **kw)
+        self.dec_out = nn.Dense(1, **kw)
         if self.embedding == "attention":
             self.att = nn.MultiHeadDotProductAttention(
-                num_heads=self.heads, qkv_features=self.memory_dim, out_features=self.memory_dim
+                num_heads=self.heads,
+                qkv_features=self.memory_dim,
+                out_features=self.memory_dim,
+                **kw,
             )
-            self.merge_hidden = nn.Dense(self.memory_dim)
-            self.merge_out = nn.Dense(self.memory_dim)
+            self.merge_hidden = nn.Dense(self.memory_dim, **kw)
+            self.merge_out = nn.Dense(self.memory_dim, **kw)
+
+    @property
+    def state_dtype(self):
+        """The dtype of the memory, times and PRES statistics: the compute dtype, else float32."""
+        return self.dtype or jnp.float32
 
     def init_state(self) -> dict:
-        state = init_state(self.num_nodes, self.memory_dim)
+        f = self.state_dtype
+        state = init_state(self.num_nodes, self.memory_dim, f)
         if self.embedding == "attention":
             n, k = self.num_nodes, self.num_neighbors
             state["nbr_id"] = jnp.zeros((n, k), jnp.int32)
-            state["nbr_t"] = jnp.zeros((n, k), jnp.float32)
-            state["nbr_feat"] = jnp.zeros((n, k, self.edge_dim), jnp.float32)
+            state["nbr_t"] = jnp.zeros((n, k), f)
+            state["nbr_feat"] = jnp.zeros((n, k, self.edge_dim), f)
             state["nbr_valid"] = jnp.zeros((n, k), bool)
             state["nbr_count"] = jnp.zeros((n,), jnp.int32)
         return state
@@ -142,8 +165,8 @@ class TGN(nn.Module):
         other = jnp.stack([batch["dst"], batch["src"]], 1).reshape(-1)
         mask = jnp.repeat(batch["mask"], 2)
         same = (ids[:, None] == ids[None, :]) & mask[:, None] & mask[None, :]
-        rank = jnp.sum(jnp.tril(same, -1), 1)  # earlier slots of the same node in this batch
-        total = jnp.sum(same, 1)
+        rank = jnp.sum(jnp.tril(same, -1), 1, dtype=jnp.int32)  # earlier slots of the same node
+        total = jnp.sum(same, 1, dtype=jnp.int32)
         write = mask & (rank >= total - k)  # only a node's last k events of the batch survive
         pos = (state["nbr_count"][ids] + rank) % k
         tgt = jnp.where(write, ids, n)

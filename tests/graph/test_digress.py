@@ -135,3 +135,27 @@ def test_an_oracle_denoiser_samples_its_graph():
     _, es, ms = jax.jit(lambda k: Dg.sample(apply, k, counts, 16, ab, m_x, m_e))(jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(es), np.broadcast_to(target, es.shape))
     assert all(gen_metrics.is_planar_valid(s) for s in spectre_data.from_dense(es, ms))
+
+
+def test_edge_noise_draws_each_unordered_pair_once():
+    """At alpha_bar = 0 every real pair i < j is an edge with probability m_e[1] exactly (one draw
+    per unordered pair, mirrored): two draws per pair combined would give 1 - (1 - p)^2 or
+    asymmetric graphs. At alpha_bar = 1 the clean graph comes back unchanged."""
+    b, n, p = 400, 6, 0.3
+    e0 = np.zeros((b, n, n), np.int32)
+    e0[:, 0, 1] = e0[:, 1, 0] = 1
+    mask = np.arange(n)[None] < np.r_[np.full(b // 2, n), np.full(b // 2, 4)][:, None]
+    m_x, m_e = jnp.ones(1), jnp.asarray([1 - p, p])
+    x0 = np.zeros(mask.shape, np.int32)
+
+    def noise(key, ab):
+        return Dg.apply_noise(key, x0, e0, mask, jnp.full((b,), ab), m_x, m_e)[1]
+
+    e_t, e_same = jax.jit(jax.vmap(noise, (None, 0)))(jax.random.key(3), jnp.asarray([0.0, 1.0]))
+    e_t = np.asarray(e_t)
+    np.testing.assert_array_equal(e_same, e0 * (mask[:, :, None] & mask[:, None, :]))
+    np.testing.assert_array_equal(e_t, e_t.transpose(0, 2, 1))
+    upper = np.triu(np.ones((n, n), bool), 1) & mask[:, :, None] & mask[:, None, :]
+    rate = e_t[upper].mean()  # 400 graphs, 4200 pairs: standard error 0.007
+    assert abs(rate - p) < 0.03 and abs(rate - (1 - (1 - p) ** 2)) > 0.15
+    assert np.all(e_t[~(mask[:, :, None] & mask[:, None, :])] == 0)

@@ -56,6 +56,8 @@ MODEL_CONFIGS = {
     "rnar": dict(hidden=4, aggregator="lstm"),
     "digress": dict(dx=4, de=2, dy=2, num_layers=1, heads=2, features="none"),
     "nat": dict(self_dim=4, ngh_dim=2, time_dim=2, cache_sizes=(2, 2), pos_dim=2, heads=1),
+    "tgn": dict(memory_dim=4, time_dim=2, embedding="identity"),
+    "pres": dict(memory_dim=4, time_dim=2, embedding="identity", gamma=0.5, beta=0.1),
     "lightgcn": dict(
         dim=4,
         num_layers=2,
@@ -218,8 +220,10 @@ TRACE_ONLY = (
     "ngn",
     "omega",
     "omega_gat",
+    "pres",
     "rnar",
     "spen",
+    "tgn",
     "tide",
 )
 

@@ -43,3 +43,21 @@ def test_losses_relate_as_the_paper_says():
     np.testing.assert_allclose(mean2, pe[:6].mean() + pe[6:8].mean() + pe[8:10].mean(), rtol=1e-5)
     np.testing.assert_allclose(item2, pe[:10].sum(), rtol=1e-5)
     assert jnp.isfinite(mean2)
+
+
+def test_pack_cuts_windows_into_tbatch_pieces():
+    rng = np.random.default_rng(2)
+    src, dst = rng.integers(0, 6, 50), rng.integers(6, 9, 50)  # 3 items: large t-batch counts
+    windows = tbatch.pack(src, dst, window=16, size=3)
+    assert len(windows) == 4  # 16 + 16 + 16 + 2 events
+    for w, pieces in enumerate(windows):
+        lo, hi = 16 * w, min(16 * w + 16, 50)
+        ids = tbatch.assign(src[lo:hi], dst[lo:hi])
+        flat = np.concatenate(pieces)
+        np.testing.assert_array_equal(np.sort(flat), np.arange(lo, hi))  # each event once
+        # pieces follow the t-batch order and never mix t-batches
+        np.testing.assert_array_equal(ids[flat - lo], np.sort(ids[flat - lo]))
+        for p in pieces:
+            assert 1 <= len(p) <= 3 and len(set(ids[p - lo])) == 1
+            nodes = np.r_[src[p], dst[p]]
+            assert len(nodes) == len(set(nodes))

@@ -1,15 +1,19 @@
 """TGN memory: the scanned model equals a numpy transcription (messages, time encoding,
 last/mean aggregation, GRU), predictions never see the future, node relabelling is equivariant,
-AP matches its rank definition, and PRES (Su et al., 2024) without correction is exactly TGN."""
+AP matches its rank definition, and PRES (Su et al., 2024) without correction is exactly TGN, in
+the library and through the registered ``graph.temporal_link`` routes."""
 
 import functools
+import pathlib
 
 import jax
 import numpy as np
 import pytest
 
+from netlab import configlib
 from netlab.errors import UserError
 from netlab.graph import events, pres, tgn
+from netlab.graph.temporal_task import TemporalLinkPrediction
 
 N, D, TD, BS = 10, 8, 4, 4
 
@@ -196,3 +200,40 @@ def test_pres_prediction_correction_equals_numpy_transcription():
     np.testing.assert_allclose(state["increment"], state["memory"], atol=1e-5)
     with pytest.raises(UserError, match="model.gamma"):
         pres.PRES(num_nodes=3, gamma=1.5)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = {
+    "data.num_nodes": N,
+    "data.num_events": 30,
+    "data.batch_size": BS,
+    "data.chunk": 3,
+    "model.memory_dim": D,
+    "model.time_dim": TD,
+    "model.embedding": "identity",
+}
+
+
+def _route(model, **overrides):
+    config = configlib.load(ROOT / "configs/graph/tgn.py", f"model={model}", {**TINY, **overrides})
+    return TemporalLinkPrediction(config)
+
+
+def test_pres_route_without_correction_is_the_tgn_route():
+    base, off = _route("tgn"), _route("pres", **{"model.correction": False})
+    assert type(base.model) is tgn.TGN and type(off.model) is pres.PRES
+    shapes = jax.eval_shape(base.init_variables, jax.random.key(0))["params"]
+    assert jax.eval_shape(off.init_variables, jax.random.key(0))["params"] == shapes  # no γ
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda x: rng.normal(0, 0.4, x.shape).astype(np.float32), shapes)
+    batch = base.train_batch(1)
+    jax.tree.map(np.testing.assert_array_equal, batch, off.train_batch(1))
+
+    def both(p, b):
+        loss, _ = base.loss_fn(p, {}, b, None, True)
+        loss_off, (metrics, _) = off.loss_fn(p, {}, b, None, True)
+        return loss, metrics["bce"], loss_off, metrics["coherence"]
+
+    loss, bce, loss_off, coherence = (float(v) for v in jax.jit(both)(params, batch))
+    assert bce == loss  # the same memory, predictions and BCE
+    assert coherence > 0 and loss_off == pytest.approx(loss + 0.1 * coherence, rel=1e-6)
