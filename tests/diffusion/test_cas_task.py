@@ -56,19 +56,21 @@ def test_perfect_pair_for_a_point_mass_lands_on_it():
     np.testing.assert_allclose(out, jnp.broadcast_to(c, (4, 2)), atol=1e-5)
 
 
-def test_training_lowers_the_loss_and_evaluation_reports_both_distances(tmp_path):
+def test_training_lowers_the_loss_and_evaluation_reports_both_distances(tmp_path, fast_digits_fd):
     cfg = configlib.load(
         "configs/diffusion/digits_casdm.py:cpu",
         overrides=dict(SMALL, **{"train.steps": "60", "optimizer.warmup_steps": "10"}),
     )
     trainer = Trainer(cfg, devices=jax.devices()[:1])
-    held = [(trainer.global_batch(10_000 + i), jax.random.key(i)) for i in range(4)]
+    held = (  # 4 batches and keys, stacked: the jitted loss maps one copy of loss_fn
+        jax.tree.map(lambda *b: np.stack(b), *[trainer.global_batch(10_000 + i) for i in range(4)]),
+        jax.vmap(jax.random.key)(jnp.arange(4)),
+    )
 
     @jax.jit  # one program for the held-out loss (eager calls re-trace op by op)
     def loss(params):
-        return jnp.mean(
-            jnp.stack([trainer.task.loss_fn(params, {}, b, k, True)[0] for b, k in held])
-        )
+        per_batch = lambda bk: trainer.task.loss_fn(params, {}, bk[0], bk[1], True)[0]
+        return jnp.mean(jax.lax.map(per_batch, held))
 
     state = trainer.init_state()
     initial = loss(state.params)

@@ -59,13 +59,15 @@ def test_toy_training_lowers_the_loss_and_samples_the_modes(tmp_path):
     )
     trainer = Trainer(cfg, devices=jax.devices()[:1])
     init = trainer.init_state()
-    held_out = [(trainer.global_batch(10_000 + i), jax.random.key(i)) for i in range(5)]
+    held_out = (  # 5 batches and keys, stacked: the jitted loss maps one copy of loss_fn
+        jax.tree.map(lambda *b: np.stack(b), *[trainer.global_batch(10_000 + i) for i in range(5)]),
+        jax.vmap(jax.random.key)(jnp.arange(5)),
+    )
 
     @jax.jit  # one program for the held-out loss (eager calls re-trace op by op)
     def loss(params):
-        return jnp.mean(
-            jnp.stack([trainer.task.loss_fn(params, {}, b, k, True)[0] for b, k in held_out])
-        )
+        per_batch = lambda bk: trainer.task.loss_fn(params, {}, bk[0], bk[1], True)[0]
+        return jnp.mean(jax.lax.map(per_batch, held_out))
 
     initial = loss(init.params)
     state = trainer.init_state()
@@ -105,7 +107,7 @@ def test_sharded_dit_step_equals_single_device(mesh):
         assert spec[0] == "fsdp", spec
 
 
-def test_digits_evaluation_reports_fd_and_a_grid(tmp_path):
+def test_digits_evaluation_reports_fd_and_a_grid(tmp_path, fast_digits_fd):
     # Two data-parallel devices: the FD classifier must not inherit the Trainer's batch sharding.
     cfg = configlib.load("configs/diffusion/digits_dit.py:cpu", overrides=SMALL_DIT)
     cfg.mesh.data = 2

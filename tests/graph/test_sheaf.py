@@ -23,15 +23,22 @@ def _graph(n=7, seed=0):
     ), n
 
 
-def _dense_laplacian(g, maps, map_type, normalised, augmented, n, d):
+VARIANTS = ((False, False), (True, False), (True, True))  # (normalised, augmented)
+
+
+def _dense_laplacians(g, maps, map_type, n, d, variants=VARIANTS):
+    """The dense sheaf Laplacian for each (normalised, augmented) of `variants`, in one program."""
+
     @jax.jit
     def run(g, maps):
-        lap = sheaf.SheafLaplacian(g, maps, map_type, normalised=normalised, augmented=augmented)
         x = jnp.eye(g.num_nodes * d, dtype=maps.dtype).reshape(g.num_nodes, d, g.num_nodes * d)
-        return lap.apply(x)
+        return [
+            sheaf.SheafLaplacian(g, maps, map_type, normalised=nz, augmented=au).apply(x)
+            for nz, au in variants
+        ]
 
     N = g.num_nodes
-    return np.asarray(run(g, maps)).reshape(N * d, N * d)[: n * d, : n * d]
+    return [np.asarray(L).reshape(N * d, N * d)[: n * d, : n * d] for L in run(g, maps)]
 
 
 def _random_maps(map_type, E, d, rng, orth_method="householder"):
@@ -71,8 +78,8 @@ def test_sheaf_laplacian_matches_definition_symmetric_psd(map_type, orth):
             map_type, g.num_edges, d, np.random.default_rng(2), orth or "householder"
         )
         L_ref, D_ref = _numpy_sheaf_laplacian(g, maps, n, d, map_type == "diag")
-        for normalised, augmented in ((False, False), (True, False), (True, True)):
-            L = _dense_laplacian(g, maps, map_type, normalised, augmented, n, d)
+        laplacians = _dense_laplacians(g, maps, map_type, n, d)
+        for (normalised, augmented), L in zip(VARIANTS, laplacians, strict=True):
             expect = L_ref
             if normalised:
                 Dn = D_ref + (np.eye(n * d) if augmented else 0)
@@ -98,12 +105,12 @@ def test_identity_maps_give_graph_laplacian_kron_identity(map_type):
         A[np.asarray(g.receivers)[m], np.asarray(g.senders)[m]] = 1
         deg = A.sum(1)
         Lg = np.diag(deg) - A
-        for normalised, augmented, expect in (
-            (False, False, Lg),
-            (True, False, np.eye(n) - A / np.sqrt(np.outer(deg, deg))),
-            (True, True, Lg / np.sqrt(np.outer(deg + 1, deg + 1))),
-        ):
-            L = _dense_laplacian(g, maps, map_type, normalised, augmented, n, d)
+        expected = (  # for VARIANTS' (normalised, augmented)
+            Lg,
+            np.eye(n) - A / np.sqrt(np.outer(deg, deg)),
+            Lg / np.sqrt(np.outer(deg + 1, deg + 1)),
+        )
+        for L, expect in zip(_dense_laplacians(g, maps, map_type, n, d), expected, strict=True):
             np.testing.assert_allclose(L, np.kron(expect, np.eye(d)), atol=1e-8)
 
 
@@ -241,7 +248,7 @@ def test_add_lp_add_hp_blocks_are_the_signless_and_the_graph_laplacian():
         for map_type in ("diag", "orth", "general"):
             learned = _random_maps(map_type, g.num_edges, d, np.random.default_rng(8))
             maps = sheaf.append_fixed_maps(g, learned, add_lp=True, add_hp=True)
-            L = _dense_laplacian(g, maps, map_type, True, True, n, d + 2)
+            (L,) = _dense_laplacians(g, maps, map_type, n, d + 2, [(True, True)])
             L = L.reshape(n, d + 2, n, d + 2)
             np.testing.assert_allclose(L[:, d, :, d], (np.diag(deg) + A) / scale, atol=1e-10)
             np.testing.assert_allclose(
