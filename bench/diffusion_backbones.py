@@ -28,9 +28,17 @@ reports its FD at `--steps`). "steps to DiT's FD": the first evaluation whose FD
 DiT's final FD (resolution `--eval-every`), or "not in N". The host is a shared 2-core VM: every
 row records the 1-minute load average before and after it; step times move with the load.
 
-Resumable: bench/results/diffusion_backbones.json is rewritten after every row and a row with
-results for the same settings is skipped (`--force` reruns); a finished workdir is re-read, not
-retrained. Results: bench/results/diffusion_backbones.{json,md}; logs under runs/.
+Same-recipe rows `B@R` (last in the default run; pick with --only): backbone B with
+the training recipe of row R, the config sections `RECIPES` names copied from R's config (e.g.
+`dit@edm2_recipe`: DiT with the EDM2 U-Net's optimizer; `edm2_unet@dit_recipe`: the U-Net with
+DiT's loss, sampler and optimizer), so a backbone comparison is not a recipe comparison.
+
+Resumable and merging: bench/results/diffusion_backbones.json is read, updated with every
+finished row and rewritten (rows of earlier runs are kept, each with the command that made it);
+a row with results for the same settings is skipped (`--force` reruns); a finished workdir is
+re-read, not retrained. The markdown is regenerated from all rows; its hand-written "## Notes"
+section (run conditions) is carried over. Results: bench/results/diffusion_backbones.{json,md};
+logs under runs/.
 """
 
 import argparse
@@ -65,6 +73,37 @@ ROWS = {  # row -> (config route, what it is); DiT and its routing schemes first
     "rin": ("configs/diffusion/digits_rin.py:backbone=rin", "RIN, latent self-cond"),
     "flowdcn": ("configs/diffusion/digits_rin.py:backbone=flowdcn", "FlowDCN, flow matching"),
     "edm2_unet": ("configs/diffusion/digits_edm2.py:backbone=edm2_unet", "EDM2 MP U-Net"),
+    # Same-recipe rows (settle digits_edm2's default backbone): a backbone trained with another
+    # row's recipe, i.e. RECIPES' config sections copied over its own config.
+    "dit@edm2_recipe": (
+        "configs/diffusion/digits_edm2.py:backbone=dit",
+        "DiT, EDM2 U-Net's optimizer (lr 1e-2, inv_sqrt)",
+    ),
+    "dit@edm2_recipe_lr1e-3": (
+        "configs/diffusion/digits_edm2.py:backbone=dit",
+        "DiT, EDM2 U-Net's optimizer at lr 1e-3",
+    ),
+    "edm2_unet@dit_recipe": (
+        "configs/diffusion/digits_edm2.py:backbone=edm2_unet",
+        "EDM2 MP U-Net, DiT's loss, sampler, optimizer",
+    ),
+}
+# row -> (config whose recipe it takes, the sections copied from it, then fixed values). The
+# digits_edm2 DiT already has EDM2's preconditioning, loss, sampler and EMAs: only the optimizer
+# differs. Forced weight norm stays off for DiT (it has no `mp_weight`: it would be a no-op).
+EDM2_UNET = "configs/diffusion/digits_edm2.py:backbone=edm2_unet"
+RECIPES = {
+    "dit@edm2_recipe": (EDM2_UNET, ("optimizer",), {"optimizer.forced_weight_norm": False}),
+    "dit@edm2_recipe_lr1e-3": (
+        EDM2_UNET,
+        ("optimizer",),
+        {"optimizer.forced_weight_norm": False, "optimizer.lr": 1e-3},
+    ),
+    "edm2_unet@dit_recipe": (
+        "configs/diffusion/digits_dit.py:cpu",
+        ("diffusion", "optimizer", "model.learn_logvar"),
+        {"optimizer.forced_weight_norm": False},
+    ),
 }
 LOG_EVERY = 10
 
@@ -73,8 +112,42 @@ def registered(row):
     """Whether the row's backbone is registered now (edm2_unet may not be)."""
     from netlab.diffusion.registries import BACKBONES
 
-    name = row.split("+")[0]
-    return name in BACKBONES.names()
+    return backbone(row) in BACKBONES.names()
+
+
+def backbone(row):
+    return row.split("@")[0].split("+")[0]
+
+
+def _flat(node, prefix):
+    if not hasattr(node, "items"):
+        return {prefix: node}
+    out = {}
+    for k, v in node.items():
+        out.update(_flat(v, f"{prefix}.{k}"))
+    return out
+
+
+def recipe_overrides(row):
+    """{key: text} setting the `RECIPES` sections of `row`'s config to the source config's values
+    (only the keys that differ and exist in both), then the row's fixed values."""
+    if row not in RECIPES:
+        return {}
+    from netlab import configlib
+
+    source, sections, fixed = RECIPES[row]
+    own, src = configlib.load(ROWS[row][0]), configlib.load(source)
+    out = {}
+    for sec in sections:
+        node_own, node_src = own, src
+        for part in sec.split("."):
+            node_own, node_src = node_own[part], node_src[part]
+        mine = _flat(node_own, sec)
+        for k, v in _flat(node_src, sec).items():
+            if k in mine and mine[k] != v:
+                out[k] = v
+    out.update(fixed)
+    return {k: v if isinstance(v, str) else repr(v) for k, v in out.items()}
 
 
 def cost(row, steps, num_samples, batch_size):
@@ -84,7 +157,7 @@ def cost(row, steps, num_samples, batch_size):
     from netlab import configlib
     from netlab.train.trainer import Trainer
 
-    cfg = configlib.load(ROWS[row][0], overrides=overrides(steps, num_samples, batch_size))
+    cfg = configlib.load(ROWS[row][0], overrides=overrides(row, steps, num_samples, batch_size))
     trainer = Trainer(cfg, devices=jax.devices()[:1])
     batch = trainer.global_batch(0)
     with trainer.context():
@@ -98,8 +171,8 @@ def cost(row, steps, num_samples, batch_size):
     return dict(params=trainer.num_params(), flops=flops, flops_of="lowered", trace_s=seconds)
 
 
-def overrides(steps, num_samples, batch_size):
-    return {
+def overrides(row, steps, num_samples, batch_size):
+    return recipe_overrides(row) | {
         "train.steps": str(steps),
         "train.batch_size": str(batch_size),
         "train.log_every": str(LOG_EVERY),
@@ -160,7 +233,7 @@ def run_row(row, args):
         cmd += ["--workdir", str(workdir)]
         cmd += [
             f"--config.{k}={v}"
-            for k, v in overrides(args.steps, args.num_samples, args.batch_size).items()
+            for k, v in overrides(row, args.steps, args.num_samples, args.batch_size).items()
         ]
         cmd += [f"--config.train.eval_every={args.eval_every}"]
         with open(log, "w") as f:
@@ -202,17 +275,26 @@ def derived(results, steps):
         r["steps_to_dit_fd"] = reached[0] if reached else None
 
 
-def markdown(results, args, command):
+def markdown(results, args, notes=""):
+    """The table of every row in `results`; `notes` (the old md's "## Notes" section, written by
+    hand) is kept as it is."""
+    by_command = {}
+    for row, r in results.items():
+        by_command.setdefault(r.get("command", "?"), []).append(row)
+    commands = "; ".join(f"`{c}` ({', '.join(rows)})" for c, rows in by_command.items())
     lines = [
         "# Diffusion backbones and routing on digits (bench/diffusion_backbones.py)",
         "",
-        f"Command: `{command}`. {args.steps} steps of batch {args.batch_size} per row (warm-up "
+        f"Commands (rows): {commands}. {args.steps} steps of batch {args.batch_size} per row "
+        f"(warm-up "
         f"{max(1, round(args.steps * 200 / 1500))}), digits FD of {args.num_samples} samples "
         f"(EMA weights, each config's sampler) every {args.eval_every} steps; one CPU device of a "
         "shared 2-core VM (load = 1-minute load average before / after the row). FLOPs: XLA's "
         "cost analysis of the lowered training step (forward + backward + update). Same wall "
         "time: plain DiT's time for the run, i.e. the row's FD at its last evaluation within "
-        "DiT's steps x step time (`>`: the row is faster and would train on; FD at the last step).",
+        "DiT's steps x step time (`>`: the row is faster and would train on; FD at the last step). "
+        "Rows `B@R`: backbone B trained with row R's recipe (the config sections the bench's "
+        "RECIPES names, copied from R's config; the overrides are in the json).",
         "",
         "| row | what | params | GFLOP/step | s/step | FD @ steps | FD @ DiT's wall time "
         "(step) | steps to DiT's final FD | load |",
@@ -233,7 +315,7 @@ def markdown(results, args, command):
         )
     missing = [r for r in ROWS if r not in results]
     if missing:
-        lines += ["", f"Not measured in this run: {', '.join(missing)}."]
+        lines += ["", f"Not measured yet: {', '.join(missing)}."]
     floors = [r["fd_floor"] for r in results.values() if r.get("fd_floor") is not None]
     if floors:
         lines += [
@@ -241,7 +323,18 @@ def markdown(results, args, command):
             f"FD floor (training images vs the test set, {args.num_samples} images): "
             f"{floors[0]:.1f}. FD curves (step: FD) are in diffusion_backbones.json.",
         ]
+    if notes:
+        lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def old_notes(path):
+    """The hand-written "## Notes" section of the old markdown (kept across reruns)."""
+    text = path.read_text() if path.exists() else ""
+    return text[text.index(NOTES) :] if NOTES in text else ""
+
+
+NOTES = "## Notes"
 
 
 def old_command(path):
@@ -278,7 +371,8 @@ def main():
                 old.update(run_cost(row, args))
                 command = old_command(path)
                 path.write_text(json.dumps(dict(command=command, rows=results), indent=1))
-                RESULTS.with_suffix(".md").write_text(markdown(results, args, command))
+                md = RESULTS.with_suffix(".md")
+                md.write_text(markdown(results, args, old_notes(md)))
             continue
         same = (old.get("steps"), old.get("num_samples"), old.get("batch_size")) == (
             args.steps,
@@ -293,12 +387,15 @@ def main():
             continue
         print(f"{row}: running (load {os.getloadavg()[0]:.1f})", flush=True)
         results[row] = run_row(row, args)
+        results[row]["command"] = command
+        results[row]["overrides"] = recipe_overrides(row)
         derived(results, args.steps)
         r = results[row]
         print(f"{row}: {r['params']} params, {r['step_s']:.3f} s/step, FD {r['fd']}", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dict(command=command, rows=results), indent=1))
-        RESULTS.with_suffix(".md").write_text(markdown(results, args, command))
+        md = RESULTS.with_suffix(".md")
+        md.write_text(markdown(results, args, old_notes(md)))
 
 
 if __name__ == "__main__":

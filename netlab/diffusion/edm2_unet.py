@@ -30,7 +30,7 @@ Where this differs from the authors' code: the sizes (`width` x `channel_mult`, 
 task's `noise_cond` = 100 c_noise (netlab/diffusion/task.py), divided back here; the CFG null
 label (index num_classes) is the all-zero one-hot, as EDM2 feeds dropped labels; the Fourier
 frequencies are constants drawn from a fixed seed rather than saved buffers; and the stored
-weights are re-normalised by the optimizer (`mp_layers.forced_weight_norm`, on with
+weights are re-normalised by the optimizer (`train.edm2_optim.forced_weight_norm`, on with
 `optimizer.forced_weight_norm`) after each step rather than inside the forward pass. Registered
 as `model.backbone="edm2_unet"`; `train.remat` rematerialises every block.
 """

@@ -5,12 +5,12 @@ import optax
 
 from netlab.errors import UserError
 from netlab.registry import check_choice, check_range
-from netlab.train import adamp, binaryconnect, hesso
+from netlab.train import adamp, binaryconnect, edm2_optim, hesso
 
 OPTIMIZERS = ("adamw", "adam", "adamax", "sgd", "lion")
 # Heo et al. 2021 (netlab/train/adamp.py); optional keys optimizer.delta (0.1), .wd_ratio (0.1)
 SCALE_INVARIANT = ("adamp", "sgdp")
-# inv_sqrt: EDM2's lr / sqrt(max(t / optimizer.ref_steps, 1)) after warm-up (Karras et al. 2024)
+# inv_sqrt: EDM2's lr / sqrt(max(t / optimizer.ref_steps, 1)) (netlab/train/edm2_optim.py)
 SCHEDULES = ("cosine", "linear", "constant", "inv_sqrt")
 WD_MASKS = ("matrices", "all", "none")
 # Courbariaux et al. 2015 (netlab/train/binaryconnect.py): optional key optimizer.binaryconnect
@@ -20,10 +20,8 @@ BINARYCONNECT = ("none", *binaryconnect.MODES)
 def learning_rate(opt_cfg, total_steps: int) -> optax.Schedule:
     peak, warmup = opt_cfg.lr, opt_cfg.warmup_steps
     if opt_cfg.schedule == "inv_sqrt":  # its own warm-up: t counts from 0, not from warmup
-        from netlab.diffusion import mp_layers
-
         ref = check_range("optimizer.ref_steps", opt_cfg.get("ref_steps", 0), 0, integer=True)
-        return mp_layers.lr_decay(peak, ref, warmup)
+        return edm2_optim.lr_decay(peak, ref, warmup)
     decay_steps = max(total_steps - warmup, 1)
     end = peak * opt_cfg.end_lr_factor
     if opt_cfg.schedule == "cosine":
@@ -93,7 +91,5 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     if opt_cfg.get("hesso_sparsity", 0.0):  # Chen et al. 2023 (netlab/train/hesso.py)
         core = hesso.from_config(core, opt_cfg, total_steps)
     if opt_cfg.get("forced_weight_norm", False):  # EDM2: unit-RMS rows of every `mp_weight`
-        from netlab.diffusion import mp_layers
-
-        core = optax.chain(core, mp_layers.forced_weight_norm())
+        core = optax.chain(core, edm2_optim.forced_weight_norm())
     return core

@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from netlab import configlib
 from netlab.diffusion import mp_layers as mp
 from netlab.diffusion.edm2_unet import Block, EDM2UNet
 from netlab.diffusion.task import DigitsDiffusion
+from netlab.errors import UserError
 from netlab.train import optim
 
 SCALES = (1.0, 0.5, 1e3)  # stored-weight scales (forced normalisation: all give one forward)
@@ -134,3 +136,13 @@ def test_one_edm2_optimizer_step_lowers_the_loss_and_keeps_unit_weights():
         if getattr(path[-1], "key", None) == mp.WEIGHT:
             rms = np.sqrt(np.mean(np.square(w), axis=tuple(range(w.ndim - 1))))
             np.testing.assert_allclose(rms, 1.0, atol=1e-3, err_msg=jax.tree_util.keystr(path))
+
+
+def test_digits_edm2_defaults_to_the_unet_and_pipeline_needs_dit():
+    """The default backbone (set by the same-recipe rows of bench/diffusion_backbones.py)."""
+    path = "configs/diffusion/digits_edm2.py"
+    cfg = configlib.load(f"{path}:cpu")
+    assert cfg.model.backbone == "edm2_unet" and cfg.optimizer.forced_weight_norm
+    assert configlib.load(f"{path}:backbone=dit,pipeline").mesh.stage == 4
+    with pytest.raises(UserError, match="backbone=dit,pipeline"):
+        configlib.load(f"{path}:pipeline")
