@@ -33,6 +33,16 @@ if _FD_CACHE_OWNED:
     os.environ["NETLAB_FD_CACHE_DIR"] = os.path.join(
         tempfile.gettempdir(), f"netlab-tests-fd-{uuid.uuid4().hex}"
     )
+# Likewise one persistent XLA compile cache for every CLI subprocess of the run, whichever worker
+# starts it (tests/train/helpers.py passes it as train.compile_cache; JAX makes the folder).
+_COMPILE_CACHE_OWNED = "NETLAB_TEST_COMPILE_CACHE" not in os.environ
+if _COMPILE_CACHE_OWNED:
+    import tempfile
+    import uuid
+
+    os.environ["NETLAB_TEST_COMPILE_CACHE"] = os.path.join(
+        tempfile.gettempdir(), f"netlab-tests-jax-cache-{uuid.uuid4().hex}"
+    )
 
 import pathlib  # noqa: E402
 
@@ -93,8 +103,11 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def pytest_unconfigure(config):
-    """Remove the shared FD-classifier folder this process named at import (if it owns it)."""
-    if _FD_CACHE_OWNED:
-        import shutil
+    """Remove the shared FD-classifier and compile-cache folders this process named at import (the
+    ones it owns)."""
+    import shutil
 
+    if _FD_CACHE_OWNED:
         shutil.rmtree(os.environ.pop("NETLAB_FD_CACHE_DIR"), ignore_errors=True)
+    if _COMPILE_CACHE_OWNED:
+        shutil.rmtree(os.environ.pop("NETLAB_TEST_COMPILE_CACHE"), ignore_errors=True)

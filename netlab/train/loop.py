@@ -37,6 +37,11 @@ from netlab.train import signals, validate
 from netlab.train.trainer import Trainer
 from netlab.train.workdir import WorkdirLock
 
+# JAX's own variable for the smallest compile time worth caching (JAX's default: 1 s). Unset, netlab
+# caches programs that took 0.5 s or more; the test suite sets 0 for its CLI subprocesses, whose
+# ~20 small programs each compile in less but add up to more CPU than the tiny runs themselves.
+MIN_COMPILE_SECS_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+
 
 def _setup_compile_cache(cfg, workdir):
     where = cfg.train.compile_cache
@@ -44,7 +49,8 @@ def _setup_compile_cache(cfg, workdir):
         return
     path = where or os.path.join(os.path.dirname(workdir), ".jax_cache")
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if MIN_COMPILE_SECS_ENV not in os.environ:  # else JAX read it when it was imported
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def _scalars(metrics) -> dict:

@@ -33,13 +33,19 @@ def cli_env(devices=2):
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
+    # Cache every program, not only those that took 0.5 s to compile (netlab/train/loop.py): the
+    # subprocesses compile the same ~20 small programs, each under 0.5 s at XLA's level 0.
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     return env
 
 
 # One persistent XLA compile cache for every CLI subprocess of a test session: a cold compile of the
-# tiny digits step and evaluation costs more CPU than the run itself.
-COMPILE_CACHE = tempfile.mkdtemp(prefix="netlab-test-jax-cache-")
-atexit.register(shutil.rmtree, COMPILE_CACHE, True)
+# tiny digits step and evaluation costs more CPU than the run itself. tests/conftest.py names it
+# before xdist starts its workers, so they share it; a fresh folder here otherwise.
+COMPILE_CACHE = os.environ.get("NETLAB_TEST_COMPILE_CACHE", "")
+if not COMPILE_CACHE:
+    COMPILE_CACHE = tempfile.mkdtemp(prefix="netlab-test-jax-cache-")
+    atexit.register(shutil.rmtree, COMPILE_CACHE, True)
 
 
 def cli_args(workdir, config=DIGITS + ":cpu", **overrides):
