@@ -5,7 +5,8 @@ cells (a cell-complex network) alongside a node GNN.
 
 Host side (:func:`cell_complex`, called once by :meth:`DCM.prepare_graph`): the undirected real
 edges e = (u, v), u < v, oriented u -> v, and the candidate 2-cells = every simple cycle of length
-3..``max_cycle_len`` (networkx ``simple_cycles`` with ``length_bound``), each stored as its edge
+3..``max_cycle_len`` (:func:`short_cycles`, a numpy enumerator that equals networkx
+``simple_cycles`` with ``length_bound`` and takes seconds on Cora), each stored as its edge
 indices and orientation signs (+1 where the cycle runs along the edge). Incidence
 B1[u, e] = −1, B1[v, e] = +1 and B2[e, c] = sign, so B1 B2 = 0 (a cycle's boundary has no
 boundary). Cells are padded to ``model.max_cells`` (more cycles: a one-line error naming it).
@@ -34,6 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 from netlab.graph import edge_sets
 from netlab.graph import graphs as G
@@ -43,6 +45,48 @@ from netlab.graph.registries import MODELS
 from netlab.registry import check_range
 
 KEYS = ("dcm_edge_u", "dcm_edge_v", "dcm_edge_mask", "dcm_cell_edges", "dcm_cell_signs")
+
+
+def short_cycles(edges, num_nodes: int, max_len: int) -> list:
+    """Every simple cycle with 3..``max_len`` nodes of the undirected simple graph ``edges``
+    [M, 2] (u < v, unique), once each, as node lists in canonical form: starting at its smallest
+    node, second node < last node; sorted by (length, nodes). Exact, and equal as a set to
+    networkx ``simple_cycles(g, length_bound=max_len)`` after canonicalisation (tested).
+
+    Level-synchronous path growth with numpy: the simple paths s, v_1, ..., v_k with every
+    v_i > s grow one CSR neighbour at a time; a path of >= 3 nodes whose last node is adjacent
+    to s closes a cycle, kept when v_1 < v_k (one of its two directions). Cost O(#paths of
+    <= max_len nodes whose start is their minimum), seconds on Cora for length 4, where
+    networkx's general enumeration took minutes."""
+    n = int(num_nodes)
+    e = np.asarray(edges, np.int64).reshape(-1, 2)
+    adj = sp.csr_matrix(
+        (np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)
+    )
+    adj.sum_duplicates()
+    indptr, indices = adj.indptr.astype(np.int64), adj.indices.astype(np.int64)
+    keys = np.sort(np.r_[e[:, 0] * n + e[:, 1], e[:, 1] * n + e[:, 0]])
+
+    def adjacent(a, b):
+        k = a * n + b
+        i = np.minimum(np.searchsorted(keys, k), max(len(keys) - 1, 0))
+        return (keys[i] == k) if len(keys) else np.zeros(len(a), bool)
+
+    paths, out = e.copy(), []  # 2-node paths s -> v with v > s
+    for size in range(3, max_len + 1):
+        last = paths[:, -1]
+        deg = indptr[last + 1] - indptr[last]
+        row = np.repeat(np.arange(len(paths)), deg)
+        offset = np.arange(len(row)) - np.repeat(np.cumsum(deg) - deg, deg)
+        nxt = indices[np.repeat(indptr[last], deg) + offset]
+        ok = nxt > paths[row, 0]
+        for j in range(1, paths.shape[1]):
+            ok &= nxt != paths[row, j]
+        paths = np.concatenate([paths[row[ok]], nxt[ok, None]], 1)
+        closes = adjacent(paths[:, -1], paths[:, 0]) & (paths[:, 1] < paths[:, -1])
+        cyc = paths[closes]
+        out.extend(map(list, cyc[np.lexsort(cyc.T[::-1])].tolist()))
+    return out
 
 
 def cell_complex(senders, receivers, num_nodes: int, max_cycle_len: int, max_cells: int):
@@ -56,7 +100,7 @@ def cell_complex(senders, receivers, num_nodes: int, max_cycle_len: int, max_cel
     edges = np.asarray(sorted((min(a, b), max(a, b)) for a, b in g.edges()), np.int64)
     edges = edges.reshape(-1, 2)
     index = {(int(a), int(b)): i for i, (a, b) in enumerate(edges)}
-    cycles = [c for c in nx.simple_cycles(g, length_bound=max_cycle_len) if len(c) >= 3]
+    cycles = short_cycles(edges, num_nodes, max_cycle_len)
     if len(cycles) > max_cells:
         raise GraphBudgetError(
             f"the graph has {len(cycles)} cycles of length <= {max_cycle_len} but "
@@ -174,4 +218,4 @@ class DCM(nn.Module):
         return L.dense(self.num_classes, True, "head", **kw)(h)
 
 
-__all__ = ["DCM", "DCMConv", "KEYS", "boundary_matrices", "cell_complex"]
+__all__ = ["DCM", "DCMConv", "KEYS", "boundary_matrices", "cell_complex", "short_cycles"]

@@ -17,7 +17,8 @@ how much enhancement to add. The maps (α [E, heads], α_self [N, heads]) are so
 Distillation (:func:`attention_distillation_loss`): the mean over real nodes and heads of
 KL(α_teacher,i || α_student,i), each α_i a distribution over N(i) ∪ {i}; zero iff the maps agree.
 The paper adds it to the student's cross-entropy with a weight (and logit distillation, which any
-KD loss gives).
+KD loss gives); ``netlab.graph.gkedm_task`` trains a teacher and then a student that way
+(``configs/graph/gkedm.py:mode=distill``).
 
 Deliberate choices (the paper's code was not read): neighbourhood attention rather than attention
 over all nodes (keeps the padding budget's O(E) cost), the zero-initialised gate, the KL direction

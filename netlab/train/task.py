@@ -70,6 +70,7 @@ TASKS = Registry(
         "graph.snapshot_forecasting": "netlab.graph.gcrn:SnapshotForecasting",
         "graph.temporal_link": "netlab.graph.temporal_task:TemporalLinkPrediction",
         "graph.algorithmic_reasoning": "netlab.graph.nar_task:AlgorithmicReasoning",
+        "graph.gkedm_distillation": "netlab.graph.gkedm_task:GKEDMDistillation",
     },
 )
 
