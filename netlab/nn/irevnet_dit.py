@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from netlab.nn.rev_dit import AdaLNBranch
+from netlab.nn.rev_dit import AdaLNBranch, pure_apply
 from netlab.sharding import axes
 
 
@@ -105,14 +105,6 @@ class Residual(nn.Module):
         return a + m
 
 
-def _pure(f):
-    def fn(p, h):
-        params, c = p
-        return f.apply({"params": params}, h, c)
-
-    return fn
-
-
 class IRevNetDiTStack(nn.Module):
     """(B, T, width), c (B, width) -> (B, T, width): `depth` couplings of width / 2."""
 
@@ -140,9 +132,9 @@ class IRevNetDiTStack(nn.Module):
         stacked = (stacked, jnp.broadcast_to(c, (self.depth,) + c.shape))
         if inverse:
             x, xt = jnp.split(h, 2, axis=-1)
-            return jnp.concatenate(inverse_scan(_pure(f), stacked, xt, x), axis=-1)
+            return jnp.concatenate(inverse_scan(pure_apply(f), stacked, xt, x), axis=-1)
         run = irevnet_scan if self.reversible else plain_scan
-        xt, x = run(_pure(f), stacked, xt, x)
+        xt, x = run(pure_apply(f), stacked, xt, x)
         out = jnp.concatenate([x, xt], axis=-1)
         return axes.constrain(out, axes.BATCH, axes.LENGTH, axes.EMBED)
 

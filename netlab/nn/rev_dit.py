@@ -64,7 +64,10 @@ class AdaLNBranch(nn.Module):
         return gate[:, None] * h
 
 
-def _pure(module):
+def pure_apply(module):
+    """`module.apply` as a pure function of ((params, c), h), the form the reversible scans take
+    (also used by netlab/nn/irevnet_dit.py)."""
+
     def fn(p, h):
         params, c = p
         return module.apply({"params": params}, h, c)
@@ -102,7 +105,7 @@ class ReversibleDiTStack(nn.Module):
         cs = jnp.broadcast_to(c, (self.depth,) + c.shape)
         stacked = ((stacked[0], cs), (stacked[1], cs))
         run = reversible.reversible_scan if self.reversible else reversible.plain_scan
-        y1, y2 = run((_pure(f), _pure(g)), stacked, h, h)
+        y1, y2 = run((pure_apply(f), pure_apply(g)), stacked, h, h)
         return axes.constrain((y1 + y2) / 2, axes.BATCH, axes.LENGTH, axes.EMBED)
 
 
