@@ -2,10 +2,11 @@
 short cycles (networkx), the model is permutation-equivariant (the complex rebuilt for the
 relabelled graph: other edge orientations, cycle order and starting points), and more cycles than
 model.max_cells is a one-line error naming that knob; the numpy cycle enumerator equals networkx
-on random graphs."""
+on random graphs; the edge branch averages (its output does not grow with the degree)."""
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 import pytest
@@ -78,3 +79,35 @@ def test_short_cycles_equal_networkx_canonicalised():
             want = sorted((canon(c) for c in cycles if len(c) >= 3), key=lambda c: (len(c), c))
             assert [tuple(c) for c in dcm.short_cycles(e, 13, length)] == want
     assert dcm.short_cycles(np.zeros((0, 2), int), 3, 4) == []
+
+
+def test_edge_branch_is_a_mean_over_incident_edges_and_cells():
+    """Regression (Cora at 41 %): the edge branch summed over a node's edges and an edge's
+    neighbours, so hubs got messages ~degree times larger than the GCN term. With means (D^-1 |B1|,
+    cell counts) the centre of a wheel with identical rim features gets the same output from the
+    edge branch for 6 and 10 spokes; the raw sums do not (same parameters). And it is low-pass: a
+    constant signal passes (signed cochains x_v − x_u, the other cause, mapped it to 0)."""
+    budget = padding.Budget(12, 48, 2)
+
+    def wheel(k, constant=False):  # centre 0, rim 1..k, isolated nodes up to 11 real nodes
+        s = [0] * k + list(range(1, k + 1))
+        r = list(range(1, k + 1)) + [i % k + 1 for i in range(1, k + 1)]
+        x = np.zeros((11, F), np.float32)
+        x[0], x[1 : k + 1] = [0.3, 0.8, -1.0] if constant else [1.0, -0.5, 0.2], [0.3, 0.8, -1.0]
+        hg = padding.from_edges(s, r, 11, nodes=x, symmetrize=True, budget=budget)
+        return padding.to_device(dcm.DCM(max_cycle_len=4, max_cells=32).prepare_graph(hg))
+
+    graphs = [wheel(6), wheel(10), wheel(6, constant=True)]
+    convs = [dcm.DCMConv(4, normalize=flag) for flag in (True, False)]
+
+    @jax.jit
+    def run(g0, g1, g2):
+        p = nn.unbox(convs[0].init(jax.random.key(0), g0, g0.nodes))
+        p["params"]["node"] = jax.tree.map(jnp.zeros_like, p["params"]["node"])  # edge branch only
+        out = [[c.apply(p, g, g.nodes)[0] for g in (g0, g1)] for c in convs]
+        return out, convs[0].apply(p, g2, g2.nodes)[:7]
+
+    ((mean6, mean10), (sum6, sum10)), flat = jax.device_get(run(*graphs))
+    assert (np.abs(np.asarray(flat)).max(1) > 1e-3).all()  # every wheel node gets a message
+    np.testing.assert_allclose(mean6, mean10, atol=1e-6)
+    assert np.abs(mean6).max() > 1e-3 and np.abs(sum10 - sum6).max() > 1e-2
