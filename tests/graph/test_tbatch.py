@@ -57,6 +57,10 @@ def test_pack_cuts_windows_into_tbatch_pieces():
         np.testing.assert_array_equal(np.sort(flat), np.arange(lo, hi))  # each event once
         # pieces follow the t-batch order and never mix t-batches
         np.testing.assert_array_equal(ids[flat - lo], np.sort(ids[flat - lo]))
+        # as few pieces as the size allows: ceil(n / 3) per t-batch of n events (one event per
+        # piece, or pieces cut below `size` without need, would give more)
+        _, counts = np.unique(ids, return_counts=True)
+        assert len(pieces) == int(np.sum(-(-counts // 3))) > 0
         for p in pieces:
             assert 1 <= len(p) <= 3 and len(set(ids[p - lo])) == 1
             nodes = np.r_[src[p], dst[p]]
