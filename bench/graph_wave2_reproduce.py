@@ -49,6 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from configs.graph import link as link_config  # noqa: E402
 from netlab.graph import datasets as D  # noqa: E402
 from netlab.graph import link_eval, ncn, padding  # noqa: E402
 
@@ -57,23 +58,7 @@ NETLAB = dict(hidden=128, out=128, predictor_hidden=128)  # configs/graph/link.p
 # The authors' Cora command in netlab's names (see netlab/graph/ncn.py): --model puregcn
 # --mplayers 1 --hiddim 256 --jk --xdp 0.7 --tdp 0.3 --gnndp 0.05 --predp 0.05 --preedp 0.4
 # --lnnn --tailact --use_xlin; --predictor cn1 (cn0 without common neighbours).
-AUTHORS = dict(
-    hidden=256,
-    out=256,
-    predictor_hidden=256,
-    num_layers=1,
-    encoder="puregcn",
-    jk=True,
-    input_dropout=0.7,
-    tail_dropout=0.3,
-    dropout=0.05,
-    predictor="branch",
-    predictor_dropout=0.05,
-    predictor_ln=True,
-    tailact=True,
-    use_xlin=True,
-    cn_edge_dropout=0.4,
-)
+AUTHORS = link_config.AUTHORS  # the one copy: configs/graph/link.py (arch=authors)
 
 
 def edge_slots(graph, pairs):
