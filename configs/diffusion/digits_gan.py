@@ -51,6 +51,7 @@ def get_config(arg=None):
             alpha1=1.0,
             alpha2=1.0,
             r1_gamma=0.02,
+            lazy_reg=15,  # R1 every 15 steps (the authors' CIFAR-10 setting); 1 = every step
         )
     )
     # GANs: Adam with b1 = 0.5 (as StyleGAN2 / DDGAN), constant lr, no EMA of the networks

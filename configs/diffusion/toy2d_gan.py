@@ -64,6 +64,9 @@ def get_config(arg=None):
             ref_steps=64,
             alpha=1.0,
             beta=0.05,  # small beta tames the one-sample ELBO estimate (ddo.py, test_ddo.py)
+            # d: "elbo" (one-sample ELBO difference, log-SNR ~ U[logsnr_min, logsnr_max]) or
+            # "training" (the training loss's log-SNR sampling and weight, ddo.py)
+            ddo_estimate="elbo",
             logsnr_min=-4.0,
             logsnr_max=6.0,
             # diffusion_gan (diffusion_gan.py)
@@ -82,6 +85,7 @@ def get_config(arg=None):
             alpha1=1.0,
             alpha2=1.0,
             r1_gamma=0.02,
+            lazy_reg=1,  # R1 at every step (k > 1: every k-th step, as DDGAN's --lazy_reg)
         )
     )
     c.eval = ml_collections.ConfigDict(dict(num_samples=2000))

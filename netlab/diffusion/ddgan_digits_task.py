@@ -97,6 +97,7 @@ class _DDGAN:
         self.z_dim = check_range("gan.z_dim", int(g.z_dim), 1, integer=True)
         self.num_steps = check_range("gan.num_steps", int(g.num_steps), 1, integer=True)
         check_range("gan.r1_gamma", float(g.r1_gamma), 0.0)
+        check_range("gan.lazy_reg", int(g.get("lazy_reg", 1)), 1, integer=True)
         if self.method == "rdgan":
             for key in ("psi1", "psi2"):
                 check_choice(f"gan.{key}", g[key], tuple(rdgan.PSI_STAR))
@@ -125,10 +126,17 @@ class _DDGAN:
     def rd_discriminator(self, params, x_prev, t, x_t):
         return self.discriminator.apply({"params": params}, x_prev, t, x_t)
 
+    def batch_axes(self):  # the step number rides along for lazy R1 (gan.lazy_reg)
+        return dict(super().batch_axes(), step=())
+
+    def train_batch(self, step):
+        return dict(super().train_batch(step), step=np.int32(step))
+
     def loss_fn(self, params, model_state, batch, rng, train):
-        """`gan_task.ddgan_loss` of `gan.method` on the flattened batch."""
+        """`gan_task.ddgan_loss` of `gan.method` on the flattened batch (R1 every
+        `gan.lazy_reg` steps)."""
         x = jnp.asarray(batch["x"]).astype(self.float_dtype).reshape(-1, DIM)
-        loss, out = gan_task.ddgan_loss(self, params, x, rng, self.method)
+        loss, out = gan_task.ddgan_loss(self, params, x, rng, self.method, batch.get("step"))
         return loss, (out, model_state)
 
     @functools.partial(jax.jit, static_argnums=(0,))

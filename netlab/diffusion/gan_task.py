@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from netlab.diffusion import ddo, metrics, rdgan, samplers
+from netlab.diffusion import ddo, losses, metrics, rdgan, samplers
 from netlab.diffusion import diffusion_gan as dgan
 from netlab.diffusion.task import Toy2D, scatter
 from netlab.errors import UserError
@@ -99,6 +99,7 @@ class GANToy2D(Toy2D):
             check_range("gan.ref_steps", int(g.ref_steps), 1, integer=True)
             check_range("gan.beta", float(g.beta), 1e-12)
             check_range("gan.alpha", float(g.alpha), 0.0)
+            check_choice("gan.ddo_estimate", g.get("ddo_estimate", "elbo"), ("elbo", "training"))
             if not float(g.logsnr_min) < float(g.logsnr_max):
                 raise UserError(
                     f"gan.logsnr_min={g.logsnr_min}, gan.logsnr_max={g.logsnr_max}: "
@@ -114,6 +115,7 @@ class GANToy2D(Toy2D):
             for key in ("psi1", "psi2"):
                 check_choice(f"gan.{key}", g[key], tuple(rdgan.PSI_STAR))
             check_range("gan.r1_gamma", float(g.r1_gamma), 0.0)
+            check_range("gan.lazy_reg", int(g.get("lazy_reg", 1)), 1, integer=True)
             self.abar = rdgan.alpha_bars(int(g.num_steps))
         super().__init__(config, policy)
 
@@ -179,16 +181,22 @@ class GANToy2D(Toy2D):
     def ddo_loss(self, params, ref, x, key):
         """(DDO loss, d on data, d on reference samples) for data rows x; key -> (reference
         samples, log-SNR, eps) in that order of `jax.random.split(key, 3)`."""
-        g = self.config.gan
+        g, dc = self.config.gan, self.config.diffusion
         lo, hi = float(g.logsnr_min), float(g.logsnr_max)
         k_ref, k_lam, k_eps = jax.random.split(key, 3)
         n = x.shape[0]
         both = jnp.concatenate([x, self.ddo_reference_samples(ref, n, k_ref)])
-        lam = jax.random.uniform(k_lam, (2 * n,), both.dtype, lo, hi)
         eps = jax.random.normal(k_eps, both.shape, both.dtype)
-        d = ddo.elbo_log_ratio(
-            self._denoiser(params), self._denoiser(ref), both, lam, eps, 1.0 / (hi - lo)
-        )
+        theta, reference = self._denoiser(params), self._denoiser(ref)
+        if g.get("ddo_estimate", "elbo") == "training":  # the training loss's lambda and weight
+            lam = losses.sample_logsnr(
+                k_lam, 2 * n, self.schedule, dc.time_sampling, dc.p_mean, dc.p_std, dtype=both.dtype
+            )
+            w = losses.weight(lam, dc.weighting, gamma=dc.min_snr_gamma)
+            d = ddo.training_log_ratio(theta, reference, both, lam, eps, w)
+        else:
+            lam = jax.random.uniform(k_lam, (2 * n,), both.dtype, lo, hi)
+            d = ddo.elbo_log_ratio(theta, reference, both, lam, eps, 1.0 / (hi - lo))
         return ddo.loss(d[:n], d[n:], float(g.alpha), float(g.beta)), d[:n], d[n:]
 
     def _ddo(self, params, model_state, batch, rng, train):
@@ -235,7 +243,7 @@ class GANToy2D(Toy2D):
 
     def _rdgan(self, params, model_state, batch, rng, train):
         x0 = jnp.asarray(batch["x"]).astype(self.float_dtype)
-        loss, out = ddgan_loss(self, params, x0, rng, "rdgan")
+        loss, out = ddgan_loss(self, params, x0, rng, "rdgan", batch.get("step"))
         return loss, (out, model_state)
 
     # --- sampling and evaluation ----------------------------------------------------------------
@@ -297,7 +305,7 @@ def diffusion_gan_loss(task, params, model_state, x, step, rng):
     return l_d + l_g, (out, {"gan_state": {"big_t": new_t.astype(jnp.int32)}})
 
 
-def ddgan_loss(task, params, x0, rng, method="rdgan"):
+def ddgan_loss(task, params, x0, rng, method="rdgan", step=None):
     """-> (loss, metrics) of DDGAN's denoising GAN (Xiao et al. 2022, `method="ddgan"`: the
     non-saturating loss, `rdgan.ddgan_losses`) or RDGAN's SUOT version (Dao et al. 2024,
     `"rdgan"`: `rdgan.discriminator_loss` with the cost stop-gradient + `rdgan.generator_loss`)
@@ -306,7 +314,13 @@ def ddgan_loss(task, params, x0, rng, method="rdgan"):
     x_{t-1} ~ q(x_{t-1} | G(x_t, t, z), x_t); key order (t, z, x_{t-1}, x_t, posterior noise).
     The task gives `rd_generator(gp, x_t, t, z)`, `rd_discriminator(dp, x_prev, t, x_t)`, `abar`
     (`rdgan.alpha_bars`), `z_dim` and `config.gan`. Shared by the toy task here and the digits
-    task (ddgan_digits_task.py)."""
+    task (ddgan_digits_task.py).
+
+    Lazy R1 (DDGAN's `--lazy_reg`, 15 in the authors' CIFAR-10 runs): with `gan.lazy_reg` = k > 1
+    and the training `step` given, the penalty, still (gamma / 2) E|grad|^2 and not scaled by k
+    (the authors' train_ddgan.py), is computed only when step % k == 0, inside a `lax.cond`, so
+    the other steps skip the double backpropagation; with `step=None` it applies at every
+    call."""
     g = task.config.gan
     n, dt = x0.shape[0], x0.dtype
     gp, dp = params["generator"], params["discriminator"]
@@ -324,12 +338,20 @@ def ddgan_loss(task, params, x0, rng, method="rdgan"):
     def d_real_fn(x_prev):
         return task.rd_discriminator(dp, x_prev, t, x_t)
 
-    gamma = float(g.r1_gamma)
-    if gamma:
+    def with_r1(x_prev):
         d_real, d_real_vjp = jax.vjp(d_real_fn, x_prev)
-        (grad_real,) = d_real_vjp(jnp.ones_like(d_real))
+        return d_real, d_real_vjp(jnp.ones_like(d_real))[0]
+
+    def without_r1(x_prev):
+        return d_real_fn(x_prev), jnp.zeros_like(x_prev)
+
+    gamma, lazy = float(g.r1_gamma), int(g.get("lazy_reg", 1))
+    if not gamma:
+        d_real, grad_real = without_r1(x_prev)
+    elif lazy > 1 and step is not None:
+        d_real, grad_real = jax.lax.cond(step % lazy == 0, with_r1, without_r1, x_prev)
     else:
-        d_real, grad_real = d_real_fn(x_prev), jnp.zeros_like(x_prev)
+        d_real, grad_real = with_r1(x_prev)
     d_fake = task.rd_discriminator(dp, jax.lax.stop_gradient(fake), t, x_t)
     d_fake_g = task.rd_discriminator(jax.lax.stop_gradient(dp), fake, t, x_t)
     out = {}

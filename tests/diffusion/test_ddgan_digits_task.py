@@ -1,6 +1,7 @@
 """DDGAN / RDGAN on digits (ddgan_digits_task.py) from configs/diffusion/digits_gan.py:method=...:
 on one batch and key the task's loss equals rdgan.py's functions composed by hand (DDGAN's
-non-saturating loss, RDGAN's SUOT losses, the R1 penalty), the generator maps (x_t, t, z) to
+non-saturating loss, RDGAN's SUOT losses, the R1 penalty, which lazy R1 applies only at steps
+that are multiples of gan.lazy_reg), the generator maps (x_t, t, z) to
 64-pixel rows in [-1, 1] in which t and z both reach the output, as t reaches the
 discriminator's logit, and a method the task does not train is a one-line UserError."""
 
@@ -30,7 +31,7 @@ def _random_params(task):
     return jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
-def _manual(task, params, x0, key):
+def _manual(task, params, x0, key, with_r1=True):
     """The loss from rdgan.py by hand (`gan_task.ddgan_loss`'s key order)."""
     g = task.config.gan
     gp, dp = params["generator"], params["discriminator"]
@@ -47,7 +48,7 @@ def _manual(task, params, x0, key):
     )
     d = lambda x: task.discriminator.apply({"params": dp}, x, t, x_t)  # noqa: E731
     grad_real = jax.grad(lambda xp: d(xp).sum())(x_prev)
-    r1 = 0.5 * g.r1_gamma * jnp.mean(jnp.sum(grad_real**2, -1))
+    r1 = 0.5 * g.r1_gamma * jnp.mean(jnp.sum(grad_real**2, -1)) if with_r1 else 0.0
     if task.method == "ddgan":  # written out: non-saturating GAN loss
         l_d = jax.nn.softplus(-d(x_prev)) + jax.nn.softplus(d(fake))
         return l_d.mean() + jax.nn.softplus(-d(fake)).mean() + r1
@@ -58,7 +59,8 @@ def _manual(task, params, x0, key):
 
 def test_loss_is_the_librarys_and_t_and_z_reach_the_networks():
     tasks = {m: _task(m) for m in ("ddgan", "rdgan")}
-    batch = jax.tree.map(jnp.asarray, tasks["ddgan"].train_batch(2))
+    batch = jax.tree.map(jnp.asarray, tasks["ddgan"].train_batch(30))  # 30 % lazy_reg 15 == 0
+    lazy = dict(batch, step=jnp.int32(31))  # the same rows at a step without R1
     x0, key = batch["x"].reshape(8, 64), jax.random.key(5)
     params = {m: _random_params(t) for m, t in tasks.items()}
 
@@ -68,6 +70,8 @@ def test_loss_is_the_librarys_and_t_and_z_reach_the_networks():
         for m, task in tasks.items():
             out[m] = task.loss_fn(params[m], {}, batch, key, True)[0]
             out[m + "_lib"] = _manual(task, params[m], x0, key)
+            out[m + "_lazy"] = task.loss_fn(params[m], {}, lazy, key, True)[0]
+            out[m + "_lazy_lib"] = _manual(task, params[m], x0, key, with_r1=False)
         task, p = tasks["rdgan"], params["rdgan"]
         x_t, z = x0[:4], jax.random.normal(jax.random.key(1), (4, 3))
         ts = jnp.asarray([1, 2, 3, 4])
@@ -82,6 +86,8 @@ def test_loss_is_the_librarys_and_t_and_z_reach_the_networks():
     out = run(params)
     for m in ("ddgan", "rdgan"):
         np.testing.assert_allclose(out[m], out[m + "_lib"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[m + "_lazy"], out[m + "_lazy_lib"], rtol=1e-5, atol=1e-6)
+        assert out[m] - out[m + "_lazy"] > 1e-6  # the R1 term is there only at step 30
     assert not np.isclose(out["ddgan"], out["rdgan"])  # different objectives
     g = np.asarray(out["g"])
     assert g.shape == (4, 64) and np.all(np.abs(g) <= 1)
