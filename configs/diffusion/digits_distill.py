@@ -44,8 +44,10 @@ def get_config(arg=None):
             sample_steps=1,  # student calls per sample at evaluation
             gamma=0.0,  # CTM's gamma-sampling (0: deterministic jumps)
             ctm_max_teacher_steps=4,  # K: CTM's teacher Heun steps t -> u, k ~ U{1..K}
-            # CTM's DSM term, fixed (the authors balance gradient norms): at the teacher's
-            # weights on digits the CTM loss is ~1 and the EDM-weighted DSM loss ~330
+            # CTM's DSM term: "fixed" weight dsm_weight (at the teacher's weights on digits the
+            # CTM loss is ~1 and the EDM-weighted DSM loss ~330), or "adaptive" (the authors':
+            # dsm_weight x the ratio of the two losses' output-layer gradient norms)
+            dsm_balance="fixed",
             dsm_weight=0.003,
             p_mean=-1.2,  # CTM's DSM sigma ~ logN(p_mean, p_std) (EDM)
             p_std=1.2,

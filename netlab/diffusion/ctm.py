@@ -81,6 +81,17 @@ def dsm_loss(g, params, x0, z, sigma, sigma_data=0.5):
     return w * jnp.sum(err.reshape(err.shape[0], -1), axis=-1)
 
 
+def balance_weight(loss_a, loss_b, last, eps=1e-4, max_weight=1e4):
+    """CTM's adaptive weight of the DSM term (Kim et al. 2024, Sec. 4.2; the authors'
+    `calculate_adaptive_weight`, after VQGAN's Eq. 7): ||d loss_a / d last|| /
+    (||d loss_b / d last|| + eps), clipped to [0, max_weight], without gradient. `loss_a` and
+    `loss_b` are scalar functions of `last`, the network's last layer (a pytree; the norm is over
+    all its leaves), so loss_a + w loss_b gives that layer gradients of equal norm from both."""
+    norm = lambda tree: jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree.leaves(tree)))  # noqa: E731
+    ratio = norm(jax.grad(loss_a)(last)) / (norm(jax.grad(loss_b)(last)) + eps)
+    return jax.lax.stop_gradient(jnp.clip(ratio, 0.0, max_weight))
+
+
 def sample(g, params, z, sigmas, gamma=0.0, key=None, sigma_min=0.002):
     """gamma-sampling (Alg. 2) from x = sigmas[0] z along the decreasing `sigmas` (the last one
     sigma_min); len(sigmas) - 1 network evaluations."""

@@ -32,8 +32,10 @@ large images):
 - ctm: on the descending grid, t = sigma_i (i ~ U{0..N-2}), u = k teacher Heun steps further
   (k ~ U{1..min(K, N-1-i)}, K = `distill.ctm_max_teacher_steps`; the authors draw k with
   P ~ k^m up to N-1), s ~ U{u..sigma_min} on the grid: `ctm.soft_consistency_loss`, plus
-  `distill.dsm_weight` x `ctm.dsm_loss` at sigma ~ logN(p_mean, p_std) (the authors weight DSM
-  adaptively by a gradient-norm ratio; a fixed weight here). The K Heun steps always run (a
+  w x `ctm.dsm_loss` at sigma ~ logN(p_mean, p_std). `distill.dsm_balance`: "fixed", w =
+  `distill.dsm_weight`; "adaptive" (the authors'), w = `distill.dsm_weight` x
+  `ctm.balance_weight`, the ratio of the two losses' gradient norms at the output layer's
+  kernel (no gradient through w; logged as train/dsm_weight). The K Heun steps always run (a
   row with k < K repeats its last sigma: a zero-length Heun step is the identity), so the
   compiled step has a fixed shape.
 Target network theta^-: with `distill.target_ema` = 0, sg(theta) (the authors' JAX CD code);
@@ -66,6 +68,7 @@ from netlab.nn import layers
 from netlab.registry import check_choice, check_range
 
 METHODS = ("cd", "ctm")
+DSM_BALANCE = ("fixed", "adaptive")
 SIGMA_DATA = 1.0  # makes the v-prediction teacher's network the EDM-preconditioned F (above)
 TRAIN_RECIPE = "python -m netlab.main --config configs/diffusion/digits_dit.py:cpu --workdir DIR"
 
@@ -152,6 +155,9 @@ class DistilledDigits(DigitsDiffusion):
             "distill.ctm_max_teacher_steps", int(d.ctm_max_teacher_steps), 1, integer=True
         )
         self.dsm_weight = check_range("distill.dsm_weight", float(d.dsm_weight), 0.0)
+        self.dsm_balance = check_choice(
+            "distill.dsm_balance", d.get("dsm_balance", "fixed"), DSM_BALANCE
+        )
         check_range("distill.p_std", float(d.p_std), 0.0)
         self.teacher, self.teacher_params, self.teacher_step = load_teacher(config, policy)
         if self.method == "ctm" and not hasattr(self.teacher.model, "trunk"):
@@ -251,21 +257,38 @@ class DistilledDigits(DigitsDiffusion):
         path = [sig[i + jnp.minimum(j, k)].reshape(shape) for j in range(self.max_k + 1)]
         x_t = x0 + path[0] * jax.random.normal(keys[3], x0.shape, dt)
         g = self.ctm_g(labels)
-        ctm_per = ctm.soft_consistency_loss(
-            g, params, target, denoise, x_t, path, sig[s].reshape(shape), self.sigma_min
-        )
         d = self.config.distill
         sigma = jnp.exp(float(d.p_mean) + float(d.p_std) * jax.random.normal(keys[4], (n,), dt))
-        dsm_per = ctm.dsm_loss(
-            g,
-            params,
-            x0,
-            jax.random.normal(keys[5], x0.shape, dt),
-            sigma.reshape(shape),
-            SIGMA_DATA,
-        )
-        loss = ctm_per.mean() + self.dsm_weight * dsm_per.mean()
-        return loss, {"ctm_loss": ctm_per.mean(), "dsm_loss": dsm_per.mean()}
+        z_dsm = jax.random.normal(keys[5], x0.shape, dt)
+
+        def ctm_term(p):
+            s_ = sig[s].reshape(shape)
+            return ctm.soft_consistency_loss(g, p, target, denoise, x_t, path, s_, self.sigma_min)
+
+        def dsm_term(p):
+            return ctm.dsm_loss(g, p, x0, z_dsm, sigma.reshape(shape), SIGMA_DATA)
+
+        ctm_per, dsm_per = ctm_term(params), dsm_term(params)
+        weight = jnp.asarray(self.dsm_weight, dt)
+        if self.dsm_balance == "adaptive":  # the authors': equal last-layer gradient norms
+            weight = weight * self.balance(params, ctm_term, dsm_term)
+        loss = ctm_per.mean() + weight * dsm_per.mean()
+        return loss, {"ctm_loss": ctm_per.mean(), "dsm_loss": dsm_per.mean(), "dsm_weight": weight}
+
+    @staticmethod
+    def balance(params, ctm_term, dsm_term):
+        """`ctm.balance_weight` on the kernel of the DiT's output layer (`final`), the layer the
+        authors take (their U-Net's last conv weight)."""
+
+        def on_last(term):
+            def f(kernel):
+                final = dict(params["net"]["final"], kernel=kernel)
+                return term(dict(params, net=dict(params["net"], final=final))).mean()
+
+            return f
+
+        kernel = params["net"]["final"]["kernel"]
+        return ctm.balance_weight(on_last(ctm_term), on_last(dsm_term), kernel)
 
     def loss_fn(self, params, model_state, batch, rng, train):
         x0 = jnp.asarray(batch["x"]).astype(self.float_dtype)

@@ -60,3 +60,22 @@ def test_exact_jumps_compose_and_zero_the_soft_consistency_loss():
     heun, wrong = out["heun"].max(), out["wrong"].max()
     print(f"soft consistency loss: exact map {heun:.3g} (4 Heun steps), g = x {wrong:.3g}")
     assert out["no_step"].max() < 1e-20 and heun < 1e-4 * wrong, (out["no_step"], heun, wrong)
+
+
+def test_balance_weight_is_the_gradient_norm_ratio_clipped_and_constant():
+    """ctm.balance_weight against the closed-form gradients of two least-squares losses of one
+    linear layer W: d/dW |W x - y|^2 = 2 (W x - y) x^T."""
+    rng = np.random.default_rng(1)
+    w0, x, y, x2, y2 = (rng.standard_normal(s) for s in ((3, 4), 4, 3, 4, 3))
+
+    def loss(x, y, c):
+        return lambda w: c * jnp.sum((w @ x - y) ** 2)
+
+    ga, gb = 2 * np.outer(w0 @ x - y, x), 7.0 * 2 * np.outer(w0 @ x2 - y2, x2)
+    want = np.linalg.norm(ga) / (np.linalg.norm(gb) + 1e-4)
+    got = ctm.balance_weight(loss(x, y, 1.0), loss(x2, y2, 7.0), jnp.asarray(w0))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert ctm.balance_weight(loss(x, y, 1.0), loss(x2, y2, 0.0), jnp.asarray(w0)) == 1e4
+    # no gradient flows through the weight
+    d = jax.grad(lambda w: ctm.balance_weight(loss(x, y, 1.0), loss(x2, y2, 7.0), w))(w0)
+    assert np.all(np.asarray(d) == 0)

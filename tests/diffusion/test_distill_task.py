@@ -2,8 +2,9 @@
 digits_distill.py): on one batch and key the task's loss equals consistency.py's / ctm.py's loss
 composed by hand from the teacher's and student's networks (the student F = -v of the DiT, its
 noise input 100 c_noise, sigma_data = 1), CTM's student starts as the teacher's denoiser
-(g(x, t, t) = D(x, t)), and a missing teacher or a run of another task or model is a one-line
-UserError."""
+(g(x, t, t) = D(x, t)), the adaptive DSM weight is the ratio of the two losses' gradient norms
+at the output kernel (computed here on the by-hand losses), and a missing teacher or a run of
+another task or model is a one-line UserError."""
 
 import json
 
@@ -39,8 +40,9 @@ def _teacher(path, task="diffusion.digits", width="8"):
     return params["params"]
 
 
-def _student(method, teacher_dir):
+def _student(method, teacher_dir, **extra):
     over = {
+        **extra,
         "distill.teacher_workdir": str(teacher_dir),
         "train.batch_size": "8",
         "distill.num_points": "6",
@@ -54,6 +56,7 @@ def _student(method, teacher_dir):
 def test_losses_are_the_librarys_and_ctm_starts_at_the_teacher(tmp_path):
     teacher_params = _teacher(tmp_path / "teacher")
     tasks = {m: _student(f"method={m}", tmp_path / "teacher") for m in ("cd", "ctm")}
+    adaptive = _student("method=ctm", tmp_path / "teacher", **{"distill.dsm_balance": "adaptive"})
     variables = {m: jax.jit(t.init_variables)(jax.random.key(0)) for m, t in tasks.items()}
     batch = jax.tree.map(jnp.asarray, tasks["cd"].train_batch(3))
     x0, labels, key = batch["x"], batch["label"], jax.random.key(7)
@@ -83,6 +86,10 @@ def test_losses_are_the_librarys_and_ctm_starts_at_the_teacher(tmp_path):
             loss, (_, new) = task.loss_fn(params, state, batch, key, True)
             out[m] = loss
             out[m + "_target"] = new["distill_target"]
+        v = variables["ctm"]
+        out["adaptive"] = adaptive.loss_fn(
+            v["params"], {"distill_target": v["distill_target"]}, batch, key, True
+        )[0]
         # CD by hand (key order: grid index, z); the grid sigma_1 = eps < ... < sigma_6 = 80
         p, tgt = variables["cd"]["params"], variables["cd"]["distill_target"]
         sig = jnp.asarray(consistency.karras_sigmas(6, eps, 80.0), jnp.float32)
@@ -104,10 +111,21 @@ def test_losses_are_the_librarys_and_ctm_starts_at_the_teacher(tmp_path):
         path = [col(desc[i + jnp.minimum(j, k)]) for j in range(3)]
         x_t = x0 + path[0] * jax.random.normal(ks[3], x0.shape)
         g = ctm.preconditioned(lambda p, x, ct, cs: net(p, x, ct, cs), 1.0)
-        lib = ctm.soft_consistency_loss(g, p, tgt, teacher, x_t, path, col(desc[s]), eps).mean()
         sd = jnp.exp(-1.2 + 1.2 * jax.random.normal(ks[4], (8,)))
-        dsm = ctm.dsm_loss(g, p, x0, jax.random.normal(ks[5], x0.shape), col(sd), 1.0).mean()
+
+        def terms(kernel):  # (CTM loss, DSM loss) with the output kernel replaced
+            q = dict(p, net=dict(p["net"], final=dict(p["net"]["final"], kernel=kernel)))
+            lib = ctm.soft_consistency_loss(g, q, tgt, teacher, x_t, path, col(desc[s]), eps)
+            z = jax.random.normal(ks[5], x0.shape)
+            return lib.mean(), ctm.dsm_loss(g, q, x0, z, col(sd), 1.0).mean()
+
+        kernel = p["net"]["final"]["kernel"]
+        lib, dsm = terms(kernel)
         out["ctm_lib"] = lib + 0.3 * dsm
+        ga, gb = (jax.grad(lambda k, j=j: terms(k)[j])(kernel) for j in (0, 1))
+        w = jnp.linalg.norm(ga) / (jnp.linalg.norm(gb) + 1e-4)
+        out["adaptive_lib"] = lib + 0.3 * w * dsm
+        out["w"] = w
         # at init the CTM student's g(x, t, t) is the teacher's denoiser (VE coordinates)
         t = col(sig[i + 1])
         out["g_tt"] = g(p, x_t, t, t)
@@ -115,8 +133,11 @@ def test_losses_are_the_librarys_and_ctm_starts_at_the_teacher(tmp_path):
         return out
 
     out = run(variables)
-    for m in ("cd", "ctm"):
+    for m in ("cd", "ctm", "adaptive"):
         np.testing.assert_allclose(out[m], out[m + "_lib"], rtol=2e-5)
+        if m == "adaptive":
+            assert 1e-3 < out["w"] < 1e4 and abs(out["w"] - 1) > 1e-3  # unclipped, not 1
+            continue
         # the target follows the parameters (here equal: mu t + (1 - mu) p = p)
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
