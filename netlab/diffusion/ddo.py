@@ -23,6 +23,13 @@ continuous-time loss in data-prediction form), so a one-sample estimate is
 
     d_theta(x) ~ (1/2) e^lambda / p(lambda) (|D_ref(x_t) - x|^2 - |D_theta(x_t) - x|^2).
 
+The paper's EDM fine-tuning writes the same difference with the model's own training loss
+(per-example weight w(lambda) of its objective, lambda drawn as in training, no 1/p(lambda)
+importance weight; recalled from secondary summaries of Sec. 4, the paper text was not available
+here): `training_log_ratio`. It is not an unbiased log-ratio, but its scale is the training
+loss's, and beta (small for images, where log-ratios reach 1e3) then sets how far the sigmoid
+saturates.
+
 The reference samples must come from p_ref itself: drawn with a sampler of law q != p_ref
 (a few-step ODE solver) the optimum becomes sigmoid(beta d*) = p_data / (p_data + alpha q), i.e.
 p_theta = p_ref p_data / (alpha q) at beta = 1, and the first step's gradient gains
@@ -62,3 +69,14 @@ def elbo_log_ratio(denoise_theta, denoise_ref, x, logsnr, eps, density):
     err_ref = jnp.sum((denoise_ref(x_t, logsnr[:, None]) - x) ** 2, -1)
     err_theta = jnp.sum((denoise_theta(x_t, logsnr[:, None]) - x) ** 2, -1)
     return 0.5 * jnp.exp(logsnr) / density * (jax.lax.stop_gradient(err_ref) - err_theta)
+
+
+def training_log_ratio(denoise_theta, denoise_ref, x, logsnr, eps, weight):
+    """The training-loss form of d per example: weight * (mean-over-dims |D_ref(x_t) - x|^2 -
+    mean-over-dims |D_theta(x_t) - x|^2), shared (logsnr, eps), `weight` = w(logsnr) of the
+    model's objective per example (module docstring)."""
+    a, s = alpha_sigma(logsnr[:, None])
+    x_t = a * x + s * eps
+    err_ref = jnp.mean((denoise_ref(x_t, logsnr[:, None]) - x) ** 2, -1)
+    err_theta = jnp.mean((denoise_theta(x_t, logsnr[:, None]) - x) ** 2, -1)
+    return weight * (jax.lax.stop_gradient(err_ref) - err_theta)

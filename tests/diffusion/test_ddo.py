@@ -103,3 +103,22 @@ def test_few_ddo_steps_move_an_overdispersed_denoiser_to_the_data():
     before, after = 0.3 - 0.15, np.abs(stds - 0.15).mean()
     print(f"mean |std - data std|: {before:.3g} -> {after:.3g}; mean std path {path.round(3)}")
     assert after < 0.5 * before and np.all(np.diff(path) < 0), path
+
+
+def test_training_log_ratio_is_the_weighted_loss_difference():
+    """ddo.training_log_ratio against numpy: w (mean |D_ref - x|^2 - mean |D_theta - x|^2) at
+    x_t = alpha x + sigma eps with alpha^2 = sigmoid(lambda); zero when theta is the reference."""
+    rng = np.random.default_rng(3)
+    x, eps = rng.standard_normal((2, 5, 3))
+    lam, w = rng.uniform(-3, 3, 5), rng.uniform(0.5, 2, 5)
+    ref = lambda x_t, lam: 0.7 * x_t  # noqa: E731
+    theta = lambda x_t, lam: jnp.tanh(x_t) * (1 + 0.1 * lam)  # noqa: E731
+    a, s = np.sqrt(1 / (1 + np.exp(-lam)))[:, None], np.sqrt(1 / (1 + np.exp(lam)))[:, None]
+    x_t = a * x + s * eps
+    want = w * (
+        np.mean((0.7 * x_t - x) ** 2, -1)
+        - np.mean((np.tanh(x_t) * (1 + 0.1 * lam[:, None]) - x) ** 2, -1)
+    )
+    got = ddo.training_log_ratio(theta, ref, x, lam, eps, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.all(ddo.training_log_ratio(ref, ref, x, lam, eps, w) == 0)
