@@ -146,9 +146,11 @@ def _node_step(task, tx, lr, eval_times=()):
 
 
 def _override(hp, extra):
-    """hp updated by the JSON-like dict `extra` ("model" entries merge)."""
-    hp = dict(hp, **{k: v for k, v in extra.items() if k != "model"})
+    """hp updated by the JSON-like dict `extra` ("model" and "data" entries merge)."""
+    hp = dict(hp, **{k: v for k, v in extra.items() if k not in ("model", "data")})
     hp["model"] = dict(hp.get("model", {}), **extra.get("model", {}))
+    if "data" in hp or "data" in extra:
+        hp["data"] = dict(hp.get("data", {}), **extra.get("data", {}))
     return hp
 
 
@@ -183,6 +185,8 @@ def _nsd_rows(args, grid_extra=None, save=None):
                 cfg.model.map_type = mt
                 for k, v in hp.get("model", {}).items():
                     cfg.model[k] = v
+                for k, v in hp.get("data", {}).items():  # e.g. row_normalize
+                    cfg.data[k] = v
                 cfg.loss.weight_decay = hp.get("wd", cfg.loss.weight_decay)
             accs, vals, epochs = [], [], []
             bar = tqdm(range(args.splits), desc=f"NSD {mt:7s} {ds}", leave=False)
