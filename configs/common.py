@@ -112,6 +112,7 @@ def base_config():
             b1=0.9,
             b2=0.999,
             eps=1e-8,
+            amsgrad=False,  # adam, adamw: AMSGrad's running max of the second moment
             momentum=0.9,  # sgd, sgdp
             delta=0.1,  # adamp, sgdp: cosine threshold of the scale-invariance test (Heo et al.)
             wd_ratio=0.1,  # adamp, sgdp: weight-decay factor on projected (scale-invariant) weights

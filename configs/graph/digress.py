@@ -31,7 +31,7 @@ def get_config(arg=None):
             num_layers=10 if big else 2,
             heads=8 if big else 4,
             features="all",
-            dropout=0.0,
+            dropout=0.1 if big else 0.0,  # the authors' transformer layers: 0.1
         )
     )
     c.data = ml_collections.ConfigDict(dict(name=a.data, num_graphs=200, seed=0))
@@ -47,5 +47,6 @@ def get_config(arg=None):
     c.optimizer.lr = 2e-4 if big else 1e-3
     c.optimizer.schedule = "constant"
     c.optimizer.weight_decay = 1e-12
+    c.optimizer.amsgrad = big  # the authors' AdamW(amsgrad=True, weight_decay=1e-12)
     c.mesh.data = -1
     return c

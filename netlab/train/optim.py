@@ -54,7 +54,15 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     mask = weight_decay_mask(opt_cfg.wd_mask)
     wd = opt_cfg.weight_decay
     name = opt_cfg.name
-    if name == "adamw":
+    if name in ("adam", "adamw") and opt_cfg.get("amsgrad", False):
+        # AMSGrad (Reddi et al. 2018) as optax's scale_by_amsgrad: the running max is taken of
+        # the bias-corrected second moment (torch.optim's amsgrad keeps the max of the raw one
+        # and divides by the current correction, so its first steps are larger)
+        parts = [optax.scale_by_amsgrad(b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)]
+        if name == "adamw" and wd:
+            parts.append(optax.add_decayed_weights(wd, mask=mask))
+        core = optax.chain(*parts, optax.scale_by_learning_rate(lr))
+    elif name == "adamw":
         core = optax.adamw(
             lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=wd, mask=mask
         )

@@ -98,3 +98,37 @@ def test_fixed_ema_matches_numpy():
         state = ema.update(state, jnp.float32(p), t, slots)
         ref = 0.9 * ref + 0.1 * p
     assert float(state["e"]) == pytest.approx(ref, rel=1e-6)
+
+
+def test_amsgrad_adamw_matches_numpy():
+    """optimizer.amsgrad with adamw: m, v as Adam, v_max = max(v_max, v / (1 - b2^t)), update
+    -lr (m / (1 - b1^t) / (sqrt(v_max) + eps) + wd p) (decoupled decay on matrices only)."""
+    cfg = tiny_config(
+        **{
+            "optimizer.name": "adamw",
+            "optimizer.amsgrad": "True",
+            "optimizer.lr": "0.1",
+            "optimizer.weight_decay": "0.5",
+            "optimizer.warmup_steps": "0",
+            "optimizer.schedule": "constant",
+        }
+    ).optimizer
+    tx = optim.build(cfg, 10)
+    rng = np.random.default_rng(0)
+    p = {"w": jnp.asarray(rng.standard_normal((2, 2))), "b": jnp.asarray(rng.standard_normal(2))}
+    grads = [jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), p) for _ in range(4)]
+    grads[2] = jax.tree.map(lambda g: 0.01 * g, grads[2])  # a small step: v_max keeps the old v
+    state, q = tx.init(p), {k: np.asarray(v) for k, v in p.items()}
+    m, v, vmax = ({k: np.zeros_like(a) for k, a in q.items()} for _ in range(3))
+    for t, g in enumerate(grads, 1):
+        u, state = tx.update(g, state, p)
+        p = jax.tree.map(jnp.add, p, u)
+        for k in q:
+            gk = np.asarray(g[k])
+            m[k] = 0.9 * m[k] + 0.1 * gk
+            v[k] = 0.999 * v[k] + 0.001 * gk**2
+            vmax[k] = np.maximum(vmax[k], v[k] / (1 - 0.999**t))
+            step = m[k] / (1 - 0.9**t) / (np.sqrt(vmax[k]) + 1e-8)
+            q[k] = q[k] - 0.1 * (step + (0.5 * q[k] if k == "w" else 0.0))
+    for k in q:
+        np.testing.assert_allclose(p[k], q[k], rtol=1e-5, atol=1e-6)
