@@ -66,6 +66,21 @@ from netlab.sharding import axes
 MAP_TYPES = ("diag", "orth", "general")
 ORTH_METHODS = ("householder", "cayley")
 LEFT_INITS = ("orthogonal", "identity")
+# Dense initialisation: "lecun" (normal, std 1/sqrt(fan_in), zero bias) or "torch" (the authors'
+# torch.nn.Linear default: kernel and bias uniform on +-1/sqrt(fan_in))
+INITS = ("lecun", "torch")
+
+
+def dense_inits(init: str, fan_in: int):
+    """(kernel_init, bias_init) of `init` (INITS) for a Dense layer with `fan_in` inputs."""
+    check_choice("weight_init", init, INITS)
+    if init == "lecun":
+        return nn.initializers.lecun_normal(), nn.initializers.zeros
+    bound = 1.0 / fan_in**0.5
+    bias = lambda key, shape, dtype=jnp.float32: jax.random.uniform(  # noqa: E731
+        key, shape, dtype, -bound, bound
+    )
+    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"), bias
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +288,7 @@ class SheafLearner(nn.Module):
     orth_method: str = "householder"
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    weight_init: str = "lecun"
 
     @nn.compact
     def __call__(self, graph: G.Graph, x):
@@ -285,7 +301,7 @@ class SheafLearner(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (axes.EMBED, None)
+                dense_inits(self.weight_init, pair.shape[-1])[0], (axes.EMBED, None)
             ),
         )(pair)
         if self.map_type != "orth":
@@ -364,7 +380,12 @@ class NeuralSheafDiffusion(nn.Module):
     """NSD node classifier (Diag-NSD, O(d)-NSD, Gen-NSD by `map_type`)."""
 
     TASK = "node"
-    CHOICES = {"map_type": MAP_TYPES, "orth_method": ORTH_METHODS, "left_init": LEFT_INITS}
+    CHOICES = {
+        "map_type": MAP_TYPES,
+        "orth_method": ORTH_METHODS,
+        "left_init": LEFT_INITS,
+        "weight_init": INITS,
+    }
     num_classes: int
     d: int = 3  # learned stalk dimensions (the stalks have d + add_lp + add_hp)
     hidden_channels: int = 16
@@ -382,6 +403,7 @@ class NeuralSheafDiffusion(nn.Module):
     use_epsilons: bool = True
     augmented: bool = True
     use_act: bool = True
+    weight_init: str = "lecun"  # INITS; "torch": the authors' nn.Linear default (uniform, bias)
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -390,15 +412,20 @@ class NeuralSheafDiffusion(nn.Module):
         n, f = x.shape[0], self.hidden_channels
         d = self.d + int(self.add_lp) + int(self.add_hp)  # stalk dimension
         det = not train
-        dense = lambda k, name, names: nn.Dense(  # noqa: E731
-            k,
-            name=name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
-        )
+
+        def dense(k, name, names, fan_in):
+            kernel_init, bias_init = dense_inits(self.weight_init, fan_in)
+            return nn.Dense(
+                k,
+                name=name,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(kernel_init, names),
+                bias_init=bias_init,
+            )
+
         x = nn.Dropout(self.input_dropout)(x, deterministic=det)
-        x = dense(d * f, "encoder", (None, axes.EMBED))(x)
+        x = dense(d * f, "encoder", (None, axes.EMBED), x.shape[-1])(x)
         if self.use_act:
             x = nn.elu(x)
         x = nn.Dropout(self.dropout)(x, deterministic=det)
@@ -415,6 +442,7 @@ class NeuralSheafDiffusion(nn.Module):
                     self.orth_method,
                     self.dtype,
                     self.param_dtype,
+                    self.weight_init,
                     name=f"sheaf_learner_{t}",
                 )(graph, xm)
                 maps = append_fixed_maps(graph, maps, self.add_lp, self.add_hp)
@@ -424,4 +452,4 @@ class NeuralSheafDiffusion(nn.Module):
             h = nn.Dropout(self.dropout)(x, deterministic=det)
             x = sheaf_step(self, lap, x, h, t)
         x = x.reshape(n, d * f)
-        return dense(self.num_classes, "decoder", (axes.EMBED, axes.VOCAB))(x)
+        return dense(self.num_classes, "decoder", (axes.EMBED, axes.VOCAB), d * f)(x)

@@ -275,3 +275,25 @@ def test_add_lp_add_hp_blocks_are_the_signless_and_the_graph_laplacian():
     assert shapes["encoder"]["kernel"].shape == (4, (d + 2) * 4)
     assert shapes["sheaf_learner_0"]["V"]["kernel"].shape == (2 * (d + 2) * 4, d)
     assert shapes["left_0"].shape == (d + 2, d + 2) and shapes["epsilon_1"].shape == (d + 2,)
+
+
+def test_torch_init_is_uniform_on_the_fan_in_bound():
+    """weight_init="torch" (the authors' nn.Linear default): every Dense kernel and bias lies in
+    +-1/sqrt(fan_in) with the uniform law's std bound/sqrt(3) (the encoder's 80 weights); the
+    default "lecun" keeps zero biases."""
+    g, _ = _graph(n=9, seed=5)
+    feats = g.nodes.shape[-1]
+    shapes = {}
+    for init in ("torch", "lecun"):
+        model = sheaf.NeuralSheafDiffusion(
+            num_classes=3, d=2, hidden_channels=10, num_layers=1, weight_init=init
+        )
+        shapes[init] = nn.unbox(jax.jit(model.init)(jax.random.key(1), g, g.nodes))["params"]
+    p = shapes["torch"]
+    enc, dec, v = p["encoder"], p["decoder"], p["sheaf_learner_0"]["V"]["kernel"]
+    for w, fan_in in ((enc["kernel"], feats), (enc["bias"], feats), (dec["bias"], 20), (v, 40)):
+        assert np.abs(np.asarray(w)).max() <= 1 / np.sqrt(fan_in) + 1e-7
+    assert np.abs(np.asarray(enc["bias"])).min() > 0
+    std = np.asarray(enc["kernel"]).std() * np.sqrt(3 * feats)
+    assert 0.85 < std < 1.15, std
+    assert np.all(np.asarray(shapes["lecun"]["encoder"]["bias"]) == 0)
