@@ -271,6 +271,7 @@ class GANToy2D(Toy2D):
             real = np.asarray(self.mixture.sample(jax.random.key(12345), n))
             ref = self.sample(model_state["ddo_ref"], n)
             scalars["sliced_wasserstein_reference"] = metrics.sliced_wasserstein(ref, real)
+            scalars["data_nll_reference"] = float(-self.mixture.log_prob(ref).mean())
             images["reference_samples"] = scatter(ref, real)
         elif self.method == "diffusion_gan":
             scalars["T"] = float(model_state["gan_state"]["big_t"])

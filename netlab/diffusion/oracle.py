@@ -27,6 +27,15 @@ class GaussianMixture:
         eps = jax.random.normal(kx, (n, self.means.shape[1]))
         return jnp.asarray(self.means)[comp] + jnp.asarray(self.stds)[comp] * eps
 
+    def log_prob(self, x):
+        """log p(x) of the mixture for x of shape (N, D) (numpy, float64)."""
+        x = np.asarray(x, np.float64)[:, None]
+        mu, s = np.asarray(self.means, np.float64), np.asarray(self.stds, np.float64)
+        comp = -0.5 * np.sum(((x - mu) / s) ** 2 + np.log(2 * np.pi * s**2), -1)
+        comp = comp + np.log(np.asarray(self.weights, np.float64))
+        top = comp.max(-1, keepdims=True)
+        return (top + np.log(np.exp(comp - top).sum(-1, keepdims=True)))[:, 0]
+
     def denoise(self, x, logsnr):
         """E[x0 | x_t] for x of shape (N, D) and a scalar log-SNR."""
         alpha = jnp.sqrt(jax.nn.sigmoid(logsnr))
