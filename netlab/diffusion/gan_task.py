@@ -40,15 +40,17 @@ loss on its own network; Adam is elementwise, so each network sees its own Adam 
 
 The step number reaches `loss_fn` as the replicated batch leaf `step` (the pretraining switch
 and the adaptation period read it). Evaluation reports the sliced Wasserstein distance to the
-mixture and a scatter picture (DDO: evaluated parameters are the EMA when
-`optimizer.ema_decay` > 0, the reference is raw parameters). Numbers: bench/results/toy2d_gan.md.
-DDO has not improved the toy model there; measured (bench/ddo_toy_diagnosis.py): not gradient
-noise (the first DDO gradient's one-batch SNR is 2.1, the denoising loss's 0.2); with 8-step
-reference samples 95% of that gradient is the reference term, which is the few-step sampler's
-error (64-step samples shrink it 12x: the negatives must come from p_ref, else the optimum is
-p_ref p_data / q for the sampler's law q), hence `gan.ref_steps` 64; even then the fine-tuned
-model does not beat its reference, while the data term alone (alpha = 0) holds it. Bad values
-are one-line UserErrors when the task is built.
+mixture, the samples' NLL under the exact mixture and a scatter picture (DDO: evaluated
+parameters are the EMA when `optimizer.ema_decay` > 0, the reference is raw parameters).
+Numbers: bench/results/toy2d_gan.md. DDO improves an under-capacity reference there (width 16:
+sample NLL 8.01 -> 7.0-7.4, sliced W 0.172 -> 0.160-0.165; the alpha = 0 control does not move),
+the paper's premise (mode-covering under limited capacity), and does not improve the well-fit
+128-wide model. Measured earlier (bench/ddo_toy_diagnosis.py): with 8-step reference samples 95%
+of the first DDO gradient is the few-step sampler's error (the negatives must come from p_ref,
+else the optimum is p_ref p_data / q for the sampler's law q), hence `gan.ref_steps` 64.
+`gan.ddo_estimate`: "elbo" (`ddo.elbo_log_ratio`) or "training" (`ddo.training_log_ratio`, the
+task's own log-SNR sampling and loss weight). Bad values are one-line UserErrors when the task is
+built.
 """
 
 import functools
