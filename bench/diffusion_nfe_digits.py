@@ -23,7 +23,7 @@ Resumable: rows already in the JSON are skipped. CPU: about 10-40 s per row (mos
 
     nice -n 19 python bench/diffusion_nfe_digits.py --workdir runs/adjoint_dit \\
         --gan_workdir runs/digits_gan --distill_workdirs runs/digits_cd runs/digits_ctm \\
-        --ddgan_workdirs runs/digits_rdgan \\
+        runs/digits_ctm_adaptive --ddgan_workdirs runs/digits_rdgan \\
         > runs/diffusion_nfe_digits.log 2>&1
 
 `--gan_workdir` (optional) adds the one-call row of a Diffusion-GAN generator trained by
@@ -73,19 +73,27 @@ STUDENT_NOTES = (
     "Short CPU runs (CD 1500 steps, target = sg(theta); CTM 1000 steps, target EMA 0.99, K = 4 "
     "teacher Heun steps, DSM weight 0.003; batch 64, Adam 1e-4 constant; about 6 and 1.5 "
     "steps/s niced on 2 shared cores), not converged: read them against the teacher's own "
-    "few-step rows. One CTM call already scores below every sampler at up to 8 NFE and about "
+    "few-step rows. The adaptive row balances the DSM term as the authors do "
+    "(distill.dsm_balance=adaptive: weight = the ratio of the CTM and DSM losses' gradient norms "
+    "at the DiT's output kernel, `ctm.balance_weight`); over the run that weight stayed between "
+    "0.001 and 0.012 (0.0035 at the last step), around the fixed row's hand-set 0.003, and its "
+    "FD is within the few units this protocol cannot separate. "
+    "One CTM call already scores below every sampler at up to 8 NFE and about "
     "at the teacher's own 21-NFE setting; CTM's DSM term keeps training the denoiser g(x, t, t) "
     "on data, so the student is not bounded by the teacher's sampler. One CD call beats DDIM "
     "at up to 8 NFE, but CD's multistep samples do not improve on it here (not diagnosed; "
     "each re-noised call adds the student's own error at a smaller sigma)."
 )
 DDGAN_NOTES = (
-    "A short CPU run (stopped at its 20-minute budget: about 1.5 steps/s niced on the shared 2 "
-    "cores, against the Diffusion-GAN run's 7-9) of a small conv generator and discriminator "
-    "(netlab/diffusion/ddgan_digits_task.py), unconditional, one optimizer on L_D + L_G, R1 "
-    "every step (the authors: lazily, every 15). Not converged: its samples at the last step "
-    "are digit-like strokes partly collapsed to a few stripe patterns, and FD rose from step "
-    "1000; read the row as 'trains and samples', not as a measure of the method. Like the "
+    "A 30-minute CPU run (6000 steps of batch 64 at 3-4 steps/s niced on 2 shared cores) of a "
+    "small conv generator and discriminator (netlab/diffusion/ddgan_digits_task.py), "
+    "unconditional, one optimizer on L_D + L_G, lazy R1 every 15 steps (gan.lazy_reg, the "
+    "authors' setting), EMA 0.999 of the weights (optimizer.ema_decay; the authors keep an "
+    "EMA of G; the raw weights of the same checkpoint score FD 262: the last steps' generator "
+    "oscillates, its average does not). The FD still falls at the last evaluation, so longer "
+    "runs should do better. "
+    "The earlier run of this config with R1 at every step and no EMA (1.5 steps/s) was "
+    "stopped at step 1489 with FD 528 (310 at step 1000, partly collapsed). Like the "
     "Diffusion-GAN row, a different model and budget from the DiT."
 )
 NOTES = (
@@ -155,12 +163,21 @@ def ddgan_row(args, workdir):
     task = DDGANDigits(build(args, n, workdir, config, ("gan",)))
     abstract = nn.unbox(jax.eval_shape(task.init_variables, jax.random.key(0)))["params"]
     params, step = manager.restore_params(workdir, abstract)
+    ema = saved["optimizer"].get("ema_decay", 0.0) > 0
+    if ema:  # the weights the trainer evaluates: the EMA slot of the checkpoint's "rest" item
+        import orbax.checkpoint as ocp
+
+        with ocp.StandardCheckpointer() as ckpt:
+            rest = ckpt.restore(pathlib.Path(workdir).resolve() / "ckpt" / str(step) / "rest")
+        slots = rest["ema"]
+        params = jax.tree.map(jax.numpy.asarray, slots[sorted(slots)[0]])
     scalars, _ = task.evaluate(params, None, int(step), args.workdir)
     log = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
     fd_log = [
         (r["step"], r["eval/digits_fd"]) for r in map(json.loads, log) if "eval/digits_fd" in r
     ]
     row = dict(method=method, workdir=workdir, step=int(step), steps=saved["train"]["steps"])
+    row["weights"] = "EMA" if ema else "raw"
     return dict(row, **{k: float(v) for k, v in scalars.items()}, fd_log=fd_log)
 
 
@@ -174,8 +191,9 @@ def student_rows(args, have):
         method = saved["distill"]["method"]
         config = f"configs/diffusion/digits_distill.py:method={method}"
         task = None
+        adaptive = saved["distill"].get("dsm_balance", "fixed") == "adaptive"
         for nfe in STUDENT_NFE:
-            name = f"{method} (student)"
+            name = f"{method}{', adaptive DSM weight' if adaptive else ''} (student)"
             if (name, nfe) in have:
                 continue
             over = {"distill.sample_steps": str(nfe), "eval.num_samples": str(args.num_samples)}
@@ -226,8 +244,8 @@ def write_md(rows, path, meta):
             "",
             "Distilled students (`(student)` rows; configs/diffusion/digits_distill.py, "
             "netlab/diffusion/distill_task.py): "
-            + "; ".join(f"{m.split()[0]}: {w} (step {s})" for m, w, s in runs)
-            + f". Both are distilled from the checkpoint above ({meta['workdir']}) and start "
+            + "; ".join(f"{m[: -len(' (student)')]}: {w} (step {s})" for m, w, s in runs)
+            + f". All are distilled from the checkpoint above ({meta['workdir']}) and start "
             "from its weights; one NFE is one student call from sigma_max = 80 (the same unit "
             "noise as the sampler rows), at NFE 2 and 4 along the descending Karras grid of "
             "NFE + 1 points (CD: Alg. 1, re-noising between calls; CTM: gamma = 0, "
@@ -252,8 +270,9 @@ def write_md(rows, path, meta):
             "",
             f"Few-step model: {name} (configs/diffusion/digits_gan.py:method={r['method']}, "
             f"{r['workdir']}, step {r['step']}), the T = {r['nfe']:g} step posterior-sampling "
-            f"chain, {r['nfe']:g} generator calls per sample: FD {r['digits_fd']:.1f} (the "
-            f"DiT workdir's FD classifier, as every row). The run's own evaluations (step: FD): "
+            f"chain, {r['nfe']:g} generator calls per sample: FD {r['digits_fd']:.1f} with the "
+            f"{r.get('weights', 'raw')} weights (the DiT workdir's FD classifier, as every row). "
+            f"The run's own evaluations (step: FD): "
             + ", ".join(f"{a}: {b:.1f}" for a, b in r["fd_log"])
             + f"; stopped at step {r['step']} of train.steps {r['steps']}. {DDGAN_NOTES}",
         ]

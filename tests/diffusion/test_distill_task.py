@@ -55,8 +55,9 @@ def _student(method, teacher_dir, **extra):
 
 def test_losses_are_the_librarys_and_ctm_starts_at_the_teacher(tmp_path):
     teacher_params = _teacher(tmp_path / "teacher")
-    tasks = {m: _student(f"method={m}", tmp_path / "teacher") for m in ("cd", "ctm")}
-    adaptive = _student("method=ctm", tmp_path / "teacher", **{"distill.dsm_balance": "adaptive"})
+    fixed = {"distill.dsm_balance": "fixed"}
+    tasks = {m: _student(f"method={m}", tmp_path / "teacher", **fixed) for m in ("cd", "ctm")}
+    adaptive = _student("method=ctm", tmp_path / "teacher")  # the default (the authors')
     variables = {m: jax.jit(t.init_variables)(jax.random.key(0)) for m, t in tasks.items()}
     batch = jax.tree.map(jnp.asarray, tasks["cd"].train_batch(3))
     x0, labels, key = batch["x"], batch["label"], jax.random.key(7)
