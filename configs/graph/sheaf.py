@@ -73,7 +73,7 @@ def get_config(arg=None):
             use_epsilons=True,
             augmented=True,
             use_act=True,
-            weight_init="lecun",  # lecun | torch (the authors' nn.Linear default, uniform with bias)
+            weight_init="lecun",  # lecun | torch (the authors' nn.Linear default: uniform, bias)
         )
     )
     c.model.update(hp["model"])
