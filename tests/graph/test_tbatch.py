@@ -61,7 +61,18 @@ def test_pack_cuts_windows_into_tbatch_pieces():
         # piece, or pieces cut below `size` without need, would give more)
         _, counts = np.unique(ids, return_counts=True)
         assert len(pieces) == int(np.sum(-(-counts // 3))) > 0
-        for p in pieces:
-            assert 1 <= len(p) <= 3 and len(set(ids[p - lo])) == 1
+        for p in pieces:  # JODIE's point: no node twice in a piece (its updates commute)
             nodes = np.r_[src[p], dst[p]]
             assert len(nodes) == len(set(nodes))
+
+
+def test_pack_cuts_at_tbatch_boundaries():
+    """T-batch sizes 2 then 3 with size 3: the pieces are [0, 1] and [2, 3, 4]. A packer that
+    chunked the window in time order ([0, 1, 2], [3, 4]) has the same piece count and order, and
+    only this exact answer tells them apart."""
+    src, dst = np.array([0, 1, 0, 1, 5]), np.array([5, 6, 7, 8, 9])
+    np.testing.assert_array_equal(tbatch.assign(src, dst), [0, 0, 1, 1, 1])
+    (pieces,) = tbatch.pack(src, dst, window=8, size=3)
+    assert [p.tolist() for p in pieces] == [[0, 1], [2, 3, 4]]
+    (pieces,) = tbatch.pack(src, dst, window=8, size=2)  # the 3-event t-batch cut as 2 + 1
+    assert [p.tolist() for p in pieces] == [[0, 1], [2, 3], [4]]
