@@ -105,6 +105,11 @@ def _optimizer(o):
     ):
         if key in o:
             check_choice(f"optimizer.{key}", o[key], choices)
+    if o.get("amsgrad", False) and o.get("name") not in ("adam", "adamw"):
+        raise UserError(
+            f"optimizer.amsgrad=True with optimizer.name={o.get('name')!r}: AMSGrad is a variant "
+            "of adam / adamw; set optimizer.name=adamw or optimizer.amsgrad=False"
+        )
     stds = tuple(o.get("ema_stds", ()) or ())
     for std in stds:
         number(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from netlab.errors import UserError
-from netlab.train import ema, optim
+from netlab.train import ema, optim, validate
 from tests.train.helpers import tiny_config
 
 
@@ -132,3 +132,10 @@ def test_amsgrad_adamw_matches_numpy():
             q[k] = q[k] - 0.1 * (step + (0.5 * q[k] if k == "w" else 0.0))
     for k in q:
         np.testing.assert_allclose(p[k], q[k], rtol=1e-5, atol=1e-6)
+
+
+def test_amsgrad_with_another_optimizer_is_a_one_line_error():
+    cfg = tiny_config(**{"optimizer.name": "sgd", "optimizer.amsgrad": "True"})
+    with pytest.raises(UserError, match="optimizer.amsgrad=True with optimizer.name='sgd'") as e:
+        validate.config(cfg)
+    assert "\n" not in str(e.value)
