@@ -87,7 +87,7 @@ class PairDiscriminator(nn.Module):
         return nn.Dense(1)(jnp.concatenate([h.reshape(n, -1), onehot], -1))[:, 0]
 
 
-class _DDGAN:
+class _DDGAN(gan_task.StepInBatch):
     """The DDGAN / RDGAN parts of an image task (a mixin in front of DigitsDiffusion)."""
 
     def __init__(self, config, policy=None):
@@ -125,12 +125,6 @@ class _DDGAN:
 
     def rd_discriminator(self, params, x_prev, t, x_t):
         return self.discriminator.apply({"params": params}, x_prev, t, x_t)
-
-    def batch_axes(self):  # the step number rides along for lazy R1 (gan.lazy_reg)
-        return dict(super().batch_axes(), step=())
-
-    def train_batch(self, step):
-        return dict(super().train_batch(step), step=np.int32(step))
 
     def loss_fn(self, params, model_state, batch, rng, train):
         """`gan_task.ddgan_loss` of `gan.method` on the flattened batch (R1 every

@@ -78,7 +78,7 @@ class ConvDiscriminator(nn.Module):
         return nn.Dense(1)(jnp.concatenate([h.reshape(n, -1), tt[:, None]], -1))[:, 0]
 
 
-class _DiffusionGAN:
+class _DiffusionGAN(gan_task.StepInBatch):
     """The Diffusion-GAN parts of an image task (a mixin in front of DigitsDiffusion)."""
 
     def __init__(self, config, policy=None):
@@ -113,12 +113,6 @@ class _DiffusionGAN:
             "params": {"generator": gen["params"], "discriminator": disc["params"]},
             "gan_state": {"big_t": big_t},
         }
-
-    def batch_axes(self):
-        return dict(super().batch_axes(), step=())
-
-    def train_batch(self, step):
-        return dict(super().train_batch(step), step=np.int32(step))
 
     def loss_fn(self, params, model_state, batch, rng, train):
         """L_D + L_G of `diffusion_gan.losses` on the flattened batch; key order: (z, losses)."""

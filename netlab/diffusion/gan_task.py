@@ -87,7 +87,19 @@ class MLP(nn.Module):
         return nn.Dense(self.out)(h)
 
 
-class GANToy2D(Toy2D):
+class StepInBatch:
+    """Mixin in front of a task: the training step rides in each training batch as the replicated
+    leaf `step` (the GAN schedules read it: DDO's pretraining switch, Diffusion-GAN's adaptation
+    period, lazy R1)."""
+
+    def batch_axes(self):
+        return dict(super().batch_axes(), step=())
+
+    def train_batch(self, step):
+        return dict(super().train_batch(step), step=np.int32(step))
+
+
+class GANToy2D(StepInBatch, Toy2D):
     """The toy mixture trained by `gan.method` (module docstring)."""
 
     def __init__(self, config, policy=None):
@@ -150,12 +162,6 @@ class GANToy2D(Toy2D):
             disc = self.discriminator.init(kd, x, t, x)
             state = {}
         return {"params": {"generator": gen["params"], "discriminator": disc["params"]}, **state}
-
-    def batch_axes(self):
-        return {"x": ("batch", None), "step": ()}
-
-    def train_batch(self, step):
-        return dict(super().train_batch(step), step=np.int32(step))
 
     def loss_fn(self, params, model_state, batch, rng, train):
         fn = {"ddo": self._ddo, "diffusion_gan": self._diffusion_gan, "rdgan": self._rdgan}
