@@ -54,12 +54,14 @@ sys.path.insert(0, str(ROOT))
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 
 from netlab import configlib  # noqa: E402
 from netlab.checkpoint import manager  # noqa: E402
 from netlab.diffusion import samplers  # noqa: E402
 from netlab.diffusion.registries import SAMPLERS  # noqa: E402
 from netlab.diffusion.task import DigitsDiffusion  # noqa: E402
+from netlab.train import ema as emalib  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS = (2, 4, 8, 16)
@@ -163,14 +165,15 @@ def ddgan_row(args, workdir):
     task = DDGANDigits(build(args, n, workdir, config, ("gan",)))
     abstract = nn.unbox(jax.eval_shape(task.init_variables, jax.random.key(0)))["params"]
     params, step = manager.restore_params(workdir, abstract)
-    ema = saved["optimizer"].get("ema_decay", 0.0) > 0
-    if ema:  # the weights the trainer evaluates: the EMA slot of the checkpoint's "rest" item
+    # the weights the trainer evaluates (Trainer.eval_params): the first EMA slot, if any
+    slot = next(iter(emalib.names(ml_collections.ConfigDict(saved["optimizer"]))), None)
+    ema = slot is not None
+    if ema:  # read from the checkpoint's "rest" item (restore_params reads parameters only)
         import orbax.checkpoint as ocp
 
         with ocp.StandardCheckpointer() as ckpt:
             rest = ckpt.restore(pathlib.Path(workdir).resolve() / "ckpt" / str(step) / "rest")
-        slots = rest["ema"]
-        params = jax.tree.map(jax.numpy.asarray, slots[sorted(slots)[0]])
+        params = jax.tree.map(jax.numpy.asarray, rest["ema"][slot])
     scalars, _ = task.evaluate(params, None, int(step), args.workdir)
     log = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
     fd_log = [
