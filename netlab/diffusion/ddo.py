@@ -60,23 +60,27 @@ def loss(d_data, d_ref, alpha=1.0, beta=1.0, w_data=None, w_ref=None):
     )
 
 
-def elbo_log_ratio(denoise_theta, denoise_ref, x, logsnr, eps, density):
-    """One-sample ELBO estimate of log p_theta(x) - log p_ref(x) per example with shared
-    (logsnr, eps) (per-example arrays), `density` = p(logsnr) of the sampled log-SNRs and
-    `denoise(x_t, logsnr) -> x0_hat` taking per-example log-SNRs (N, 1)."""
+def error_gap(denoise_theta, denoise_ref, x, logsnr, eps):
+    """Per example |D_ref(x_t) - x|^2 - |D_theta(x_t) - x|^2 summed over the last axis (the
+    reference's term without gradient), x_t = alpha x + sigma eps at per-example `logsnr`."""
     a, s = alpha_sigma(logsnr[:, None])
     x_t = a * x + s * eps
     err_ref = jnp.sum((denoise_ref(x_t, logsnr[:, None]) - x) ** 2, -1)
     err_theta = jnp.sum((denoise_theta(x_t, logsnr[:, None]) - x) ** 2, -1)
-    return 0.5 * jnp.exp(logsnr) / density * (jax.lax.stop_gradient(err_ref) - err_theta)
+    return jax.lax.stop_gradient(err_ref) - err_theta
+
+
+def elbo_log_ratio(denoise_theta, denoise_ref, x, logsnr, eps, density):
+    """One-sample ELBO estimate of log p_theta(x) - log p_ref(x) per example with shared
+    (logsnr, eps) (per-example arrays), `density` = p(logsnr) of the sampled log-SNRs and
+    `denoise(x_t, logsnr) -> x0_hat` taking per-example log-SNRs (N, 1)."""
+    gap = error_gap(denoise_theta, denoise_ref, x, logsnr, eps)
+    return 0.5 * jnp.exp(logsnr) / density * gap
 
 
 def training_log_ratio(denoise_theta, denoise_ref, x, logsnr, eps, weight):
     """The training-loss form of d per example: weight * (mean-over-dims |D_ref(x_t) - x|^2 -
     mean-over-dims |D_theta(x_t) - x|^2), shared (logsnr, eps), `weight` = w(logsnr) of the
     model's objective per example (module docstring)."""
-    a, s = alpha_sigma(logsnr[:, None])
-    x_t = a * x + s * eps
-    err_ref = jnp.mean((denoise_ref(x_t, logsnr[:, None]) - x) ** 2, -1)
-    err_theta = jnp.mean((denoise_theta(x_t, logsnr[:, None]) - x) ** 2, -1)
-    return weight * (jax.lax.stop_gradient(err_ref) - err_theta)
+    gap = error_gap(denoise_theta, denoise_ref, x, logsnr, eps)
+    return weight * gap / x.shape[-1]
