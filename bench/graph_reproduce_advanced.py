@@ -115,7 +115,8 @@ def _node_step(task, tx, lr, eval_times=()):
     """One jitted step per (model, loss settings, lr): the graph and masks are arguments, so the
     10 splits of a dataset (same shapes) compile once. With `eval_times` the val and test
     accuracies are vectors, one entry per time (train_node_classifier)."""
-    key = (task.model, task.weight_decay, task.wd_scope, lr, eval_times)
+    overrides = tuple(sorted(task.wd_overrides.items()))
+    key = (task.model, task.weight_decay, task.wd_scope, overrides, lr, eval_times)
     if key not in _STEPS:
 
         @jax.jit
@@ -188,6 +189,8 @@ def _nsd_rows(args, grid_extra=None, save=None):
                 for k, v in hp.get("data", {}).items():  # e.g. row_normalize
                     cfg.data[k] = v
                 cfg.loss.weight_decay = hp.get("wd", cfg.loss.weight_decay)
+                if "sheaf_wd" in hp:  # the authors' sheaf_decay (else it follows wd)
+                    cfg.loss.weight_decay_overrides.sheaf_learner = hp["sheaf_wd"]
             accs, vals, epochs = [], [], []
             bar = tqdm(range(args.splits), desc=f"NSD {mt:7s} {ds}", leave=False)
             t0 = time.time()

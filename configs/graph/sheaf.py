@@ -74,11 +74,14 @@ def get_config(arg=None):
             augmented=True,
             use_act=True,
             weight_init="lecun",  # lecun | torch (the authors' nn.Linear default: uniform, bias)
+            second_linear=False,  # the authors' lin12: a second encoder layer
         )
     )
     c.model.update(hp["model"])
     c.data = ml_collections.ConfigDict(dict(name=a.data, data_dir="", split=0, row_normalize=False))
     c.loss = ml_collections.ConfigDict(dict(weight_decay=5e-3, weight_decay_scope=""))
+    # The authors' sheaf_decay: the sheaf learners' own L2 (None: the same as weight_decay).
+    c.loss.weight_decay_overrides = ml_collections.ConfigDict(dict(sheaf_learner=None))
     c.train.steps = 300
     c.train.batch_size = 0
     c.train.log_every = 50

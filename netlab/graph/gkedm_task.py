@@ -107,7 +107,7 @@ class GKEDMDistillation(NodeClassification):
         def loss(p, k):
             out = self.teacher.apply({"params": p}, g, g.nodes, train=True, rngs={"dropout": k})
             ce = masked_cross_entropy(out, g_y, g_mask)
-            return ce + l2_penalty(p, self.weight_decay, self.wd_scope)
+            return ce + l2_penalty(p, self.weight_decay, self.wd_scope, self.wd_overrides)
 
         g_y, g_mask = jnp.asarray(self.arrays["y"]), jnp.asarray(self.arrays["train_mask"])
 
@@ -131,7 +131,11 @@ class GKEDMDistillation(NodeClassification):
         logits, maps = attention_maps(self.model, variables, g, batch["nodes"], train, rng)
         ce = masked_cross_entropy(logits, batch["y"], batch["train_mask"])
         kd = distillation_term(g, self.teacher_maps, maps)
-        loss = ce + l2_penalty(params, self.weight_decay, self.wd_scope) + self.kd_weight * kd
+        loss = (
+            ce
+            + l2_penalty(params, self.weight_decay, self.wd_scope, self.wd_overrides)
+            + self.kd_weight * kd
+        )
         accuracy = masked_accuracy(logits, batch["y"], batch["train_mask"])
         return loss, ({"ce": ce, "kd": kd, "accuracy": accuracy}, model_state)
 

@@ -40,6 +40,11 @@ d + add_lp + add_hp dimensions, the sheaf learner reads all of them and outputs 
 learned ones only. Normalisation is the same as for the learned part, (deg + 1)^{-1/2} on both sides
 when augmented, as their `scalar_normalise`.
 
+Encoder: dropout(input_dropout), Linear, ELU, dropout(dropout), and with `second_linear` a second
+Linear of the same width (no activation), as the authors' lin1 / lin12 (their chameleon script turns
+it on). The authors' `sheaf_decay` (a weight decay of its own for the sheaf learners) is the task's
+`loss.weight_decay_overrides={"sheaf_learner": value}` (netlab.graph.task.l2_penalty).
+
 Where this differs from the authors' code: the left weights W_1 are initialised orthogonal by
 default (theirs: the identity, `left_init="identity"` here); their O(d) model can learn extra edge
 weights (`edge_weights`) and their Gen-NSD clamps normalised entries to [-1, 1]; neither is here.
@@ -404,6 +409,7 @@ class NeuralSheafDiffusion(nn.Module):
     augmented: bool = True
     use_act: bool = True
     weight_init: str = "lecun"  # INITS; "torch": the authors' nn.Linear default (uniform, bias)
+    second_linear: bool = False  # the authors' `second_linear`: a 2nd encoder layer, no activation
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -429,6 +435,8 @@ class NeuralSheafDiffusion(nn.Module):
         if self.use_act:
             x = nn.elu(x)
         x = nn.Dropout(self.dropout)(x, deterministic=det)
+        if self.second_linear:  # the authors' lin12, after the dropout, without an activation
+            x = dense(d * f, "encoder_2", (None, axes.EMBED), d * f)(x)
         x = x.reshape(n, d, f)
         lap = None
         for t in range(self.num_layers):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from netlab.errors import UserError
 from netlab.graph import builder, padding, splits, synthetic_wl
 from netlab.graph import datasets as D
 from netlab.graph import graphs as G
@@ -55,17 +56,45 @@ GRAPH_DATA_KEYS = (
 LINK_DATA_KEYS = ("name", "data_dir", "val_fraction", "test_fraction", "edge_sharded")
 
 
-def l2_penalty(params, weight_decay: float, scope: str = ""):
+def l2_penalty(params, weight_decay: float, scope: str = "", overrides=None):
     """weight_decay/2 · Σ p² over parameters whose path starts with ``scope`` ("" = all). Equals the
-    coupled L2 of Adam(weight_decay) in PyG and Kipf's ``weight_decay * tf.nn.l2_loss``."""
-    if not weight_decay:
+    coupled L2 of Adam(weight_decay) in PyG and Kipf's ``weight_decay * tf.nn.l2_loss``.
+
+    ``overrides`` (mapping path prefix -> decay): parameters whose path starts with a prefix take
+    that decay instead (the first matching prefix), e.g. {"sheaf_learner": 1e-4} for the NSD
+    authors' separate ``sheaf_decay`` (their Adam parameter groups)."""
+    overrides = dict(overrides or {})
+    if not weight_decay and not any(overrides.values()):
         return 0.0
     total = 0.0
     for path, p in jax.tree_util.tree_leaves_with_path(params):
         name = "/".join(str(getattr(k, "key", k)) for k in path)
-        if name.startswith(scope):
-            total = total + jnp.sum(jnp.square(p))
-    return 0.5 * weight_decay * total
+        wd = next((v for k, v in overrides.items() if name.startswith(k)), None)
+        if wd is None:
+            wd = weight_decay if name.startswith(scope) else 0.0
+        if wd:
+            total = total + 0.5 * wd * jnp.sum(jnp.square(p))
+    return total
+
+
+def weight_decay_overrides(config) -> dict:
+    """`loss.weight_decay_overrides` as {prefix: float}, checked (one-line error on a bad value);
+    a None entry means "no override" (those parameters take loss.weight_decay)."""
+    raw = config.get("loss", {}).get("weight_decay_overrides", None) or {}
+    out = {}
+    for k, v in dict(raw).items():
+        if v is None:
+            continue
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            out[str(k)] = -1.0
+        if not out[str(k)] >= 0:
+            raise UserError(
+                f"loss.weight_decay_overrides.{k}={v!r}; give a decay >= 0 for the parameters "
+                f"under {k!r}"
+            )
+    return out
 
 
 def masked_cross_entropy(logits, labels, mask):
@@ -150,6 +179,7 @@ class NodeClassification:
             }
         self.weight_decay = float(config.get("loss", {}).get("weight_decay", 0.0))
         self.wd_scope = str(config.get("loss", {}).get("weight_decay_scope", ""))
+        self.wd_overrides = weight_decay_overrides(config)
         self._predict = jax.jit(self.logits)
 
     # -- protocol --------------------------------------------------------------------------------
@@ -179,7 +209,7 @@ class NodeClassification:
         else:
             logits = self.model.apply(variables, g, batch["nodes"], **kw)
         ce = masked_cross_entropy(logits, batch["y"], batch["train_mask"])
-        loss = ce + l2_penalty(params, self.weight_decay, self.wd_scope)
+        loss = ce + l2_penalty(params, self.weight_decay, self.wd_scope, self.wd_overrides)
         accuracy = masked_accuracy(logits, batch["y"], batch["train_mask"])
         return loss, ({"ce": ce, "accuracy": accuracy}, model_state)
 

@@ -297,3 +297,46 @@ def test_torch_init_is_uniform_on_the_fan_in_bound():
     std = np.asarray(enc["kernel"]).std() * np.sqrt(3 * feats)
     assert 0.85 < std < 1.15, std
     assert np.all(np.asarray(shapes["lecun"]["encoder"]["bias"]) == 0)
+
+
+def test_second_linear_with_identity_weights_is_the_plain_encoder():
+    """second_linear (the authors' lin12): a width-preserving Dense after the encoder's dropout;
+    with its kernel the identity and its bias zero the model equals the one without it, with a
+    random kernel it does not (the layer is on the forward path)."""
+    g, _ = _graph(n=8, seed=3)
+    kw = dict(num_classes=3, d=2, hidden_channels=5, num_layers=2, nonlinear=True)
+    plain = sheaf.NeuralSheafDiffusion(**kw)
+    second = sheaf.NeuralSheafDiffusion(**kw, second_linear=True)
+    p = nn.unbox(second.init(jax.random.key(0), g, g.nodes))["params"]
+    assert p["encoder_2"]["kernel"].shape == (10, 10)
+    base = {k: v for k, v in p.items() if k != "encoder_2"}
+    ident = dict(p, encoder_2={"kernel": jnp.eye(10), "bias": jnp.zeros(10)})
+    want = plain.apply({"params": base}, g, g.nodes)
+    np.testing.assert_allclose(second.apply({"params": ident}, g, g.nodes), want, atol=1e-6)
+    assert np.abs(second.apply({"params": p}, g, g.nodes) - want).max() > 1e-3
+
+
+def test_weight_decay_overrides_closed_form_and_bad_value():
+    """l2_penalty with overrides (the NSD authors' separate sheaf_decay): each parameter takes the
+    decay of its first matching prefix, else the base decay inside `scope`; a negative or
+    non-numeric override is a one-line UserError."""
+    import ml_collections
+
+    from netlab.errors import UserError
+    from netlab.graph.task import l2_penalty, weight_decay_overrides
+
+    params = {
+        "encoder": {"kernel": jnp.full((2, 3), 2.0)},  # sum of squares 24
+        "sheaf_learner_0": {"V": {"kernel": jnp.full((4,), 3.0)}},  # 36
+        "sheaf_learner_1": {"V": {"kernel": jnp.ones((5,))}},  # 5
+    }
+    got = l2_penalty(params, 1e-2, "", {"sheaf_learner": 1e-4})
+    np.testing.assert_allclose(got, 0.5 * (1e-2 * 24 + 1e-4 * 41), rtol=1e-6)
+    np.testing.assert_allclose(l2_penalty(params, 0.0, "", {"sheaf_learner_1": 2.0}), 5.0)
+    np.testing.assert_allclose(l2_penalty(params, 1e-2, "enc"), 0.5 * 1e-2 * 24, rtol=1e-6)
+    cfg = ml_collections.ConfigDict(dict(loss=dict(weight_decay_overrides=dict(a=None, b=1e-3))))
+    assert weight_decay_overrides(cfg) == {"b": 1e-3}
+    for bad in (-1.0, "x"):
+        cfg.loss.weight_decay_overrides = ml_collections.ConfigDict(dict(sheaf_learner=bad))
+        with pytest.raises(UserError, match="weight_decay_overrides.sheaf_learner"):
+            weight_decay_overrides(cfg)
