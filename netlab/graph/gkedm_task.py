@@ -107,7 +107,8 @@ class GKEDMDistillation(NodeClassification):
         def loss(p, k):
             out = self.teacher.apply({"params": p}, g, g.nodes, train=True, rngs={"dropout": k})
             ce = masked_cross_entropy(out, g_y, g_mask)
-            return ce + l2_penalty(p, self.weight_decay, self.wd_scope, self.wd_overrides)
+            # the student's L2 (weight_decay_overrides name the student's parameters)
+            return ce + l2_penalty(p, self.weight_decay, self.wd_scope)
 
         g_y, g_mask = jnp.asarray(self.arrays["y"]), jnp.asarray(self.arrays["train_mask"])
 

@@ -62,18 +62,24 @@ def l2_penalty(params, weight_decay: float, scope: str = "", overrides=None):
 
     ``overrides`` (mapping path prefix -> decay): parameters whose path starts with a prefix take
     that decay instead (the first matching prefix), e.g. {"sheaf_learner": 1e-4} for the NSD
-    authors' separate ``sheaf_decay`` (their Adam parameter groups)."""
+    authors' separate ``sheaf_decay`` (their Adam parameter groups). A prefix that matches no
+    parameter is a config error (a typo would otherwise be silently ignored)."""
     overrides = dict(overrides or {})
     if not weight_decay and not any(overrides.values()):
         return 0.0
-    total = 0.0
+    total, matched = 0.0, set()
     for path, p in jax.tree_util.tree_leaves_with_path(params):
         name = "/".join(str(getattr(k, "key", k)) for k in path)
-        wd = next((v for k, v in overrides.items() if name.startswith(k)), None)
-        if wd is None:
-            wd = weight_decay if name.startswith(scope) else 0.0
+        prefix = next((k for k in overrides if name.startswith(k)), None)
+        matched.add(prefix)
+        wd = overrides[prefix] if prefix is not None else weight_decay * name.startswith(scope)
         if wd:
             total = total + 0.5 * wd * jnp.sum(jnp.square(p))
+    for k in overrides.keys() - matched:
+        raise UserError(
+            f"loss.weight_decay_overrides.{k}: no parameter path starts with {k!r}; use a prefix "
+            "of the model's parameter names (e.g. sheaf_learner for NSD)"
+        )
     return total
 
 
@@ -88,8 +94,8 @@ def weight_decay_overrides(config) -> dict:
         try:
             out[str(k)] = float(v)
         except (TypeError, ValueError):
-            out[str(k)] = -1.0
-        if not out[str(k)] >= 0:
+            out[str(k)] = float("nan")
+        if not out[str(k)] >= 0:  # also NaN
             raise UserError(
                 f"loss.weight_decay_overrides.{k}={v!r}; give a decay >= 0 for the parameters "
                 f"under {k!r}"
